@@ -1,0 +1,97 @@
+"""Turns an experiment config (which only describes) into components.
+
+Configs name registered components and give their options; this module is the
+one place that builds them, so `main.py`, the trainer, evaluation and the
+benchmarks all construct the same objects the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gin
+import ml_collections
+
+from chameleon_jax.data import dataset as dataset_lib
+from chameleon_jax.data import sources  # noqa: F401  (registers sources)
+from chameleon_jax.data.transforms import AugmentConfig
+from chameleon_jax.losses import build_loss
+from chameleon_jax.models import build_model
+from chameleon_jax.registry import DATASETS
+
+
+def to_dict(value: Any) -> Any:
+  """ConfigDict / FrozenConfigDict / tuples -> plain Python containers."""
+  if isinstance(value, (ml_collections.ConfigDict,
+                        ml_collections.FrozenConfigDict)):
+    return {k: to_dict(v) for k, v in value.items()}
+  if isinstance(value, dict):
+    return {k: to_dict(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [to_dict(v) for v in value]
+  return value
+
+
+def parse_gin(config: ml_collections.ConfigDict) -> None:
+  """Applies `config.gin_files` and `config.gin_bindings` (component defaults)."""
+  gin.clear_config()
+  gin.parse_config_files_and_bindings(list(config.get("gin_files", [])),
+                                      list(config.get("gin_bindings", [])))
+
+
+def data_root(config: ml_collections.ConfigDict, workdir: str) -> Path:
+  return Path(config.data.root) if config.data.root else Path(workdir) / "data"
+
+
+def ingest(config: ml_collections.ConfigDict, workdir: str,
+           log=print) -> dataset_lib.Dataset:
+  """Runs the ETL stage: source -> validated, split, versioned shards."""
+  info, items = DATASETS.build(config.data.source,
+                               **to_dict(config.data.source_kwargs))
+  return dataset_lib.build(
+      info, items, data_root(config, workdir), config.data.name,
+      split_fractions=to_dict(config.data.splits),
+      split_seed=config.data.split_seed,
+      max_bad_fraction=config.data.max_bad_fraction, log=log)
+
+
+def open_dataset(config: ml_collections.ConfigDict,
+                 workdir: str) -> dataset_lib.Dataset:
+  root = data_root(config, workdir)
+  if config.data.version:
+    return dataset_lib.Dataset.open(root / config.data.name /
+                                    config.data.version)
+  return dataset_lib.latest(root, config.data.name)
+
+
+def model_signature(config: ml_collections.ConfigDict, num_classes: int,
+                    in_channels: int) -> dict:
+  """What identifies a model's parameter layout (stored in checkpoints)."""
+  return {"name": config.model.name, "num_classes": num_classes,
+          "in_channels": in_channels, "dtype": config.model.dtype,
+          "kwargs": to_dict(config.model.kwargs)}
+
+
+def model(config: ml_collections.ConfigDict, num_classes: int,
+          in_channels: int):
+  return build_model(config.model.name, num_classes=num_classes,
+                     in_channels=in_channels, dtype=config.model.dtype,
+                     seed=config.seed, **to_dict(config.model.kwargs))
+
+
+def loss(config: ml_collections.ConfigDict):
+  return build_loss(config.loss.name, **to_dict(config.loss.kwargs))
+
+
+def image_size(config: ml_collections.ConfigDict) -> tuple[int, int] | None:
+  size = tuple(config.data.image_size)
+  return (int(size[0]), int(size[1])) if size else None
+
+
+def augment(config: ml_collections.ConfigDict) -> AugmentConfig:
+  options = to_dict(config.data.augment)
+  crop = tuple(config.data.crop_size)
+  return AugmentConfig(
+      crop_size=(int(crop[0]), int(crop[1])) if crop else None,
+      **{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})

@@ -1,0 +1,1 @@
+"""Data: ingestion (ETL), versioned shards and Grain input pipelines."""

@@ -1,0 +1,231 @@
+"""Ingest sources: each yields validated `Item`s or `Rejected` entries, never drops.
+
+Sources are registered in `DATASETS` (one registry for every zoo) and built
+from `config.data.source` / `config.data.source_kwargs`:
+
+  synthetic           the built-in synthetic defect data (see synthetic.py);
+  image_mask_folders  images/ and masks/ folders paired by file stem;
+  class_folders       one folder per class, masks beside the images
+                      (e.g. MT_Blowhole/Imgs/x.jpg + x.png): mask = (png >= 128)
+                      * class index of the folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from chameleon_jax.data import images as imio
+from chameleon_jax.data import synthetic
+from chameleon_jax.registry import DATASETS
+
+
+@dataclasses.dataclass
+class Item:
+  """One validated example. `label` is the image-level class (0: defect-free)."""
+  item_id: str
+  image: np.ndarray  # (H, W, C) uint8 or uint16.
+  mask: np.ndarray  # (H, W) uint8 class indices.
+  label: int
+  source: str
+  content_hash: str  # sha256 of the source bytes (image + mask).
+
+
+@dataclasses.dataclass
+class Rejected:
+  """An input that failed validation; it goes to the quarantine report."""
+  path: str
+  reason: str
+
+
+@dataclasses.dataclass
+class SourceInfo:
+  class_names: tuple[str, ...]
+  channels: int
+
+
+def _sha256(*chunks: bytes) -> str:
+  digest = hashlib.sha256()
+  for chunk in chunks:
+    digest.update(hashlib.sha256(chunk).digest())
+  return digest.hexdigest()
+
+
+def _dominant_class(mask: np.ndarray) -> int:
+  counts = np.bincount(mask.ravel(), minlength=2)
+  counts[0] = 0
+  return int(counts.argmax()) if counts.any() else 0
+
+
+def _to_channels(image: np.ndarray, channels: int, path: Path) -> np.ndarray:
+  """Adapts grey <-> RGB; anything else is an error naming the file."""
+  have = image.shape[2]
+  if have == channels:
+    return image
+  if have == 1:
+    return np.repeat(image, channels, axis=2)
+  if channels == 1 and have == 3:
+    grey = image.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    return np.rint(grey).astype(image.dtype)[:, :, None]
+  raise ValueError(f"{path}: image has {have} channels, expected {channels}.")
+
+
+def _validated(image_path: Path, mask_path: Path | None, channels: int,
+               labels: Sequence[int], to_classes, item_id: str,
+               label: int | None = None) -> Item | Rejected:
+  """Decodes and checks one image/mask pair. `to_classes` maps raw mask values."""
+  if mask_path is None or not mask_path.is_file():
+    return Rejected(str(image_path), f"missing mask (expected {mask_path}).")
+  try:
+    image = _to_channels(imio.load_image(image_path), channels, image_path)
+    raw_mask = imio.load_mask(mask_path)
+  except (imio.DecodeError, ValueError) as e:
+    return Rejected(str(image_path), str(e))
+  if raw_mask.shape[:2] != image.shape[:2]:
+    return Rejected(
+        str(mask_path), f"mask size {raw_mask.shape[1]}x{raw_mask.shape[0]} "
+        f"differs from image {image_path.name} size "
+        f"{image.shape[1]}x{image.shape[0]} (width x height).")
+  mask = to_classes(raw_mask)
+  bad = np.setdiff1d(np.unique(mask), np.asarray(labels))
+  if bad.size:
+    return Rejected(
+        str(mask_path), f"mask values {bad.tolist()[:10]} are outside the "
+        f"declared labels {list(labels)}.")
+  content_hash = _sha256(image_path.read_bytes(), mask_path.read_bytes())
+  return Item(item_id, image, mask.astype(np.uint8),
+              _dominant_class(mask) if label is None else label,
+              str(image_path), content_hash)
+
+
+def _require_folder(path: Path, what: str) -> None:
+  if not path.is_dir():
+    raise FileNotFoundError(f"{what} folder {path} does not exist.")
+
+
+@DATASETS.register("image_mask_folders")
+def image_mask_folders(
+    root: str,
+    images_dir: str = "images",
+    masks_dir: str = "masks",
+    mask_suffix: str = "",
+    class_names: Sequence[str] = ("background", "defect"),
+    value_map: dict | None = None,
+    channels: int = 1,
+) -> tuple[SourceInfo, Iterator[Item | Rejected]]:
+  """Images in `root/images_dir`, masks `root/masks_dir/<stem><mask_suffix>.png`.
+
+  Mask values must be class indices 0..len(class_names)-1, or be mapped to them
+  by `value_map` (e.g. {255: 1} for 0/255 binary masks); any other value sends
+  the item to quarantine.
+  """
+  root_path = Path(root)
+  image_folder, mask_folder = root_path / images_dir, root_path / masks_dir
+  _require_folder(image_folder, "Image")
+  _require_folder(mask_folder, "Mask")
+  files = imio.list_images(image_folder)
+  if not files:
+    raise ValueError(f"No images ({', '.join(imio.IMAGE_EXTENSIONS)}) found "
+                     f"in {image_folder}.")
+  labels = list(range(len(class_names)))
+  mapping = {int(k): int(v) for k, v in (value_map or {}).items()}
+
+  def to_classes(raw: np.ndarray) -> np.ndarray:
+    if not mapping:
+      return raw
+    out = raw.astype(np.int64).copy()
+    for src, dst in mapping.items():
+      out[raw == src] = dst
+    return out
+
+  def items():
+    for path in files:
+      mask_path = mask_folder / f"{path.stem}{mask_suffix}.png"
+      yield _validated(path, mask_path, channels, labels, to_classes,
+                       item_id=path.stem)
+
+  return SourceInfo(tuple(class_names), channels), items()
+
+
+@DATASETS.register("class_folders")
+def class_folders(
+    root: str,
+    classes: dict | None = None,
+    images_subdir: str = "",
+    image_ext: str = ".jpg",
+    mask_ext: str = ".png",
+    threshold: int = 128,
+    binary: bool = False,
+    channels: int = 1,
+) -> tuple[SourceInfo, Iterator[Item | Rejected]]:
+  """One folder per class; mask = (mask >= threshold) * class index of folder.
+
+  `classes` maps folder name -> class index, 0 for defect-free folders (default:
+  every sub-folder, in sorted order, starting at 1). With `binary=True` all
+  defect classes become class 1 ("defect") in the mask, while the image-level
+  label keeps the folder's class for stratified splitting.
+  """
+  root_path = Path(root)
+  _require_folder(root_path, "Dataset")
+  if classes is None:
+    folders = sorted(p.name for p in root_path.iterdir() if p.is_dir())
+    classes = {name: i + 1 for i, name in enumerate(folders)}
+  classes = dict(classes)
+  if not classes:
+    raise ValueError(f"No class folders found in {root_path}.")
+  num = max(classes.values()) + 1
+  names = ["background"] * num
+  for folder, index in classes.items():
+    if index:
+      names[index] = folder
+  class_names = ("background", "defect") if binary else tuple(names)
+  labels = list(range(len(class_names)))
+  listing = []
+  for folder, index in sorted(classes.items()):
+    image_folder = root_path / folder / images_subdir
+    _require_folder(image_folder, f"Class {folder!r}")
+    listing += [(folder, index, p) for p in sorted(image_folder.iterdir())
+                if p.is_file() and p.suffix.lower() == image_ext.lower()]
+  if not listing:
+    raise ValueError(f"No {image_ext} images found under {root_path} in "
+                     f"folders {sorted(classes)}.")
+
+  def items():
+    for folder, index, path in listing:
+      value = 1 if (binary and index) else index
+      to_classes = lambda raw, v=value: (raw >= threshold).astype(np.uint8) * v
+      yield _validated(path, path.with_suffix(mask_ext), channels, labels,
+                       to_classes, item_id=f"{folder}/{path.stem}", label=index)
+
+  return SourceInfo(class_names, channels), items()
+
+
+@DATASETS.register("synthetic")
+def synthetic_source(
+    num_images: int = 600,
+    seed: int = 0,
+    channels: int = 1,
+    min_size: Sequence[int] = (96, 96),
+    max_size: Sequence[int] = (96, 96),
+    empty_fraction: float = 0.7,
+    min_defect_fraction: float = 0.001,
+    max_defect_fraction: float = 0.02,
+) -> tuple[SourceInfo, Iterator[Item | Rejected]]:
+  """The built-in synthetic defect data (crack, spot, stain), see synthetic.py."""
+  spec = synthetic.SyntheticSpec(
+      num_images=num_images, seed=seed, channels=channels,
+      min_size=tuple(min_size), max_size=tuple(max_size),
+      empty_fraction=empty_fraction, min_defect_fraction=min_defect_fraction,
+      max_defect_fraction=max_defect_fraction)
+
+  def items():
+    for item_id, image, mask in synthetic.generate(spec):
+      yield Item(item_id, image, mask, _dominant_class(mask), "synthetic",
+                 _sha256(image.tobytes(), mask.tobytes(),
+                         repr(image.shape).encode()))
+
+  return SourceInfo(synthetic.CLASS_NAMES, channels), items()

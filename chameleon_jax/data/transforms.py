@@ -1,0 +1,158 @@
+"""Per-example transforms run inside Grain workers (NumPy only, no JAX/TF).
+
+Training: bring to size -> foreground-aware random resized crop -> flips and
+90-degree rotations -> brightness/contrast -> Gaussian noise. Evaluation: bring
+to size only. Images leave as float32 in [0, 1] (normalisation happens inside
+the model, so attacks and export work in pixel space); masks as int32 with
+`IGNORE_INDEX` where there is no label (padding).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import grain
+import numpy as np
+
+from chameleon_jax.data import images as imio
+
+IGNORE_INDEX = 255
+SIZE_POLICIES = ("resize", "pad", "crop")
+
+
+def to_unit_float(image: np.ndarray) -> np.ndarray:
+  """uint8/uint16 -> float32 in [0, 1]; floats pass through."""
+  if np.issubdtype(image.dtype, np.integer):
+    return image.astype(np.float32) / np.float32(np.iinfo(image.dtype).max)
+  return image.astype(np.float32)
+
+
+def pad_to(image: np.ndarray, mask: np.ndarray, height: int, width: int,
+           offset: tuple[int, int] = (0, 0)):
+  """Pads to at least (height, width); padded mask pixels get IGNORE_INDEX."""
+  h, w = mask.shape
+  ph, pw = max(0, height - h), max(0, width - w)
+  if not (ph or pw):
+    return image, mask
+  top, left = (min(offset[0], ph), min(offset[1], pw))
+  pads = ((top, ph - top), (left, pw - left))
+  image = np.pad(image, pads + ((0, 0),), mode="constant")
+  mask = np.pad(mask, pads, mode="constant", constant_values=IGNORE_INDEX)
+  return image, mask
+
+
+def fit_size(image: np.ndarray, mask: np.ndarray, size: tuple[int, int],
+             policy: str):
+  """Brings an example to exactly `size` = (height, width) by `policy`.
+
+  resize: bilinear image / nearest mask resize (aspect ratio not kept);
+  pad:    downscale keeping aspect ratio if larger, then pad bottom/right
+          (padding is ignored by losses and metrics);
+  crop:   centre crop, padding where the image is smaller.
+  """
+  height, width = size
+  if policy == "resize":
+    return (imio.resize_image(image, height, width),
+            imio.resize_mask(mask, height, width))
+  if policy == "pad":
+    h, w = mask.shape
+    scale = min(1.0, height / h, width / w)
+    if scale < 1.0:
+      nh, nw = max(1, int(h * scale)), max(1, int(w * scale))
+      image, mask = imio.resize_image(image, nh, nw), imio.resize_mask(mask, nh, nw)
+    return pad_to(image, mask, height, width)
+  if policy == "crop":
+    image, mask = pad_to(image, mask, height, width)
+    top = (mask.shape[0] - height) // 2
+    left = (mask.shape[1] - width) // 2
+    return (image[top:top + height, left:left + width],
+            mask[top:top + height, left:left + width])
+  raise ValueError(f"Unknown size policy {policy!r}; expected one of "
+                   f"{SIZE_POLICIES}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+  """Training augmentation; every probability/range is per example."""
+  crop_size: tuple[int, int] | None = None  # None: the whole (fitted) image.
+  foreground_crop_fraction: float = 0.33  # nnU-Net forces 1/3 of crops on fg.
+  crop_scale: tuple[float, float] = (1.0, 1.0)  # Random resized crop range.
+  flip: bool = True
+  rotate90: bool = True
+  brightness: float = 0.1  # Additive shift, uniform in [-b, b].
+  contrast: float = 0.1  # Multiplicative, uniform in [1 - c, 1 + c].
+  noise_std: float = 0.02  # Gaussian noise std drawn in [0, noise_std].
+
+
+def _crop_origin(rng: np.random.Generator, mask: np.ndarray, ch: int, cw: int,
+                 foreground_fraction: float) -> tuple[int, int]:
+  h, w = mask.shape
+  if rng.random() < foreground_fraction:
+    ys, xs = np.nonzero((mask > 0) & (mask != IGNORE_INDEX))
+    if ys.size:
+      k = rng.integers(ys.size)
+      top = int(ys[k]) - ch // 2 + int(rng.integers(-(ch // 4), ch // 4 + 1))
+      left = int(xs[k]) - cw // 2 + int(rng.integers(-(cw // 4), cw // 4 + 1))
+      return int(np.clip(top, 0, h - ch)), int(np.clip(left, 0, w - cw))
+  return int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+
+
+class TrainTransform(grain.transforms.RandomMap):
+  """Decoded record -> augmented training example of a fixed size."""
+
+  def __init__(self, size: tuple[int, int] | None, policy: str,
+               augment: AugmentConfig):
+    self.size, self.policy, self.augment = size, policy, augment
+
+  def random_map(self, element: dict[str, Any], rng: np.random.Generator):
+    aug = self.augment
+    image, mask = element["image"], element["mask"]
+    if self.size is not None and (self.policy == "resize" or aug.crop_size is None):
+      image, mask = fit_size(image, mask, self.size, self.policy)
+    ch, cw = aug.crop_size or mask.shape
+    scale = rng.uniform(*aug.crop_scale)
+    sh, sw = max(1, int(round(ch * scale))), max(1, int(round(cw * scale)))
+    image, mask = pad_to(image, mask, sh, sw,
+                         offset=(int(rng.integers(0, max(1, sh - mask.shape[0]) + 1)),
+                                 int(rng.integers(0, max(1, sw - mask.shape[1]) + 1))))
+    top, left = _crop_origin(rng, mask, sh, sw, aug.foreground_crop_fraction)
+    image = image[top:top + sh, left:left + sw]
+    mask = mask[top:top + sh, left:left + sw]
+    if (sh, sw) != (ch, cw):
+      image, mask = imio.resize_image(image, ch, cw), imio.resize_mask(mask, ch, cw)
+    x = to_unit_float(image)
+    if aug.flip:
+      if rng.random() < 0.5:
+        x, mask = x[:, ::-1], mask[:, ::-1]
+      if rng.random() < 0.5:
+        x, mask = x[::-1], mask[::-1]
+    if aug.rotate90:
+      k = int(rng.integers(4)) if ch == cw else 2 * int(rng.integers(2))
+      x, mask = np.rot90(x, k), np.rot90(mask, k)
+    if aug.contrast or aug.brightness:
+      mean = x.mean()
+      x = ((x - mean) * rng.uniform(1 - aug.contrast, 1 + aug.contrast)
+           + mean + rng.uniform(-aug.brightness, aug.brightness))
+    if aug.noise_std:
+      x = x + rng.normal(0, rng.uniform(0, aug.noise_std), x.shape)
+    return {"image": np.clip(x, 0, 1).astype(np.float32),
+            "mask": np.ascontiguousarray(mask, dtype=np.int32),
+            "label": element["label"]}
+
+
+class EvalTransform(grain.transforms.Map):
+  """Decoded record -> fixed-size evaluation example (no randomness)."""
+
+  def __init__(self, size: tuple[int, int], policy: str):
+    self.size, self.policy = size, policy
+
+  def map(self, element: dict[str, Any]):
+    image, mask = fit_size(element["image"], element["mask"], self.size,
+                           self.policy)
+    out = {"image": to_unit_float(image),
+           "mask": np.ascontiguousarray(mask, dtype=np.int32),
+           "label": element["label"]}
+    if "index" in element:
+      out["index"] = element["index"]
+    return out

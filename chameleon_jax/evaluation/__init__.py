@@ -1,0 +1,1 @@
+"""Evaluation and prediction: metrics over a split, overlays for people."""

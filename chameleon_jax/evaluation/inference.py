@@ -1,0 +1,85 @@
+"""Restoring a trained model for inference, and `predict` on a folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+
+from chameleon_jax import components
+from chameleon_jax.data import images as imio
+from chameleon_jax.data.transforms import to_unit_float
+from chameleon_jax.evaluation import overlays
+from chameleon_jax.train import checkpoint as ckpt_lib
+from chameleon_jax.train import sharding, steps
+from chameleon_jax.train.state import eval_params, merge
+from chameleon_jax.train.loop import build_state, read_model_card
+
+
+def restore(config: ml_collections.ConfigDict, workdir: str, which: str):
+  """(graphdef, state, mesh, model card) from the `best` or `latest` step."""
+  if which not in ("best", "latest"):
+    raise ValueError(f"eval.checkpoint={which!r}; expected 'best' or 'latest'.")
+  card = read_model_card(workdir)
+  sig = card["signature"]
+  mesh = sharding.make_mesh()
+  graphdef, state, _, _ = build_state(config, sig["num_classes"],
+                                      sig["in_channels"], mesh)
+  checkpointer = ckpt_lib.Checkpointer(
+      workdir, every_steps=1, keep=1, best_metric=config.train.best_metric or None)
+  current = components.model_signature(config, sig["num_classes"],
+                                       sig["in_channels"])
+  restored = checkpointer.restore(ckpt_lib.abstract(state), current,
+                                  best=which == "best")
+  if restored is None and which == "best":
+    restored = checkpointer.restore(ckpt_lib.abstract(state), current)
+  checkpointer.close()
+  if restored is None:
+    raise FileNotFoundError(f"No checkpoint in {workdir}; train first.")
+  state, _, step = restored
+  card["step"] = step
+  logging.info("Restored %s checkpoint, step %d.", which, step)
+  return graphdef, state, mesh, card
+
+
+def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> Path:
+  """Writes <stem>_mask.png (class indices) and <stem>_overlay.png per image."""
+  input_dir = config.predict.input_dir
+  if not input_dir:
+    raise ValueError("Set --config.predict.input_dir to a folder of images.")
+  files = imio.list_images(input_dir)
+  if not files:
+    raise ValueError(f"No images found in {input_dir}.")
+  out = Path(config.predict.output_dir or Path(workdir) / "predictions")
+  out.mkdir(parents=True, exist_ok=True)
+  graphdef, state, _, card = restore(config, workdir, config.eval.checkpoint)
+  predict = jax.jit(steps.make_predict_fn(graphdef))
+  stride = getattr(merge(graphdef, eval_params(state), state.model_state),
+                   "stride", 1)
+  channels = card["signature"]["in_channels"]
+  summary = []
+  for path in files:
+    image = imio.load_image(path)
+    if image.shape[2] != channels:
+      if image.shape[2] == 1:
+        image = np.repeat(image, channels, axis=2)
+      else:
+        raise ValueError(f"{path}: {image.shape[2]} channels, the model "
+                         f"expects {channels}.")
+    x = to_unit_float(image)
+    h, w = x.shape[:2]
+    ph, pw = -h % stride, -w % stride
+    x = np.pad(x, ((0, ph), (0, pw), (0, 0)))
+    probs = np.asarray(predict(state, x[None]))[0, :h, :w]
+    pred = probs.argmax(-1).astype(np.uint8)
+    imio.save_png(out / f"{path.stem}_mask.png", pred)
+    imio.save_png(out / f"{path.stem}_overlay.png",
+                  overlays.panel(image, None, pred))
+    summary.append({"file": str(path), "defect_pixels": int((pred > 0).sum()),
+                    "max_defect_probability": float(probs[..., 1:].max())})
+  (out / "predictions.json").write_text(json.dumps(summary, indent=1) + "\n")
+  return out

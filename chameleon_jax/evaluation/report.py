@@ -1,0 +1,81 @@
+"""`--mode=eval`: metrics JSON for a split, and overlays of the worst images."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+
+from chameleon_jax import components
+from chameleon_jax.data import pipeline
+from chameleon_jax.evaluation import overlays
+from chameleon_jax.evaluation.evaluate import evaluate_split
+from chameleon_jax.evaluation.inference import restore
+from chameleon_jax.data import images as imio
+from chameleon_jax.train import steps
+
+
+def run_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Evaluates the chosen checkpoint on `config.eval.split`.
+
+  Writes <workdir>/eval/<split>_metrics.json, per_image.json and, in
+  eval/worst/, panels (image | truth | prediction) of the missed defects with
+  the lowest Dice and the false alarms with the largest predicted area.
+  """
+  split = config.eval.split
+  graphdef, state, mesh, card = restore(config, workdir, config.eval.checkpoint)
+  ds = components.open_dataset(config, workdir)
+  if ds.dataset_hash != card["dataset_hash"]:
+    logging.warning("Evaluating on dataset %s, the model was trained on %s.",
+                    ds.dataset_hash[:16], card["dataset_hash"][:16])
+  eval_step = jax.jit(steps.make_eval_step(graphdef,
+                                           config.eval.min_defect_area))
+  metrics, per_image = evaluate_split(eval_step, state, ds, split, config, mesh)
+  metrics["checkpoint_step"] = card["step"]
+  out = Path(workdir) / "eval"
+  if jax.process_index() == 0:
+    out.mkdir(parents=True, exist_ok=True)
+    ids = [a["id"] for a in ds.manifest["items"] if a["split"] == split]
+    rows = [{"id": ids[int(i)], "dice": float(d), "defect": bool(t),
+             "false_alarm": bool(f), "predicted_defect_pixels": int(a)}
+            for i, d, t, f, a in zip(per_image["index"], per_image["dice"],
+                                     per_image["defect"],
+                                     per_image["false_alarm"],
+                                     per_image["pred_area"])]
+    _write_json(out / f"{split}_metrics.json", metrics)
+    _write_json(out / f"{split}_per_image.json", rows)
+    _write_worst(config, graphdef, state, ds, split, per_image,
+                 out / f"{split}_worst")
+  return metrics
+
+
+def _write_worst(config, graphdef, state, ds, split, per_image, folder: Path):
+  """Panels of the worst missed/partial defects and the worst false alarms."""
+  folder.mkdir(parents=True, exist_ok=True)
+  n = config.eval.num_worst
+  defect = np.flatnonzero(per_image["defect"])
+  missed = defect[np.argsort(per_image["dice"][defect], kind="stable")][:n]
+  alarms = np.flatnonzero(per_image["false_alarm"])
+  alarms = alarms[np.argsort(-per_image["pred_area"][alarms], kind="stable")][:n]
+  predict = jax.jit(steps.make_predict_fn(graphdef))
+  examples = pipeline.eval_examples(ds, split, components.image_size(config),
+                                    config.data.size_policy)
+  ids = [a["id"] for a in ds.manifest["items"] if a["split"] == split]
+  for kind, chosen in (("missed", missed), ("false_alarm", alarms)):
+    for rank, pos in enumerate(chosen):
+      index = int(per_image["index"][pos])
+      example = examples[index]
+      pred = np.asarray(predict(state, example["image"][None]))[0].argmax(-1)
+      name = ids[index].replace("/", "_")
+      imio.save_png(folder / f"{kind}_{rank:02d}_{name}.png",
+                    overlays.panel(example["image"], example["mask"], pred))
+
+
+def _write_json(path: Path, payload) -> None:
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(json.dumps(payload, indent=1) + "\n")
+  tmp.replace(path)

@@ -1,0 +1,69 @@
+"""The one registry mechanism used by every zoo (models, losses, datasets, ...).
+
+A `Registry` maps a name to a builder (a class or a function). Builders are made
+gin-configurable under `<registry>.<name>` so that component defaults can be
+rebound from `.gin` files without touching code, while ml_collections configs
+pass explicit keyword arguments. Precedence: config value > gin binding > code
+default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any, Callable, TypeVar
+
+import gin
+
+T = TypeVar("T", bound=Callable[..., Any])
+
+
+class Registry:
+  """A named collection of builders with clear errors on unknown names/args."""
+
+  def __init__(self, kind: str):
+    self.kind = kind
+    self._entries: dict[str, Callable[..., Any]] = {}
+
+  def register(self, name: str) -> Callable[[T], T]:
+    """Decorator: registers `fn` under `name`, gin-configurable as `kind.name`."""
+
+    def decorator(fn: T) -> T:
+      if name in self._entries:
+        raise ValueError(f"{self.kind} {name!r} is registered twice.")
+      self._entries[name] = gin.external_configurable(
+          fn, name=name, module=self.kind)
+      return fn
+
+    return decorator
+
+  def names(self) -> list[str]:
+    return sorted(self._entries)
+
+  def get(self, name: str) -> Callable[..., Any]:
+    if name not in self._entries:
+      close = difflib.get_close_matches(name, self._entries, n=1)
+      hint = f" Did you mean {close[0]!r}?" if close else ""
+      raise KeyError(
+          f"Unknown {self.kind} {name!r}.{hint} Registered: {self.names()}.")
+    return self._entries[name]
+
+  def build(self, name: str, **kwargs: Any) -> Any:
+    """Builds `name` with `kwargs`, refusing arguments the builder lacks."""
+    builder = self.get(name)
+    params = inspect.signature(builder).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+      unknown = sorted(set(kwargs) - set(params))
+      if unknown:
+        raise TypeError(
+            f"{self.kind} {name!r} has no argument(s) {unknown}; "
+            f"accepted: {sorted(params)}.")
+    return builder(**kwargs)
+
+  def __contains__(self, name: str) -> bool:
+    return name in self._entries
+
+
+MODELS = Registry("models")
+LOSSES = Registry("losses")
+DATASETS = Registry("datasets")

@@ -1,0 +1,1 @@
+"""Training: sharding, state, jit-compiled steps, checkpoints and the loop."""

@@ -1,0 +1,115 @@
+"""Orbax checkpoints: latest-K for exact resume, plus the best by a metric.
+
+  <workdir>/checkpoints/<step>/  state (TrainState), data (Grain iterator
+                                 position), meta (model signature, step)
+  <workdir>/best/<step>/         state and meta of the best evaluation so far
+
+A checkpoint records the model signature (architecture name and options);
+resuming a workdir with a different model is refused with the differing keys
+named, instead of an opaque shape error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from chameleon_jax.train.state import TrainState
+
+
+class ModelMismatchError(ValueError):
+  """The workdir holds a checkpoint of another model."""
+
+
+class Checkpointer:
+
+  def __init__(self, workdir: str | Path, *, every_steps: int, keep: int,
+               best_metric: str | None, best_mode: str = "max"):
+    workdir = Path(workdir).absolute()
+    self._latest = ocp.CheckpointManager(
+        workdir / "checkpoints",
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, save_interval_steps=every_steps, create=True))
+    self._best = None
+    self.best_metric = best_metric
+    if best_metric:
+      self._best = ocp.CheckpointManager(
+          workdir / "best",
+          options=ocp.CheckpointManagerOptions(
+              max_to_keep=1, best_fn=lambda m: m[best_metric],
+              best_mode=best_mode, create=True))
+
+  def latest_step(self) -> int | None:
+    return self._latest.latest_step()
+
+  def should_save(self, step: int) -> bool:
+    return self._latest.should_save(step)
+
+  def save(self, step: int, state: TrainState, data_state: dict,
+           signature: dict, force: bool = False) -> None:
+    self._latest.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=ocp.args.JsonSave(data_state),
+        meta=ocp.args.JsonSave({"signature": signature, "step": step})),
+                      force=force)
+
+  def save_best(self, step: int, state: TrainState, signature: dict,
+                metrics: dict[str, float]) -> None:
+    if self._best is None:
+      return
+    value = metrics.get(self.best_metric)
+    if value is None or value != value:  # Missing or NaN: not comparable.
+      return
+    self._best.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        meta=ocp.args.JsonSave({"signature": signature, "step": step,
+                                "metrics": metrics})),
+                    metrics={self.best_metric: float(value)})
+
+  def restore(self, abstract_state: TrainState, signature: dict, *,
+              best: bool = False) -> tuple[TrainState, dict | None, int] | None:
+    """Restores (state, data_state, step) from the latest (or best) step."""
+    manager = self._best if best and self._best is not None else self._latest
+    step = (manager.best_step() if manager is self._best
+            else manager.latest_step())
+    if step is None:
+      return None
+    meta = manager.restore(step, args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore()))["meta"]
+    check_signature(meta["signature"], signature, manager.directory / str(step))
+    items = {"state": ocp.args.StandardRestore(abstract_state)}
+    if manager is self._latest:
+      items["data"] = ocp.args.JsonRestore()
+    restored = manager.restore(step, args=ocp.args.Composite(**items))
+    return restored["state"], restored.get("data"), step
+
+  def wait(self) -> None:
+    self._latest.wait_until_finished()
+    if self._best is not None:
+      self._best.wait_until_finished()
+
+  def close(self) -> None:
+    self._latest.close()
+    if self._best is not None:
+      self._best.close()
+
+
+def check_signature(stored: dict, current: dict, where: Any) -> None:
+  if stored == current:
+    return
+  keys = sorted(set(stored) | set(current))
+  diffs = [f"{k}: checkpoint {json.dumps(stored.get(k))} vs config "
+           f"{json.dumps(current.get(k))}" for k in keys
+           if stored.get(k) != current.get(k)]
+  raise ModelMismatchError(
+      f"The checkpoint at {where} was written for a different model ("
+      + "; ".join(diffs) + "). Use a new --workdir, or the matching config.")
+
+
+def abstract(state: TrainState) -> TrainState:
+  """Shape/dtype/sharding skeleton of `state`, the restore target."""
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)

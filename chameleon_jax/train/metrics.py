@@ -1,0 +1,102 @@
+"""Segmentation metrics as sums (psum-able), reduced to numbers on the host.
+
+The eval step returns only additive quantities (a confusion matrix, counts and
+sums); under `jit` with a batch-sharded input XLA adds them across devices,
+and across evaluation batches the host adds them again. Ratios are formed once
+at the end, so the result does not depend on how data was split.
+
+Image-level quantities, the ones a quality engineer reads:
+  false_alarm_rate   fraction of defect-free images (no valid defect pixel in
+                     the ground truth) on which >= min_defect_area pixels are
+                     predicted as any defect class;
+  defect_image_dice  mean over images with a defect of the binary (defect vs
+                     background) Dice of that image.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from chameleon_jax.data.transforms import IGNORE_INDEX
+
+
+def segmentation_sums(logits: jax.Array, labels: jax.Array, weight: jax.Array,
+                      min_defect_area: int = 1) -> tuple[dict, dict]:
+  """Additive metric sums of a batch, and per-image values for ranking.
+
+  Args:
+    logits: (B, H, W, K) logits.
+    labels: (B, H, W) int labels, IGNORE_INDEX where unlabelled.
+    weight: (B,) 1 for real examples, 0 for padding examples.
+    min_defect_area: predicted defect pixels needed to call an image defective.
+  """
+  num_classes = logits.shape[-1]
+  pred = jnp.argmax(logits, axis=-1)
+  valid = (labels != IGNORE_INDEX) & (weight[:, None, None] > 0)
+  target = jnp.where(valid, labels, 0)
+  t = jax.nn.one_hot(target, num_classes, dtype=jnp.int32) * valid[..., None]
+  p = jax.nn.one_hot(pred, num_classes, dtype=jnp.int32)
+  confusion = jnp.einsum("bhwk,bhwl->kl", t, p)
+  gt_fg = valid & (target > 0)
+  pred_fg = valid & (pred > 0)
+  gt_area = gt_fg.sum((1, 2))
+  pred_area = pred_fg.sum((1, 2))
+  inter = (gt_fg & pred_fg).sum((1, 2))
+  real = weight > 0
+  defect_image = real & (gt_area > 0)
+  clean_image = real & (gt_area == 0)
+  alarm = pred_area >= min_defect_area
+  image_dice = 2 * inter / jnp.maximum(gt_area + pred_area, 1)
+  sums = {
+      "confusion": confusion,
+      "num_images": real.sum(),
+      "num_defect_images": defect_image.sum(),
+      "defect_image_dice_sum": jnp.where(defect_image, image_dice, 0.0).sum(),
+      "num_defect_free_images": clean_image.sum(),
+      "num_false_alarms": (clean_image & alarm).sum(),
+  }
+  per_image = {"dice": image_dice, "false_alarm": clean_image & alarm,
+               "defect": defect_image, "pred_area": pred_area}
+  return sums, per_image
+
+
+def add_sums(a: dict | None, b: dict) -> dict:
+  b = {k: np.asarray(v, np.float64) for k, v in b.items()}
+  return b if a is None else {k: a[k] + b[k] for k in a}
+
+
+def summarize(sums: dict, class_names: Sequence[str]) -> dict[str, float]:
+  """Turns accumulated sums into named metrics (JSON-ready floats)."""
+  conf = np.asarray(sums["confusion"], np.float64)
+  tp = np.diag(conf)
+  fp = conf.sum(0) - tp
+  fn = conf.sum(1) - tp
+  present = (tp + fp + fn) > 0
+  with np.errstate(invalid="ignore", divide="ignore"):
+    iou = np.where(present, tp / (tp + fp + fn), np.nan)
+    dice = np.where(present, 2 * tp / (2 * tp + fp + fn), np.nan)
+  out: dict[str, float] = {}
+  for k, name in enumerate(class_names):
+    out[f"iou/{name}"] = float(iou[k])
+    out[f"dice/{name}"] = float(dice[k])
+  defect = slice(1, None)
+  out["mean_defect_iou"] = _nanmean(iou[defect])
+  out["mean_defect_dice"] = _nanmean(dice[defect])
+  out["pixel_accuracy"] = float(tp.sum() / max(conf.sum(), 1))
+  out["defect_image_dice"] = float(
+      sums["defect_image_dice_sum"] / max(sums["num_defect_images"], 1))
+  out["false_alarm_rate"] = float(
+      sums["num_false_alarms"] / max(sums["num_defect_free_images"], 1))
+  out["num_images"] = float(sums["num_images"])
+  out["num_defect_images"] = float(sums["num_defect_images"])
+  out["num_defect_free_images"] = float(sums["num_defect_free_images"])
+  return out
+
+
+def _nanmean(x: np.ndarray) -> float:
+  x = x[~np.isnan(x)]
+  return float(x.mean()) if x.size else float("nan")

@@ -1,0 +1,73 @@
+"""Train state and optimizer: everything a step reads and writes, as one pytree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Functional train state (big_vision style): donated to and returned by jit.
+
+  `params` are the trainable `nnx.Param`s, `model_state` every other model
+  variable (BatchNorm statistics, normalisation constants), `ema` an
+  exponential moving average of `params` ({} when EMA is off).
+  """
+  step: jax.Array
+  params: Any
+  model_state: Any
+  opt_state: Any
+  ema: Any
+
+
+def make_optimizer(*, learning_rate: float, total_steps: int,
+                   warmup_steps: int, weight_decay: float,
+                   grad_clip_norm: float | None,
+                   end_learning_rate_factor: float = 0.01
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """AdamW with linear warmup + cosine decay, after global-norm clipping.
+
+  Returns the transformation and its learning-rate schedule (for logging).
+  """
+  if warmup_steps >= total_steps:
+    raise ValueError(f"warmup_steps={warmup_steps} must be smaller than "
+                     f"total_steps={total_steps}.")
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=learning_rate, warmup_steps=warmup_steps,
+      decay_steps=total_steps, end_value=learning_rate * end_learning_rate_factor)
+  parts = [optax.clip_by_global_norm(grad_clip_norm)] if grad_clip_norm else []
+  parts.append(optax.adamw(schedule, weight_decay=weight_decay))
+  return optax.chain(*parts), schedule
+
+
+def create(model: nnx.Module, tx: optax.GradientTransformation,
+           use_ema: bool) -> tuple[nnx.GraphDef, TrainState]:
+  graphdef = nnx.graphdef(model)
+  params, model_state = model_variables(model)
+  state = TrainState(
+      step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
+      opt_state=tx.init(params),
+      ema=jax.tree.map(jnp.copy, params) if use_ema else {})
+  return graphdef, state
+
+
+def merge(graphdef: nnx.GraphDef, params: Any, model_state: Any) -> nnx.Module:
+  """Rebuilds the NNX module from pure dicts (inside or outside jit)."""
+  return nnx.merge(graphdef, params, model_state)
+
+
+def model_variables(model: nnx.Module) -> tuple[Any, Any]:
+  """(params, model_state) of a module as pure dicts, the TrainState layout."""
+  _, params, model_state = nnx.split(model, nnx.Param, ...)
+  return nnx.to_pure_dict(params), nnx.to_pure_dict(model_state)
+
+
+def eval_params(state: TrainState) -> Any:
+  """The parameters to evaluate and export: the EMA when it is kept."""
+  return state.ema if state.ema else state.params

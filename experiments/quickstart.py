@@ -1,0 +1,22 @@
+"""Quickstart: synthetic grey surfaces with cracks, spots and stains.
+
+  python main.py --config=experiments/quickstart.py --workdir=workdirs/quickstart \
+      --mode=ingest,train,eval
+"""
+
+from configs import segmentation
+
+
+def get_config():
+  config = segmentation.get_config()
+  config.data.name = "synthetic"
+  config.data.source = "synthetic"
+  config.data.source_kwargs = {"num_images": 800, "seed": 0, "channels": 1,
+                               "min_size": (96, 96), "max_size": (96, 96)}
+  config.data.image_size = (96, 96)
+  config.data.size_policy = "resize"
+  config.train.batch_size = 16
+  config.train.steps = 600
+  config.train.eval_every = 200
+  config.train.checkpoint_every = 200
+  return config
