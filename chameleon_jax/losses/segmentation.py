@@ -33,11 +33,18 @@ from chameleon_jax.registry import LOSSES
 REDUCTIONS = ("batch", "image")
 
 
+def _as_float(logits: jax.Array) -> jax.Array:
+  """Computes in float32 at least (bf16 inputs), float64 when given float64."""
+  return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+
+
 def _valid_one_hot(logits, labels, ignore_index):
+  """One-hot targets, all-zero at ignored pixels, and the validity mask."""
   num_classes = logits.shape[-1]
   valid = labels != ignore_index
   safe = jnp.where(valid, labels, 0)
-  return jax.nn.one_hot(safe, num_classes, dtype=jnp.float32), valid
+  one_hot = jax.nn.one_hot(safe, num_classes, dtype=logits.dtype)
+  return one_hot * valid[..., None], valid
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, *,
@@ -45,15 +52,15 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, *,
                   class_weights: Sequence[float] | None = None,
                   label_smoothing: float = 0.0) -> jax.Array:
   """Softmax cross-entropy averaged over valid pixels (0 if none is valid)."""
-  logits = logits.astype(jnp.float32)
+  logits = _as_float(logits)
   one_hot, valid = _valid_one_hot(logits, labels, ignore_index)
   num_classes = logits.shape[-1]
   log_p = jax.nn.log_softmax(logits, axis=-1)
   target = one_hot * (1 - label_smoothing) + label_smoothing / num_classes
   per_pixel = -(target * log_p).sum(-1)
-  weight = valid.astype(jnp.float32)
+  weight = valid.astype(logits.dtype)
   if class_weights is not None:
-    cw = jnp.asarray(class_weights, jnp.float32)
+    cw = jnp.asarray(class_weights, logits.dtype)
     if cw.shape != (num_classes,):
       raise ValueError(f"class_weights has {cw.shape[0]} entries for "
                        f"{num_classes} classes.")
@@ -70,7 +77,7 @@ def soft_dice(logits: jax.Array, labels: jax.Array, *,
   if reduction_over not in REDUCTIONS:
     raise ValueError(f"reduction_over={reduction_over!r}; expected one of "
                      f"{REDUCTIONS}.")
-  logits = logits.astype(jnp.float32)
+  logits = _as_float(logits)
   one_hot, valid = _valid_one_hot(logits, labels, ignore_index)
   probs = jax.nn.softmax(logits, axis=-1) * valid[..., None]
   axes = (0, 1, 2) if reduction_over == "batch" else (1, 2)
@@ -83,7 +90,7 @@ def soft_dice(logits: jax.Array, labels: jax.Array, *,
     raise ValueError("soft_dice without background needs at least 2 classes.")
   loss = loss[..., first:]
   if class_weights is not None:
-    cw = jnp.asarray(class_weights, jnp.float32)[first:]
+    cw = jnp.asarray(class_weights, logits.dtype)[first:]
     return (loss * cw).sum(-1).mean() / cw.sum()
   return loss.mean()
 

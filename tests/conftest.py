@@ -1,0 +1,54 @@
+"""Shared fixtures. Tests that need ../shared skip cleanly when it is absent."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+MAGNETIC_TILE = SHARED / "data" / "magnetic_tile"
+
+
+def pytest_configure(config):
+  # Grain worker processes read absl flags; main.py parses them via app.run.
+  from absl import flags
+  flags.FLAGS.mark_as_parsed()
+  config.addinivalue_line("markers", "slow: long checks, run with -m slow")
+
+
+@pytest.fixture(scope="session")
+def magnetic_tile() -> Path:
+  if not (MAGNETIC_TILE / "MT_Free").is_dir():
+    pytest.skip("../shared/data/magnetic_tile is not available")
+  return MAGNETIC_TILE
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+  """A small synthetic dataset version (grey, 32x32), built once per session."""
+  from chameleon_jax.data import dataset, sources
+  root = tmp_path_factory.mktemp("datasets")
+  info, items = sources.synthetic_source(
+      num_images=120, seed=3, channels=1, min_size=(32, 32), max_size=(32, 32),
+      min_defect_fraction=0.01, max_defect_fraction=0.05)
+  return dataset.build(info, items, root, "tiny",
+                       {"train": 0.7, "val": 0.15, "test": 0.15},
+                       log=lambda *_: None)
+
+
+def run_main(*args: str, env: dict | None = None, check: bool = True,
+             timeout: float = 600) -> subprocess.CompletedProcess:
+  """Runs `python main.py ARGS` from the repository root."""
+  full_env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
+  result = subprocess.run([sys.executable, "main.py", *args], cwd=REPO,
+                          env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
+  if check and result.returncode != 0:
+    raise AssertionError(f"main.py {' '.join(args)} failed:\n"
+                         f"{result.stdout}\n{result.stderr[-6000:]}")
+  return result

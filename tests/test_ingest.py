@@ -1,0 +1,180 @@
+"""ETL for folder datasets: validation, quarantine, versioning, splits."""
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from chameleon_jax.data import dataset, sources, splits, synthetic
+from chameleon_jax.data.images import save_png
+
+FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
+
+
+def _folder_dataset(root: Path, n: int = 30) -> Path:
+  spec = synthetic.SyntheticSpec(num_images=n, seed=5, min_size=(32, 32),
+                                 max_size=(32, 32))
+  synthetic.write_folder(spec, root)
+  return root
+
+
+def _build(root: Path, out: Path, **kwargs):
+  info, items = sources.image_mask_folders(
+      str(root), class_names=synthetic.CLASS_NAMES, **kwargs)
+  return dataset.build(info, items, out, "folders", FRACTIONS,
+                       max_bad_fraction=0.5, log=lambda *_: None)
+
+
+def _quarantine(ds) -> dict[str, str]:
+  entries = json.loads((ds.path / "quarantine.json").read_text())
+  return {Path(e["path"]).name: e["reason"] for e in entries}
+
+
+def test_folder_ingest_counts_and_roundtrip(tmp_path):
+  root = _folder_dataset(tmp_path / "raw")
+  ds = _build(root, tmp_path / "out")
+  assert ds.manifest["num_items"] == 30 and ds.manifest["num_quarantined"] == 0
+  assert sum(ds.num_examples(s) for s in FRACTIONS) == 30
+  # Records decode to exactly the source pixels.
+  import grain
+  src = grain.sources.ArrayRecordDataSource(ds.shard_paths("train"))
+  record = dataset.decode_record(src[0])
+  image = np.asarray(Image.open(root / "images" / f"{record['id']}.png"))
+  np.testing.assert_array_equal(record["image"][:, :, 0], image)
+  for shard in ds.manifest["splits"]["train"]["shards"]:
+    assert len(shard["sha256"]) == 64
+
+
+def test_reingest_is_noop_and_new_file_makes_new_version(tmp_path):
+  root = _folder_dataset(tmp_path / "raw")
+  first = _build(root, tmp_path / "out")
+  mtime = (first.path / "manifest.json").stat().st_mtime_ns
+  again = _build(root, tmp_path / "out")
+  assert again.dataset_hash == first.dataset_hash
+  assert (again.path / "manifest.json").stat().st_mtime_ns == mtime
+  image, mask = synthetic.render(synthetic.SyntheticSpec(seed=99,
+                                                         min_size=(32, 32),
+                                                         max_size=(32, 32)), 0)
+  save_png(root / "images" / "extra.png", image)
+  save_png(root / "masks" / "extra.png", mask)
+  third = _build(root, tmp_path / "out")
+  assert third.dataset_hash != first.dataset_hash
+  assert dataset.latest(tmp_path / "out", "folders").path == third.path
+  assert first.path.is_dir()  # Old versions are kept.
+
+
+def test_bad_files_are_quarantined_with_reasons(tmp_path):
+  root = _folder_dataset(tmp_path / "raw", n=20)
+  images, masks = root / "images", root / "masks"
+  # A truncated JPEG.
+  Image.fromarray(np.full((32, 32), 128, np.uint8)).save(images / "trunc.jpg",
+                                                          quality=95)
+  data = (images / "trunc.jpg").read_bytes()
+  (images / "trunc.jpg").write_bytes(data[: len(data) // 2])
+  save_png(masks / "trunc.png", np.zeros((32, 32), np.uint8))
+  # A mask whose size differs from its image.
+  save_png(images / "size.png", np.zeros((32, 32, 1), np.uint8))
+  save_png(masks / "size.png", np.zeros((16, 32), np.uint8))
+  # Mask values outside the declared labels (0..3).
+  save_png(images / "values.png", np.zeros((32, 32, 1), np.uint8))
+  save_png(masks / "values.png", np.full((32, 32), 7, np.uint8))
+  # An image without its mask.
+  save_png(images / "alone.png", np.zeros((32, 32, 1), np.uint8))
+  ds = _build(root, tmp_path / "out")
+  q = _quarantine(ds)
+  assert ds.manifest["num_items"] == 20
+  assert "trunc.jpg" in q and "cannot decode" in q["trunc.jpg"]
+  assert "size.png" in q and "16" in q["size.png"] and "differs" in q["size.png"]
+  assert "values.png" in q and "[7]" in q["values.png"]
+  assert "alone.png" in q and "missing mask" in q["alone.png"]
+
+
+def test_too_many_bad_files_fail_the_build(tmp_path):
+  root = _folder_dataset(tmp_path / "raw", n=4)
+  for i in range(4):
+    (root / "images" / f"bad{i}.png").write_bytes(b"not a png")
+  info, items = sources.image_mask_folders(str(root),
+                                           class_names=synthetic.CLASS_NAMES)
+  with pytest.raises(dataset.BadInputError, match="4 of 8 inputs"):
+    dataset.build(info, items, tmp_path / "out", "x", FRACTIONS,
+                  max_bad_fraction=0.1, log=lambda *_: None)
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+  (tmp_path / "images").mkdir()
+  (tmp_path / "masks").mkdir()
+  with pytest.raises(ValueError, match=r"No images .* found in .*images"):
+    sources.image_mask_folders(str(tmp_path))
+  with pytest.raises(FileNotFoundError, match="Mask folder .*nomasks"):
+    sources.image_mask_folders(str(tmp_path), masks_dir="nomasks")
+
+
+def _class_folders(root: Path) -> None:
+  """A magnetic-tile-like layout: <Class>/Imgs/<stem>.jpg + <stem>.png."""
+  rng = np.random.default_rng(0)
+  for folder, n in (("MT_Free", 12), ("MT_Crack", 6), ("MT_Spot", 6)):
+    (root / folder / "Imgs").mkdir(parents=True)
+    for i in range(n):
+      h, w = int(rng.integers(20, 40)), int(rng.integers(20, 50))
+      Image.fromarray(rng.integers(0, 255, (h, w), dtype=np.uint8)).save(
+          root / folder / "Imgs" / f"{folder}_{i}.jpg")
+      mask = np.zeros((h, w), np.uint8)
+      if folder != "MT_Free":
+        mask[5:9, 5:12] = 255
+        mask[9, 5] = 130  # Anti-aliased grey: >= 128 counts as defect.
+        mask[10, 5] = 100
+      Image.fromarray(mask).save(root / folder / "Imgs" / f"{folder}_{i}.png")
+
+
+def test_class_folders_multiclass_and_binary(tmp_path):
+  _class_folders(tmp_path / "raw")
+  classes = {"MT_Free": 0, "MT_Crack": 1, "MT_Spot": 2}
+  info, items = sources.class_folders(str(tmp_path / "raw"), classes=classes,
+                                      images_subdir="Imgs")
+  assert info.class_names == ("background", "MT_Crack", "MT_Spot")
+  items = list(items)
+  assert len(items) == 24
+  spot = next(i for i in items if i.item_id.startswith("MT_Spot/"))
+  assert set(np.unique(spot.mask)) == {0, 2}
+  assert (spot.mask == 2).sum() == 4 * 7 + 1 and spot.label == 2
+  info, items = sources.class_folders(str(tmp_path / "raw"), classes=classes,
+                                      images_subdir="Imgs", binary=True)
+  assert info.class_names == ("background", "defect")
+  labels = Counter((i.label, int(i.mask.max())) for i in items)
+  assert labels == {(0, 0): 12, (1, 1): 6, (2, 1): 6}
+
+
+def test_split_is_stratified_deterministic_and_order_free():
+  items = [(f"id{i}", (i % 3, i % 2 == 0), f"h{i}") for i in range(300)]
+  a = splits.stratified_split(items, FRACTIONS, seed=1)
+  b = splits.stratified_split(items[::-1], FRACTIONS, seed=1)
+  assert a == b
+  assert a != splits.stratified_split(items, FRACTIONS, seed=2)
+  for stratum in {s for _, s, _ in items}:
+    members = [i for i, s, _ in items if s == stratum]
+    counts = Counter(a[m] for m in members)
+    # 50 per stratum: val and test get round(7.5) = 8, train the rest.
+    assert counts == {"train": 34, "val": 8, "test": 8}
+  with pytest.raises(ValueError, match="sum to 1"):
+    splits.stratified_split(items, {"train": 0.9, "val": 0.2}, seed=0)
+
+
+def test_magnetic_tile_ingests_with_nothing_lost(magnetic_tile, tmp_path):
+  classes = {"MT_Free": 0, "MT_Blowhole": 1, "MT_Break": 2, "MT_Crack": 3,
+             "MT_Fray": 4, "MT_Uneven": 5}
+  info, items = sources.class_folders(str(magnetic_tile), classes=classes,
+                                      images_subdir="Imgs", binary=True)
+  ds = dataset.build(info, items, tmp_path, "mt", FRACTIONS,
+                     log=lambda *_: None)
+  m = ds.manifest
+  assert m["num_items"] + m["num_quarantined"] == 1344
+  assert m["num_items"] == 1344
+  assert sum(a["foreground_fraction"] == 0 for a in m["items"]) == 956
+  labels = Counter(a["label"] for a in m["items"])
+  assert labels == {0: 952, 1: 115, 2: 85, 3: 57, 4: 32, 5: 103}
+  # Stratification: every class is present in every split.
+  for split in FRACTIONS:
+    assert len(m["splits"][split]["label_counts"]) == 6
