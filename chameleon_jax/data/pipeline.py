@@ -1,10 +1,11 @@
 """Grain input pipelines over a dataset version's ArrayRecord shards.
 
-Training: random-access source -> this process's shard of the items -> seeded
-shuffle (reshuffled every epoch) -> repeat -> augment (seeded per index) ->
-batch -> worker processes. Every step's batch is a pure function of (seed,
-step), and the iterator's state is its position, so a restored iterator
-continues exactly where the checkpoint left it.
+Training: random-access source -> seeded shuffle (reshuffled every epoch) ->
+repeat -> augment (seeded per global index) -> this process's rows of every
+global batch -> batch -> worker processes. The global batch of step s is a
+pure function of (seed, s), the same whatever the number of processes, and
+the iterator's state is its position, so a restored iterator continues
+exactly where the checkpoint left it.
 
 Evaluation: one pass in order, padded with zero-weight examples so that every
 process yields the same number of equally shaped batches.
@@ -46,13 +47,17 @@ def train_iterator(
   if size is None and augment.crop_size is None:
     raise ValueError("Training batches need a fixed shape: set "
                      "data.image_size or data.crop_size.")
-  mds = _source(ds, split)[process_index::process_count]
-  if len(mds) < local_batch_size:
-    raise ValueError(f"Split {split!r} has {len(mds)} examples for this "
-                     f"process, fewer than the batch size {local_batch_size}.")
-  mds = (mds.shuffle(seed=seed).repeat()
-         .random_map(transforms.TrainTransform(size, size_policy, augment),
-                     seed=seed + 1)
+  source = _source(ds, split)
+  global_batch_size = local_batch_size * process_count
+  if len(source) < global_batch_size:
+    raise ValueError(f"Split {split!r} has {len(source)} examples, fewer "
+                     f"than the global batch size {global_batch_size}.")
+  examples = (source.shuffle(seed=seed).repeat()
+              .random_map(transforms.TrainTransform(size, size_policy, augment),
+                          seed=seed + 1))
+  mds = (grain.MapDataset.range(len(examples) // process_count)
+         .map(_ProcessRows(examples, local_batch_size, process_index,
+                           process_count))
          .batch(local_batch_size, drop_remainder=True))
   ids = mds.to_iter_dataset(grain.ReadOptions(num_threads=0 if num_workers
                                               else 2, prefetch_buffer_size=2))
@@ -60,6 +65,24 @@ def train_iterator(
     ids = ids.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=num_workers, per_worker_buffer_size=2))
   return iter(ids)
+
+
+class _ProcessRows(grain.transforms.Map):
+  """k-th example of this process = its row of the global batch of step k // B.
+
+  Process p reads rows [p * B, (p + 1) * B) of every global batch (B: local
+  batch size), which is what `make_array_from_process_local_data` expects.
+  """
+
+  def __init__(self, examples: grain.MapDataset, local_batch_size: int,
+               process_index: int, process_count: int):
+    self.examples = examples
+    self.local, self.index, self.count = (local_batch_size, process_index,
+                                          process_count)
+
+  def map(self, k: int):
+    step, row = divmod(int(k), self.local)
+    return self.examples[(step * self.count + self.index) * self.local + row]
 
 
 def eval_examples(ds: dataset_lib.Dataset, split: str, size: tuple[int, int],

@@ -111,6 +111,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
           "learning_rate": float(schedule(step - 1)),
           "images_per_second": images_per_s})
       bar.update(step, loss=float(metrics["loss"]))
+      logging.info("process %d step %d loss %.9g", jax.process_index(), step,
+                   float(metrics["loss"]))
     if (cfg.eval_every and step % cfg.eval_every == 0) or is_last:
       val_metrics, _ = evaluate_split(eval_step, state, ds, "val", config, mesh)
       writer.write(step, "val", val_metrics)

@@ -1,0 +1,217 @@
+"""End-to-end training through main.py, in subprocesses (fresh JAX per run).
+
+Covers: the quickstart path (ingest, train, eval, predict), multi-device and
+multi-process data parallelism, exact resume after SIGKILL, the NaN guard and
+clear errors for bad configs/workdirs, and that TensorFlow is never imported.
+"""
+
+import json
+import re
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, run_main
+
+CONFIG = "--config=tests/tiny_config.py"
+
+
+def _losses(workdir: Path) -> list[float]:
+  lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  return [l["loss"] for l in lines if l["split"] == "train"]
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory) -> Path:
+  """A dataset root shared by the tests of this module (ingested once)."""
+  root = tmp_path_factory.mktemp("data")
+  run_main(CONFIG, f"--workdir={root}", "--mode=ingest",
+           f"--config.data.root={root}")
+  return root
+
+
+def test_ingest_train_eval_predict(ingested, tmp_path):
+  workdir = tmp_path / "run"
+  result = run_main(CONFIG, f"--workdir={workdir}", "--mode=train,eval",
+                    f"--config.data.root={ingested}")
+  assert "== eval on test ==" in result.stdout
+  assert "mean_defect_iou" in result.stdout
+  metrics = json.loads((workdir / "eval" / "test_metrics.json").read_text())
+  assert metrics["num_images"] > 0 and metrics["checkpoint_step"] == 20
+  assert list((workdir / "eval" / "test_worst").glob("*.png"))
+  assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+  assert len(_losses(workdir)) == 20
+  # Predict on a folder of PNGs of another size (not a multiple of 2).
+  from chameleon_jax.data import synthetic
+  spec = synthetic.SyntheticSpec(num_images=3, seed=9, min_size=(37, 45),
+                                 max_size=(37, 45))
+  synthetic.write_folder(spec, tmp_path / "new")
+  run_main(CONFIG, f"--workdir={workdir}", "--mode=predict",
+           f"--config.data.root={ingested}",
+           f"--config.predict.input_dir={tmp_path / 'new' / 'images'}")
+  masks = sorted((workdir / "predictions").glob("*_mask.png"))
+  assert len(masks) == 3
+  from PIL import Image
+  assert np.asarray(Image.open(masks[0])).shape == (37, 45)
+
+
+def test_training_never_imports_tensorflow(ingested, tmp_path):
+  """Records every attempt to import TensorFlow (installed or not).
+
+  Presence probes (`importlib.util.find_spec`, as etils.epath does) are not
+  imports and are allowed.
+  """
+  code = (
+      "import sys, importlib.abc, traceback\n"
+      "attempts = []\n"
+      "class Spy(importlib.abc.MetaPathFinder):\n"
+      "  def find_spec(self, name, path=None, target=None):\n"
+      "    if name.split('.')[0] in ('tensorflow', 'tensorflow_datasets'):\n"
+      "      stack = traceback.extract_stack()\n"
+      "      if not any(f.name == 'find_spec' and 'importlib' in f.filename\n"
+      "                 and 'util' in f.filename\n"
+      "                 for f in stack):\n"
+      "        attempts.append((name, traceback.format_list(stack[-6:-1])))\n"
+      "    return None\n"
+      "sys.meta_path.insert(0, Spy())\n"
+      "from absl import flags; flags.FLAGS.mark_as_parsed()\n"
+      "from tests.tiny_config import get_config\n"
+      "from chameleon_jax.train import loop\n"
+      "from chameleon_jax.evaluation import report\n"
+      f"c = get_config(); c.data.root = {str(ingested)!r}; c.train.steps = 3\n"
+      f"loop.train(c, {str(tmp_path)!r}); report.run_eval(c, {str(tmp_path)!r})\n"
+      "assert not attempts, attempts\n"
+      "assert not any(m.startswith('tensorflow') for m in sys.modules)\n"
+      "print('NO_TF')\n")
+  result = subprocess.run([sys.executable, "-c", code], cwd=REPO,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert "NO_TF" in result.stdout, result.stderr[-3000:]
+
+
+def test_four_devices_match_one_device(ingested, tmp_path):
+  curves = {}
+  for devices in (1, 4):
+    workdir = tmp_path / f"d{devices}"
+    run_main(CONFIG, f"--workdir={workdir}", "--mode=train",
+             f"--config.data.root={ingested}",
+             env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"})
+    curves[devices] = np.array(_losses(workdir))
+  assert len(curves[1]) == 20
+  rel = np.abs(curves[4] - curves[1]) / np.abs(curves[1])
+  assert rel.max() < 1e-4, rel
+
+
+def test_two_processes_agree(ingested, tmp_path):
+  import portpicker
+  port = portpicker.pick_unused_port()
+  procs = []
+  for pid in range(2):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    procs.append(subprocess.Popen(
+        [sys.executable, "main.py", CONFIG, f"--workdir={tmp_path / 'mp'}",
+         "--mode=train", f"--config.data.root={ingested}",
+         "--config.train.steps=10",
+         f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+         "--config.distributed.num_processes=2",
+         f"--config.distributed.process_id={pid}",
+         "--config.train.checkpoint_every=100"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True))
+  outputs = [p.communicate(timeout=300) for p in procs]
+  for p, (out, err) in zip(procs, outputs):
+    assert p.returncode == 0, err[-4000:]
+  losses = _losses(tmp_path / "mp")  # Written by process 0.
+  assert len(losses) == 10 and np.isfinite(losses).all()
+  logged = [[float(m) for m in re.findall(rf"process {pid} step \d+ loss (\S+)",
+                                          err)]
+            for pid, (_, err) in enumerate(outputs)]
+  assert logged[0] == logged[1] and len(logged[0]) == 10
+  # The data are independent of the process count: a one-process run on 4
+  # devices with the same global batch gives the same curve.
+  run_main(CONFIG, f"--workdir={tmp_path / 'single'}", "--mode=train",
+           f"--config.data.root={ingested}", "--config.train.steps=10",
+           env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+  np.testing.assert_allclose(losses, _losses(tmp_path / "single")[:10],
+                             rtol=1e-4)
+
+
+def _digest(workdir: Path) -> str:
+  code = (
+      "import sys, json; from absl import flags; flags.FLAGS.mark_as_parsed()\n"
+      "from tests.tiny_config import get_config\n"
+      "from chameleon_jax.evaluation.inference import restore\n"
+      "from chameleon_jax.train.loop import params_digest\n"
+      f"c = get_config(); c.data.root = sys.argv[2]\n"
+      "_, state, _, card = restore(c, sys.argv[1], 'latest')\n"
+      "print(card['step'], params_digest(state))\n")
+  out = subprocess.run([sys.executable, "-c", code, str(workdir),
+                        str(workdir.parent / "unused")], cwd=REPO,
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert out.returncode == 0, out.stderr[-3000:]
+  return out.stdout.strip().splitlines()[-1]
+
+
+def test_sigkill_and_resume_gives_identical_parameters(ingested, tmp_path):
+  args = [CONFIG, f"--config.data.root={ingested}", "--config.train.steps=30",
+          "--config.train.checkpoint_every=10", "--config.train.keep_checkpoints=5",
+          "--config.data.num_workers=1"]
+  run_main(*args, f"--workdir={tmp_path / 'straight'}")
+  killed = tmp_path / "killed"
+  proc = subprocess.Popen([sys.executable, "main.py", *args,
+                           f"--workdir={killed}"], cwd=REPO,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"},
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          start_new_session=True)
+  deadline = time.time() + 240
+  while time.time() < deadline:
+    if (killed / "checkpoints" / "10").is_dir() and len(_safe_losses(killed)) >= 12:
+      break
+    time.sleep(0.05)
+  os.killpg(proc.pid, signal.SIGKILL)
+  proc.wait()
+  done = len(_safe_losses(killed))
+  assert 12 <= done < 30, f"kill landed at step {done}"
+  run_main(*args, f"--workdir={killed}")
+  assert _digest(killed) == _digest(tmp_path / "straight")
+
+
+def _safe_losses(workdir: Path) -> list[float]:
+  try:
+    return _losses(workdir)
+  except (FileNotFoundError, json.JSONDecodeError):
+    return []
+
+
+def test_nan_guard_stops_with_a_clear_message(ingested, tmp_path):
+  result = run_main(CONFIG, f"--workdir={tmp_path}", "--mode=train",
+                    f"--config.data.root={ingested}",
+                    "--config.train.learning_rate=1e30",
+                    "--config.train.grad_clip_norm=0", check=False)
+  assert result.returncode != 0
+  assert "NonFiniteLossError" in result.stderr and "at step" in result.stderr
+
+
+def test_unknown_config_key_is_named(tmp_path):
+  result = run_main(CONFIG, f"--workdir={tmp_path}", "--config.modle=unet",
+                    check=False)
+  assert result.returncode != 0
+  assert "modle" in result.stderr
+
+
+def test_workdir_of_another_model_is_refused(ingested, tmp_path):
+  run_main(CONFIG, f"--workdir={tmp_path}", "--mode=train",
+           f"--config.data.root={ingested}", "--config.train.steps=5")
+  result = run_main(CONFIG + ":unet_wide", f"--workdir={tmp_path}",
+                    "--mode=train", f"--config.data.root={ingested}",
+                    check=False)
+  assert result.returncode != 0
+  assert "ModelMismatchError" in result.stderr and "kwargs" in result.stderr

@@ -1,0 +1,25 @@
+"""A tiny, fast experiment for integration tests (32x32 grey synthetic data)."""
+
+from configs import segmentation
+
+
+def get_config(variant: str = ""):
+  config = segmentation.get_config()
+  config.data.name = "tiny"
+  config.data.source_kwargs = {
+      "num_images": 96, "seed": 3, "channels": 1, "min_size": (32, 32),
+      "max_size": (32, 32), "min_defect_fraction": 0.01,
+      "max_defect_fraction": 0.05}
+  config.data.image_size = (32, 32)
+  config.data.augment.noise_std = 0.0
+  config.model.kwargs = {"widths": (8, 16), "norm": "group"}
+  config.train.batch_size = 8
+  config.train.steps = 20
+  config.train.warmup_steps = 2
+  config.train.log_every = 1
+  config.train.eval_every = 0
+  config.train.checkpoint_every = 5
+  config.eval.batch_size = 8
+  if variant == "unet_wide":  # Another model, for the mismatch test.
+    config.model.kwargs = {"widths": (16, 32), "norm": "group"}
+  return config
