@@ -28,6 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
       {"train": 0.7, "val": 0.15, "test": 0.15})
   config.data.split_seed = 0
   config.data.max_bad_fraction = 0.05  # Ingest fails above this share.
+  config.data.scale = 1.0  # Resampling factor for every image, first.
   config.data.image_size = (96, 96)  # (H, W) for eval; () = native (train).
   config.data.size_policy = "resize"  # resize | pad | crop (transforms.py).
   config.data.crop_size = ()  # Training crop (H, W); () = whole image.

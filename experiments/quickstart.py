@@ -16,7 +16,7 @@ def get_config():
   config.data.image_size = (96, 96)
   config.data.size_policy = "resize"
   config.train.batch_size = 16
-  config.train.steps = 600
-  config.train.eval_every = 200
-  config.train.checkpoint_every = 200
+  config.train.steps = 500
+  config.train.eval_every = 250
+  config.train.checkpoint_every = 250
   return config

@@ -36,6 +36,7 @@ def train_iterator(
     size: tuple[int, int] | None,
     size_policy: str,
     augment: transforms.AugmentConfig,
+    scale: float = 1.0,
     num_workers: int = 0,
     process_index: int = 0,
     process_count: int = 1,
@@ -53,8 +54,8 @@ def train_iterator(
     raise ValueError(f"Split {split!r} has {len(source)} examples, fewer "
                      f"than the global batch size {global_batch_size}.")
   examples = (source.shuffle(seed=seed).repeat()
-              .random_map(transforms.TrainTransform(size, size_policy, augment),
-                          seed=seed + 1))
+              .random_map(transforms.TrainTransform(size, size_policy, augment,
+                                                   scale), seed=seed + 1))
   mds = (grain.MapDataset.range(len(examples) // process_count)
          .map(_ProcessRows(examples, local_batch_size, process_index,
                            process_count))
@@ -86,11 +87,11 @@ class _ProcessRows(grain.transforms.Map):
 
 
 def eval_examples(ds: dataset_lib.Dataset, split: str, size: tuple[int, int],
-                  size_policy: str) -> grain.MapDataset:
+                  size_policy: str, scale: float = 1.0) -> grain.MapDataset:
   """Random access to the split's evaluation examples (with their "index")."""
   return (_source(ds, split)
           .map_with_index(lambda i, e: {**e, "index": np.int32(i)})
-          .map(transforms.EvalTransform(size, size_policy)))
+          .map(transforms.EvalTransform(size, size_policy, scale)))
 
 
 def eval_batches(
@@ -100,6 +101,7 @@ def eval_batches(
     local_batch_size: int,
     size: tuple[int, int],
     size_policy: str,
+    scale: float = 1.0,
     process_index: int = 0,
     process_count: int = 1,
 ) -> Iterator[dict[str, np.ndarray]]:
@@ -108,7 +110,7 @@ def eval_batches(
   `index` is the example's position in the split (see manifest order), so
   per-image results can be traced back to files.
   """
-  examples = eval_examples(ds, split, size, size_policy)
+  examples = eval_examples(ds, split, size, size_policy, scale)
   n = len(examples)
   per_process = -(-n // process_count)
   num_batches = -(-per_process // local_batch_size)

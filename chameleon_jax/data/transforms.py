@@ -1,8 +1,11 @@
 """Per-example transforms run inside Grain workers (NumPy only, no JAX/TF).
 
-Training: bring to size -> foreground-aware random resized crop -> flips and
-90-degree rotations -> brightness/contrast -> Gaussian noise. Evaluation: bring
-to size only. Images leave as float32 in [0, 1] (normalisation happens inside
+Training: rescale by `scale` -> (resize policy only: resize) ->
+foreground-aware random resized crop -> flips and 90-degree rotations ->
+brightness/contrast -> Gaussian noise. Evaluation: rescale by `scale` -> bring
+to the fixed size by the policy. Under the pad and crop policies, training
+crops come from the rescaled image itself, so training and evaluation see the
+same pixel scale whatever each image's size. Images leave as float32 in [0, 1] (normalisation happens inside
 the model, so attacks and export work in pixel space); masks as int32 with
 `IGNORE_INDEX` where there is no label (padding).
 """
@@ -40,6 +43,15 @@ def pad_to(image: np.ndarray, mask: np.ndarray, height: int, width: int,
   image = np.pad(image, pads + ((0, 0),), mode="constant")
   mask = np.pad(mask, pads, mode="constant", constant_values=IGNORE_INDEX)
   return image, mask
+
+
+def rescale(image: np.ndarray, mask: np.ndarray, scale: float):
+  """Resamples by a fixed factor (the same for every image of a dataset)."""
+  if scale == 1.0:
+    return image, mask
+  h, w = mask.shape
+  nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+  return imio.resize_image(image, nh, nw), imio.resize_mask(mask, nh, nw)
 
 
 def fit_size(image: np.ndarray, mask: np.ndarray, size: tuple[int, int],
@@ -102,12 +114,13 @@ class TrainTransform(grain.transforms.RandomMap):
   """Decoded record -> augmented training example of a fixed size."""
 
   def __init__(self, size: tuple[int, int] | None, policy: str,
-               augment: AugmentConfig):
+               augment: AugmentConfig, scale: float = 1.0):
     self.size, self.policy, self.augment = size, policy, augment
+    self.scale = scale
 
   def random_map(self, element: dict[str, Any], rng: np.random.Generator):
     aug = self.augment
-    image, mask = element["image"], element["mask"]
+    image, mask = rescale(element["image"], element["mask"], self.scale)
     if self.size is not None and (self.policy == "resize" or aug.crop_size is None):
       image, mask = fit_size(image, mask, self.size, self.policy)
     ch, cw = aug.crop_size or mask.shape
@@ -144,12 +157,12 @@ class TrainTransform(grain.transforms.RandomMap):
 class EvalTransform(grain.transforms.Map):
   """Decoded record -> fixed-size evaluation example (no randomness)."""
 
-  def __init__(self, size: tuple[int, int], policy: str):
-    self.size, self.policy = size, policy
+  def __init__(self, size: tuple[int, int], policy: str, scale: float = 1.0):
+    self.size, self.policy, self.scale = size, policy, scale
 
   def map(self, element: dict[str, Any]):
-    image, mask = fit_size(element["image"], element["mask"], self.size,
-                           self.policy)
+    image, mask = rescale(element["image"], element["mask"], self.scale)
+    image, mask = fit_size(image, mask, self.size, self.policy)
     out = {"image": to_unit_float(image),
            "mask": np.ascontiguousarray(mask, dtype=np.int32),
            "label": element["label"]}

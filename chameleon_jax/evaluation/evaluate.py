@@ -34,7 +34,7 @@ def evaluate_split(eval_step: Callable, state, ds: dataset_lib.Dataset,
   per_image: dict[str, list[np.ndarray]] = {}
   for batch in pipeline.eval_batches(
       ds, split=split, local_batch_size=local, size=size,
-      size_policy=config.data.size_policy,
+      size_policy=config.data.size_policy, scale=config.data.scale,
       process_index=jax.process_index(), process_count=jax.process_count()):
     index = batch.pop("index")
     batch.pop("label")

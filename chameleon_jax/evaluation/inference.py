@@ -71,11 +71,14 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> Path:
         raise ValueError(f"{path}: {image.shape[2]} channels, the model "
                          f"expects {channels}.")
     x = to_unit_float(image)
+    if config.data.scale != 1.0:  # The pixel scale the model was trained at.
+      x = imio.resize_image(x, max(1, round(x.shape[0] * config.data.scale)),
+                            max(1, round(x.shape[1] * config.data.scale)))
     h, w = x.shape[:2]
-    ph, pw = -h % stride, -w % stride
-    x = np.pad(x, ((0, ph), (0, pw), (0, 0)))
+    x = np.pad(x, ((0, -h % stride), (0, -w % stride), (0, 0)))
     probs = np.asarray(predict(state, x[None]))[0, :h, :w]
-    pred = probs.argmax(-1).astype(np.uint8)
+    pred = imio.resize_mask(probs.argmax(-1).astype(np.uint8),
+                            *image.shape[:2])
     imio.save_png(out / f"{path.stem}_mask.png", pred)
     imio.save_png(out / f"{path.stem}_overlay.png",
                   overlays.panel(image, None, pred))

@@ -63,7 +63,7 @@ def _write_worst(config, graphdef, state, ds, split, per_image, folder: Path):
   alarms = alarms[np.argsort(-per_image["pred_area"][alarms], kind="stable")][:n]
   predict = jax.jit(steps.make_predict_fn(graphdef))
   examples = pipeline.eval_examples(ds, split, components.image_size(config),
-                                    config.data.size_policy)
+                                    config.data.size_policy, config.data.scale)
   ids = [a["id"] for a in ds.manifest["items"] if a["split"] == split]
   for kind, chosen in (("missed", missed), ("false_alarm", alarms)):
     for rank, pos in enumerate(chosen):

@@ -67,6 +67,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
       local_batch_size=sharding.local_batch_size(cfg.batch_size, mesh),
       seed=config.seed, size=components.image_size(config),
       size_policy=config.data.size_policy, augment=components.augment(config),
+      scale=config.data.scale,
       num_workers=config.data.num_workers,
       process_index=jax.process_index(), process_count=jax.process_count())
   start = 0

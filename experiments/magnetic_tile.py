@@ -1,0 +1,46 @@
+"""Magnetic tile surface defects (../shared/data/magnetic_tile), binary.
+
+Defect (any of Blowhole, Break, Crack, Fray, Uneven) vs background, grey,
+images of 1225 different sizes, 71% defect-free. Recipe of the spine issue:
+images at half resolution (the largest, 403x632, fits the 208x320 evaluation
+canvas; padding is ignored), 128x128 training crops of which half are centred
+on a defect, Dice + CE, ~25 minutes on 2 CPU cores.
+
+  python main.py --config=experiments/magnetic_tile.py --workdir=workdirs/mt \
+      --mode=ingest,train,eval
+  python main.py --config=experiments/magnetic_tile.py:multiclass ...
+"""
+
+from pathlib import Path
+
+from configs import segmentation
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+CLASSES = {"MT_Free": 0, "MT_Blowhole": 1, "MT_Break": 2, "MT_Crack": 3,
+           "MT_Fray": 4, "MT_Uneven": 5}
+
+
+def get_config(variant: str = "binary"):
+  if variant not in ("binary", "multiclass"):
+    raise ValueError(f"variant {variant!r}; expected binary or multiclass.")
+  config = segmentation.get_config()
+  config.data.name = f"magnetic_tile_{variant}"
+  config.data.source = "class_folders"
+  config.data.source_kwargs = {
+      "root": str(SHARED / "data" / "magnetic_tile"), "classes": CLASSES,
+      "images_subdir": "Imgs", "image_ext": ".jpg", "mask_ext": ".png",
+      "threshold": 128, "binary": variant == "binary", "channels": 1}
+  config.data.scale = 0.5
+  config.data.image_size = (208, 320)
+  config.data.size_policy = "pad"
+  config.data.crop_size = (128, 128)
+  config.data.augment.foreground_crop_fraction = 0.5
+  config.data.num_workers = 1
+  config.train.batch_size = 16
+  config.train.steps = 1000
+  config.train.warmup_steps = 50
+  config.train.eval_every = 250
+  config.train.checkpoint_every = 250
+  config.train.best_metric = "defect_image_dice"
+  config.eval.batch_size = 16
+  return config
