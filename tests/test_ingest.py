@@ -48,6 +48,21 @@ def test_folder_ingest_counts_and_roundtrip(tmp_path):
     assert len(shard["sha256"]) == 64
 
 
+def test_multiple_shards_keep_manifest_order(tmp_path, monkeypatch):
+  monkeypatch.setattr(dataset, "ITEMS_PER_SHARD", 7)
+  info, items = sources.synthetic_source(num_images=40, min_size=(16, 16),
+                                         max_size=(16, 16))
+  ds = dataset.build(info, items, tmp_path, "sharded", FRACTIONS,
+                     log=lambda *_: None)
+  import grain
+  paths = ds.shard_paths("train")
+  assert len(paths) == 4  # 28 train items in shards of at most 7.
+  src = grain.sources.ArrayRecordDataSource(paths)
+  ids = [dataset.decode_record(src[i])["id"] for i in range(len(src))]
+  assert ids == [a["id"] for a in ds.manifest["items"]
+                 if a["split"] == "train"]
+
+
 def test_reingest_is_noop_and_new_file_makes_new_version(tmp_path):
   root = _folder_dataset(tmp_path / "raw")
   first = _build(root, tmp_path / "out")

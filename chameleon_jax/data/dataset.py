@@ -34,7 +34,7 @@ from chameleon_jax.data.sources import Item, Rejected, SourceInfo
 from chameleon_jax.data.splits import stratified_split
 
 FORMAT_VERSION = 1
-_ITEMS_PER_SHARD = 2000
+ITEMS_PER_SHARD = 2000
 
 
 def encode_record(item: Item) -> bytes:
@@ -240,16 +240,18 @@ def build(
 
 def _write_split(staging: Path, staged: Path, split: str, members: list[int],
                  accepted: list[dict]) -> dict:
-  """Copies the staged records of `members` into the split's shards."""
-  wanted = set(members)
-  num_shards = max(1, -(-len(members) // _ITEMS_PER_SHARD))
-  shard_members = [members[s::num_shards] for s in range(num_shards)]
+  """Copies the staged records of `members` into the split's shards.
+
+  Shards hold contiguous runs of `members`, so reading the shards in order
+  gives the split's items in manifest order (evaluation relies on it).
+  """
+  num_shards = max(1, -(-len(members) // ITEMS_PER_SHARD))
+  per_shard = -(-len(members) // num_shards) if members else 0
   shards = []
-  for s, chunk in enumerate(shard_members):
+  for s in range(num_shards):
     file = f"{split}-{s:05d}-of-{num_shards:05d}.array_record"
-    chunk_set = set(chunk)
-    records = (r for i, r in enumerate(_read_records(staged))
-               if i in wanted and i in chunk_set)
+    chunk = set(members[s * per_shard:(s + 1) * per_shard])
+    records = (r for i, r in enumerate(_read_records(staged)) if i in chunk)
     count = _write_records(staging / file, records)
     shards.append({"file": file, "count": count,
                    "sha256": _file_sha256(staging / file)})

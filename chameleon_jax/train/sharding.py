@@ -36,9 +36,8 @@ def initialize_distributed(coordinator_address: str | None,
   num_processes = num_processes or int(os.environ.get("JAX_NUM_PROCESSES", 1))
   if process_id is None and "JAX_PROCESS_ID" in os.environ:
     process_id = int(os.environ["JAX_PROCESS_ID"])
-  if jax.config.jax_platforms in (None, "", "cpu") or os.environ.get(
-      "JAX_PLATFORMS", "") == "cpu":
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  # Only affects the CPU backend (GPU/TPU collectives are unaffected).
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(coordinator_address=coordinator_address,
                              num_processes=num_processes,
                              process_id=process_id)

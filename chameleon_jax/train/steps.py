@@ -39,7 +39,7 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: Callable,
     if ema_decay is not None and ema:
       ema = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p,
                          ema, params)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new_state = state.replace(step=state.step + 1, params=params,
                               model_state=model_state, opt_state=opt_state,
