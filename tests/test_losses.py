@@ -1,171 +1,252 @@
-"""Dice + CE against independent float64 NumPy references, vectors, gradients."""
+"""Loss zoo against published vectors and an independent float64 reference."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
 
-from chameleon_jax.losses import build_loss, segmentation as seg
+from chameleon_jax.losses import build_loss, deep_supervision, from_frequencies
+from chameleon_jax.losses.boundary import chessboard_distance
+from tests import loss_reference as ref
 
-
-def _softmax64(z):
-  z = z - z.max(-1, keepdims=True)
-  e = np.exp(z)
-  return e / e.sum(-1, keepdims=True)
+TOL = dict(rtol=1e-6, atol=1e-9)
 
 
-def np_cross_entropy(logits, labels, ignore=255, weights=None, smoothing=0.0):
-  logits = np.asarray(logits, np.float64)
-  k = logits.shape[-1]
-  valid = labels != ignore
-  total = 0.0
-  wsum = 0.0
-  logp = np.log(_softmax64(logits))
-  for idx in zip(*np.nonzero(valid)):
-    t = labels[idx]
-    target = np.full(k, smoothing / k)
-    target[t] += 1 - smoothing
-    w = 1.0 if weights is None else weights[t]
-    total += w * -(target * logp[idx]).sum()
-    wsum += w
-  return total / max(wsum, 1e-12)
-
-
-def np_dice(logits, labels, ignore=255, include_background=False,
-            over="batch", nr=1e-5, dr=1e-5):
-  p = _softmax64(np.asarray(logits, np.float64))
-  k = p.shape[-1]
-  valid = (labels != ignore)
-  losses = []
-  units = [slice(None)] if over == "batch" else [slice(i, i + 1)
-                                                 for i in range(len(labels))]
-  for unit in units:
-    row = []
-    for c in range(0 if include_background else 1, k):
-      pc = p[unit][..., c] * valid[unit]
-      gc = ((labels[unit] == c) & valid[unit]).astype(np.float64)
-      row.append(1 - (2 * (pc * gc).sum() + nr) / (pc.sum() + gc.sum() + dr))
-    losses.append(row)
-  return float(np.mean(losses))
-
-
-def _random_case(seed, b=2, h=6, w=5, k=4, ignore_share=0.2):
+def case(seed, mode="multiclass", b=2, h=6, w=5, k=4, ignore=0.2, empty=False):
   rng = np.random.default_rng(seed)
-  logits = rng.normal(0, 2, (b, h, w, k)).astype(np.float32)
-  labels = rng.integers(0, k, (b, h, w))
-  labels[rng.random((b, h, w)) < ignore_share] = 255
-  return logits, labels
+  k = 1 if mode == "binary" else k
+  pred = rng.normal(0, 2, (b, h, w, k))
+  if mode == "multiclass":
+    target = rng.integers(0, k, (b, h, w))
+    if empty:
+      target[:] = 0
+    target[rng.random((b, h, w)) < ignore] = 255
+  else:
+    shape = (b, h, w) if mode == "binary" else (b, h, w, k)
+    target = (rng.random(shape) < 0.3).astype(np.int64)
+    if empty:
+      target[:] = 0
+    target[rng.random(shape) < ignore] = 255
+  return pred, target
 
 
-@pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize("k", [2, 5])
-def test_cross_entropy_matches_float64_reference(seed, k):
-  logits, labels = _random_case(seed, k=k)
-  weights = np.linspace(0.5, 2.0, k)
-  for kwargs, ref in (
-      ({}, {}),
-      ({"class_weights": weights}, {"weights": weights}),
-      ({"label_smoothing": 0.1}, {"smoothing": 0.1}),
-  ):
-    got = seg.cross_entropy(jnp.asarray(logits), jnp.asarray(labels), **kwargs)
-    np.testing.assert_allclose(got, np_cross_entropy(logits, labels, **ref),
-                               rtol=1e-6)
+def run64(name, pred, target, **kwargs):
+  with jax.enable_x64():
+    return float(build_loss(name, **kwargs)(jnp.asarray(pred, jnp.float64),
+                                            jnp.asarray(target)))
 
 
-@pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize("over", ["batch", "image"])
-@pytest.mark.parametrize("include_background", [False, True])
-def test_dice_matches_float64_reference(seed, over, include_background):
-  logits, labels = _random_case(seed)
-  got = seg.soft_dice(jnp.asarray(logits), jnp.asarray(labels),
-                      reduction_over=over,
-                      include_background=include_background)
-  ref = np_dice(logits, labels, over=over,
-                include_background=include_background)
-  np.testing.assert_allclose(got, ref, rtol=1e-6)
+# --- Published test vectors (../shared/reference/losses.md) -----------------
+
+MONAI_X = np.array([[1.0, -1.0], [-1.0, 1.0]]).reshape(1, 2, 2, 1)
+MONAI_T = np.array([[1, 0], [1, 1]]).reshape(1, 2, 2)
 
 
-def test_valid_pixel_mean_reference_vector():
-  """losses.md: logits [-9, 9, 1, 9, -9], targets [0, 1, ignore, 1, 0], soft
-  targets 0.1/0.9 -> 0.9001 over the 4 valid pixels. Two-class softmax on
-  [0, z] is the sigmoid of z; smoothing 0.2 over 2 classes gives 0.1/0.9."""
-  z = np.array([-9.0, 9.0, 1.0, 9.0, -9.0], np.float32)
-  logits = jnp.stack([jnp.zeros_like(z), z], -1).reshape(1, 1, 5, 2)
-  labels = jnp.array([0, 1, 255, 1, 0]).reshape(1, 1, 5)
-  got = seg.cross_entropy(logits, labels, label_smoothing=0.2)
+@pytest.mark.parametrize("name,kwargs,expected", [
+    ("dice", dict(smooth_nr=1e-6, smooth_dr=1e-6), 0.307576),
+    ("dice", dict(smooth_nr=1e-6, smooth_dr=1e-6, variant="squared"), 0.178337),
+    ("jaccard", dict(), 0.470451),
+])
+def test_monai_dice_vectors(name, kwargs, expected):
+  got = build_loss(name, mode="binary", reduce_over="image", **kwargs)(
+      jnp.asarray(MONAI_X, jnp.float32), jnp.asarray(MONAI_T))
+  np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def _probs(values):
+  return jnp.asarray(values, jnp.float32).reshape(1, 1, -1, 1)
+
+
+def _labels(values):
+  return jnp.asarray(values).reshape(1, 1, -1)
+
+
+def test_tversky_vector():
+  loss = build_loss("tversky", mode="binary", from_logits=False, smooth_nr=0,
+                    smooth_dr=0, alpha=0.3, beta=0.7)
+  np.testing.assert_allclose(loss(_probs([1, 1, 0, 0]), _labels([1, 0, 1, 1])),
+                             0.629630, atol=1e-5)
+
+
+@pytest.mark.parametrize("alpha,expected", [(None, 0.173287), (0.25, 0.043322)])
+def test_focal_vectors(alpha, expected):
+  loss = build_loss("focal", mode="binary", alpha=alpha)
+  np.testing.assert_allclose(loss(_probs([0.0]), _labels([1])), expected,
+                             atol=1e-5)
+
+
+def test_smp_dice_vectors_and_our_empty_policy():
+  kw = dict(mode="binary", from_logits=False, smooth_nr=0, smooth_dr=1e-7)
+  fp_on_empty = (_probs([1, 1, 1]), _labels([0, 0, 0]))
+  # SMP zeroes classes absent from the batch: "zero" reproduces it ...
+  assert float(build_loss("dice", empty_target="zero", **kw)(*fp_on_empty)) == 0.0
+  # ... our default penalises those false positives instead.
+  np.testing.assert_allclose(build_loss("dice", **kw)(*fp_on_empty), 1.0,
+                             atol=1e-6)
+  np.testing.assert_allclose(
+      build_loss("dice", **kw)(_probs([1, 0, 1]), _labels([0, 1, 0])), 1.0,
+      atol=1e-6)
+  score = 1 - build_loss("dice", **kw)(_probs([1, 1, 0, 0]), _labels([1, 1, 1, 1]))
+  np.testing.assert_allclose(score, 2 / 3, atol=1e-6)
+  jac = 1 - build_loss("jaccard", **kw)(_probs([1, 1, 0, 0]), _labels([1, 1, 1, 1]))
+  np.testing.assert_allclose(jac, 0.5, atol=1e-6)
+
+
+def test_valid_pixel_mean_vector():
+  """SMP soft BCE, smoothing 0.1 (targets 0.1/0.9) = our e = 0.2 over 2
+  outcomes; the mean over the 4 valid pixels is 0.9001, not 0.7201."""
+  loss = build_loss("cross_entropy", mode="binary", label_smoothing=0.2)
+  got = loss(_probs([-9.0, 9.0, 1.0, 9.0, -9.0]), _labels([0, 1, 255, 1, 0]))
   np.testing.assert_allclose(got, 0.9001, atol=1e-4)
 
 
-def test_soft_dice_score_reference_vector():
-  """losses.md: P = [1, 1, 0, 0], G = [1, 1, 1, 1] -> Dice 2/3."""
-  big = 30.0  # Softmax of +-30 is 0/1 to float32 precision.
-  p = np.array([1, 1, 0, 0])
-  logits = jnp.asarray(np.stack([big * (1 - p), big * p], -1).reshape(1, 1, 4, 2),
-                       jnp.float32)
-  labels = jnp.ones((1, 1, 4), jnp.int32)
-  loss = seg.soft_dice(logits, labels, smooth_nr=0, smooth_dr=0)
-  np.testing.assert_allclose(1 - loss, 2 / 3, atol=1e-6)
+def test_lovasz_hinge_on_empty_target_is_relu_one_plus_max_logit():
+  x = _probs([-3.0, 0.5, -1.0])
+  got = build_loss("lovasz", mode="binary")(x, _labels([0, 0, 0]))
+  np.testing.assert_allclose(got, 1.5, atol=1e-6)
 
 
-def test_empty_target_policy():
-  labels = jnp.zeros((2, 8, 8), jnp.int32)  # No defect anywhere.
-  empty_pred = jnp.stack([jnp.full((2, 8, 8), 20.0), jnp.full((2, 8, 8), -20.0)], -1)
-  false_pos = empty_pred.at[0, :4, :4].set(jnp.array([-20.0, 20.0]))
-  for over in ("batch", "image"):
-    assert float(seg.soft_dice(empty_pred, labels, reduction_over=over)) < 1e-3
-    loss = float(seg.soft_dice(false_pos, labels, reduction_over=over))
-    assert loss > (0.99 if over == "batch" else 0.49)
+def test_class_rebalancing():
+  np.testing.assert_allclose(from_frequencies([0.9, 0.1], rebalance=0.0), [1, 1])
+  full = from_frequencies([0.9, 0.1], rebalance=1.0, max_ratio=None)
+  np.testing.assert_allclose(full, np.array([1 / 0.9, 1 / 0.1]) * 2 / (1 / 0.9 + 10))
+  clipped = from_frequencies([0.99, 0.01], rebalance=1.0, max_ratio=10)
+  assert clipped[1] / clipped[0] == pytest.approx(10)
+  with pytest.raises(ValueError, match="rebalance"):
+    from_frequencies([0.5, 0.5], rebalance=2)
 
 
-def test_all_ignored_is_zero_and_finite():
-  logits = jnp.ones((1, 4, 4, 3))
-  labels = jnp.full((1, 4, 4), 255)
-  loss_fn = build_loss("dice_ce")
-  value, grad = jax.value_and_grad(loss_fn)(logits, labels)
-  assert float(value) < 1e-4
-  assert bool(jnp.isfinite(grad).all())
+# --- Against the float64 NumPy reference -------------------------------------
+
+REGION_KINDS = [("dice", {}, "dice"), ("dice", {"variant": "squared"}, "squared"),
+                ("dice", {"variant": "log"}, "log"), ("jaccard", {}, "jaccard"),
+                ("tversky", {}, "tversky"), ("focal_tversky", {}, "focal_tversky")]
 
 
-def test_gradient_matches_finite_differences_in_float64():
-  logits, labels = _random_case(7, b=1, h=3, w=3, k=3)
-  with jax.enable_x64():
-    loss_fn = build_loss("dice_ce", smooth_nr=1e-3, smooth_dr=1e-3)
-    x = jnp.asarray(logits, jnp.float64)
-    f = lambda z: loss_fn(z, jnp.asarray(labels))
-    grad = np.asarray(jax.grad(f)(x))
-    eps = 1e-6
-    flat = np.asarray(x).ravel()
-    for i in range(0, flat.size, 3):
-      plus, minus = flat.copy(), flat.copy()
-      plus[i] += eps
-      minus[i] -= eps
-      fd = (float(f(jnp.asarray(plus.reshape(x.shape))))
-            - float(f(jnp.asarray(minus.reshape(x.shape))))) / (2 * eps)
-      np.testing.assert_allclose(grad.ravel()[i], fd, rtol=1e-5, atol=1e-9)
+@pytest.mark.parametrize("name,extra,kind", REGION_KINDS)
+@pytest.mark.parametrize("mode", ["multiclass", "binary", "multilabel"])
+@pytest.mark.parametrize("reduce_over", ["batch", "image"])
+@pytest.mark.parametrize("empty_target", ["penalize", "zero", "exclude"])
+def test_region_losses_match_reference(name, extra, kind, mode, reduce_over,
+                                       empty_target):
+  for seed in range(2):
+    pred, target = case(seed, mode, empty=seed == 1 and mode != "multiclass")
+    got = run64(name, pred, target, mode=mode, reduce_over=reduce_over,
+                empty_target=empty_target, **extra)
+    want = ref.region(pred, target, mode=mode, reduce_over=reduce_over,
+                      empty_target=empty_target, kind=kind)
+    np.testing.assert_allclose(got, want, **TOL)
 
 
-@settings(max_examples=25, deadline=None)
-@given(b=st.integers(1, 3), h=st.integers(1, 6), w=st.integers(1, 6),
-       k=st.integers(2, 4), scale=st.sampled_from([1.0, 1e4]),
-       seed=st.integers(0, 2**16), ignore=st.floats(0, 1))
-def test_stable_on_random_shapes_masks_and_extreme_logits(b, h, w, k, scale,
-                                                          seed, ignore):
-  logits, labels = _random_case(seed, b, h, w, k, ignore_share=ignore)
-  logits = jnp.asarray(logits * scale)
-  for dtype in (jnp.float32, jnp.bfloat16):
-    value, grad = jax.value_and_grad(build_loss("dice_ce"))(
-        logits.astype(dtype), jnp.asarray(labels))
-    assert bool(jnp.isfinite(value)) and bool(jnp.isfinite(grad).all())
+def test_region_options_background_weights_smoothing():
+  pred, target = case(3, "multiclass", k=3)
+  for include in (False, True):
+    got = run64("dice", pred, target, include_background=include,
+                class_weights=[0.5, 1.0, 3.0], smooth_nr=0.1, smooth_dr=0.3)
+    want = ref.region(pred, target, include_background=include,
+                      class_weights=[0.5, 1.0, 3.0], nr=0.1, dr=0.3)
+    np.testing.assert_allclose(got, want, **TOL)
 
 
-def test_options_are_refused_with_clear_errors():
-  logits, labels = _random_case(0, k=3)
-  with pytest.raises(ValueError, match="reduction_over='pixel'"):
-    seg.soft_dice(jnp.asarray(logits), jnp.asarray(labels),
-                  reduction_over="pixel")
-  with pytest.raises(ValueError, match="class_weights has 2 entries for 3"):
-    seg.cross_entropy(jnp.asarray(logits), jnp.asarray(labels),
-                      class_weights=[1.0, 2.0])
-  with pytest.raises(TypeError, match="no argument"):
-    build_loss("dice_ce", smoth=1.0)
+@pytest.mark.parametrize("weight_type", ["square", "simple", "uniform"])
+@pytest.mark.parametrize("reduce_over", ["batch", "image"])
+def test_generalized_dice_matches_reference(weight_type, reduce_over):
+  pred, target = case(4, "multiclass", k=4)
+  target[0][target[0] == 2] = 0  # Class 2 absent from image 0.
+  got = run64("generalized_dice", pred, target, weight_type=weight_type,
+              reduce_over=reduce_over)
+  want = ref.generalized_dice(pred, target, weight_type=weight_type,
+                              reduce_over=reduce_over)
+  np.testing.assert_allclose(got, want, **TOL)
+
+
+@pytest.mark.parametrize("k", [2, 5])
+def test_cross_entropy_matches_reference(k):
+  pred, target = case(5, "multiclass", k=k)
+  weights = np.linspace(0.5, 2.0, k)
+  np.testing.assert_allclose(run64("cross_entropy", pred, target),
+                             ref.cross_entropy(pred, target), **TOL)
+  np.testing.assert_allclose(
+      run64("cross_entropy", pred, target, class_weights=list(weights),
+            label_smoothing=0.1),
+      ref.cross_entropy(pred, target, weights, 0.1), **TOL)
+
+
+@pytest.mark.parametrize("mode", ["binary", "multilabel"])
+def test_binary_cross_entropy_matches_reference(mode):
+  pred, target = case(6, mode)
+  np.testing.assert_allclose(
+      run64("cross_entropy", pred, target, mode=mode, label_smoothing=0.1),
+      ref.binary_cross_entropy(pred, target, mode, 0.1), **TOL)
+
+
+@pytest.mark.parametrize("mode,alpha", [("binary", None), ("binary", 0.25),
+                                        ("multilabel", 0.5),
+                                        ("multiclass", None),
+                                        ("multiclass", [0.2, 0.3, 0.5, 1.0])])
+def test_focal_matches_reference(mode, alpha):
+  pred, target = case(7, mode)
+  np.testing.assert_allclose(
+      run64("focal", pred, target, mode=mode, alpha=alpha, gamma=1.5),
+      ref.focal(pred, target, mode, gamma=1.5, alpha=alpha), **TOL)
+
+
+@pytest.mark.parametrize("per_image", [False, True])
+def test_lovasz_hinge_matches_reference(per_image):
+  pred, target = case(8, "binary", h=7, w=6)
+  got = run64("lovasz", pred, target, mode="binary",
+              reduce_over="image" if per_image else "batch")
+  np.testing.assert_allclose(got, ref.lovasz(pred, target, "binary", per_image),
+                             **TOL)
+
+
+@pytest.mark.parametrize("empty_target,present_only", [("penalize", False),
+                                                       ("exclude", True)])
+def test_lovasz_softmax_matches_reference(empty_target, present_only):
+  pred, target = case(9, "multiclass", k=4)
+  target[target == 3] = 0  # Class 3 absent: "present" mode skips it.
+  got = run64("lovasz", pred, target, empty_target=empty_target)
+  want = ref.lovasz(pred, target, "multiclass", present_only=present_only)
+  np.testing.assert_allclose(got, want, **TOL)
+
+
+def test_chessboard_distance_is_exact():
+  rng = np.random.default_rng(0)
+  mask = rng.random((2, 12, 9, 1)) < 0.05
+  mask[1] = False
+  mask[1, 5, 4] = True
+  from scipy import ndimage
+  got = np.asarray(chessboard_distance(jnp.asarray(mask), 30))
+  for b in range(2):
+    want = ndimage.distance_transform_cdt(~mask[b, ..., 0], metric="chessboard")
+    np.testing.assert_array_equal(got[b, ..., 0], want)
+
+
+@pytest.mark.parametrize("empty", [False, True])
+def test_boundary_matches_reference(empty):
+  pred, target = case(10, "multiclass", h=12, w=10, k=3, empty=empty)
+  got = run64("boundary", pred, target, max_distance=5)
+  np.testing.assert_allclose(got, ref.boundary(pred, target, max_distance=5),
+                             **TOL)
+
+
+def test_compound_and_deep_supervision():
+  pred, target = case(11, "multiclass")
+  terms = [{"name": "dice", "weight": 0.7},
+           {"name": "focal", "weight": 0.3, "kwargs": {"gamma": 1.0}}]
+  x, t = jnp.asarray(pred, jnp.float32), jnp.asarray(target)
+  combined = build_loss("compound", terms=terms)(x, t)
+  expected = (0.7 * build_loss("dice")(x, t)
+              + 0.3 * build_loss("focal", gamma=1.0)(x, t))
+  np.testing.assert_allclose(combined, expected, rtol=1e-6)
+  dice_ce = build_loss("dice_ce", dice_weight=2.0, ce_weight=0.5)(x, t)
+  np.testing.assert_allclose(
+      dice_ce, 2 * build_loss("dice")(x, t) + 0.5 * build_loss("cross_entropy")(x, t),
+      rtol=1e-6)
+  ds = deep_supervision(build_loss("dice"))
+  np.testing.assert_allclose(ds([x], t), build_loss("dice")(x, t), rtol=1e-6)
+  half = x[:, ::2, ::2]
+  np.testing.assert_allclose(
+      ds([x, half], t),
+      (build_loss("dice")(x, t) + 0.5 * build_loss("dice")(half, t[:, ::2, ::2]))
+      / 1.5, rtol=1e-6)
