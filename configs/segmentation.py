@@ -33,6 +33,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.size_policy = "resize"  # resize | pad | crop (transforms.py).
   config.data.crop_size = ()  # Training crop (H, W); () = whole image.
   config.data.num_workers = 0  # Grain worker processes.
+  # Share of every batch drawn from images with a defect (exact per batch);
+  # -1 = sample images uniformly. Real data is ~70% defect-free.
+  config.data.defect_image_fraction = -1.0
   config.data.augment = ml_collections.ConfigDict({
       "foreground_crop_fraction": 0.33,
       "crop_scale": (1.0, 1.0),

@@ -115,8 +115,8 @@ def test_options_are_refused_with_clear_errors():
                                                           jnp.asarray(target))
   with pytest.raises(ValueError, match="binary: prediction"):
     build_loss("dice", mode="binary")(jnp.asarray(pred), jnp.asarray(target))
-  with pytest.raises(ValueError, match="lovasz supports"):
-    build_loss("lovasz", empty_target="zero")(jnp.asarray(pred),
-                                              jnp.asarray(target))
+  with pytest.raises(ValueError, match="hinge needs logits"):
+    build_loss("lovasz", mode="binary", from_logits=False)(
+        jnp.asarray(pred[..., :1]), jnp.asarray(target.clip(0, 1)))
   with pytest.raises(ValueError, match="compound term 0"):
     build_loss("compound", terms=[{"nme": "dice"}])

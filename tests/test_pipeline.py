@@ -71,6 +71,31 @@ def test_processes_read_their_rows_of_the_same_global_batch(tiny_dataset):
           np.concatenate([g[key] for g in got]), expected[key])
 
 
+def test_defect_image_fraction_is_exact_per_batch(tiny_dataset):
+  items = [a for a in tiny_dataset.manifest["items"] if a["split"] == "train"]
+  defect_ids = {i for i, a in enumerate(items) if a["foreground_fraction"] > 0}
+  none = transforms.AugmentConfig(crop_size=None, flip=False, rotate90=False,
+                                  brightness=0, contrast=0, noise_std=0)
+  it = _iter(tiny_dataset, local_batch_size=8, augment=none,
+             defect_image_fraction=0.5)
+  for _ in range(10):
+    batch = next(it)
+    has_defect = [(m > 0).any() for m in batch["mask"]]
+    assert has_defect == [True] * 4 + [False] * 4
+  # Two processes together still see the same global batches.
+  parts = [_iter(tiny_dataset, local_batch_size=4, augment=none,
+                 defect_image_fraction=0.5, process_index=p, process_count=2)
+           for p in range(2)]
+  single = _iter(tiny_dataset, local_batch_size=8, augment=none,
+                 defect_image_fraction=0.5)
+  for _ in range(3):
+    np.testing.assert_array_equal(
+        np.concatenate([next(p)["image"] for p in parts]), next(single)["image"])
+  assert len(defect_ids) > 4
+  with pytest.raises(ValueError, match="must be in"):
+    _iter(tiny_dataset, defect_image_fraction=1.5)
+
+
 def test_eval_batches_pad_with_zero_weight(tiny_dataset):
   n = tiny_dataset.num_examples("val")
   batches = list(pipeline.eval_batches(tiny_dataset, split="val",

@@ -215,3 +215,6 @@ def test_workdir_of_another_model_is_refused(ingested, tmp_path):
                     check=False)
   assert result.returncode != 0
   assert "ModelMismatchError" in result.stderr and "kwargs" in result.stderr
+  # The refused run left the workdir's model card alone.
+  card = json.loads((tmp_path / "model.json").read_text())
+  assert card["signature"]["kwargs"]["widths"] == [8, 16]

@@ -37,11 +37,18 @@ def train_iterator(
     size_policy: str,
     augment: transforms.AugmentConfig,
     scale: float = 1.0,
+    defect_image_fraction: float | None = None,
     num_workers: int = 0,
     process_index: int = 0,
     process_count: int = 1,
 ) -> grain.DatasetIterator:
-  """An endless iterator of training batches for this process."""
+  """An endless iterator of training batches for this process.
+
+  `defect_image_fraction`: None samples images uniformly; a value f makes
+  round(f * global batch) rows of every global batch come from images with a
+  defect and the rest from defect-free images, each stream shuffled on its
+  own (exact per-batch composition, as nnU-Net forces foreground per batch).
+  """
   if size_policy not in transforms.SIZE_POLICIES:
     raise ValueError(f"data.size_policy={size_policy!r}; expected one of "
                      f"{transforms.SIZE_POLICIES}.")
@@ -53,9 +60,13 @@ def train_iterator(
   if len(source) < global_batch_size:
     raise ValueError(f"Split {split!r} has {len(source)} examples, fewer "
                      f"than the global batch size {global_batch_size}.")
-  examples = (source.shuffle(seed=seed).repeat()
-              .random_map(transforms.TrainTransform(size, size_policy, augment,
-                                                   scale), seed=seed + 1))
+  transform = transforms.TrainTransform(size, size_policy, augment, scale)
+  if defect_image_fraction is None:
+    examples = source.shuffle(seed=seed).repeat()
+  else:
+    examples = _defect_mix(ds, split, source, global_batch_size,
+                           defect_image_fraction, seed)
+  examples = examples.random_map(transform, seed=seed + 1)
   mds = (grain.MapDataset.range(len(examples) // process_count)
          .map(_ProcessRows(examples, local_batch_size, process_index,
                            process_count))
@@ -66,6 +77,51 @@ def train_iterator(
     ids = ids.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=num_workers, per_worker_buffer_size=2))
   return iter(ids)
+
+
+def _defect_mix(ds: dataset_lib.Dataset, split: str, source: grain.MapDataset,
+                global_batch_size: int, fraction: float,
+                seed: int) -> grain.MapDataset:
+  """Endless examples whose every global batch has a fixed defect share."""
+  if not 0.0 <= fraction <= 1.0:
+    raise ValueError(f"defect_image_fraction={fraction} must be in [0, 1].")
+  items = [a for a in ds.manifest["items"] if a["split"] == split]
+  defect = [i for i, a in enumerate(items) if a["foreground_fraction"] > 0]
+  clean = [i for i, a in enumerate(items) if a["foreground_fraction"] == 0]
+  per_batch = int(round(fraction * global_batch_size))
+  if (per_batch and not defect) or (per_batch < global_batch_size and not clean):
+    raise ValueError(
+        f"defect_image_fraction={fraction} needs defect and defect-free "
+        f"images; split {split!r} has {len(defect)} and {len(clean)}.")
+  streams = [grain.MapDataset.range(len(p)).map(_Pick(source, p))
+             .shuffle(seed=seed + 2 + j).repeat() if p else None
+             for j, p in enumerate((defect, clean))]
+  return grain.MapDataset.range(len(streams[0] or streams[1])).map(
+      _Interleave(streams, per_batch, global_batch_size))
+
+
+class _Pick(grain.transforms.Map):
+  """Element i -> source[positions[i]]."""
+
+  def __init__(self, source: grain.MapDataset, positions: list[int]):
+    self.source, self.positions = source, positions
+
+  def map(self, i: int):
+    return self.source[self.positions[int(i)]]
+
+
+class _Interleave(grain.transforms.Map):
+  """Row r < per_batch of global batch s: defect stream, else clean stream."""
+
+  def __init__(self, streams, per_batch: int, batch: int):
+    self.streams, self.per_batch, self.batch = streams, per_batch, batch
+
+  def map(self, k: int):
+    step, row = divmod(int(k), self.batch)
+    if row < self.per_batch:
+      return self.streams[0][step * self.per_batch + row]
+    clean = self.batch - self.per_batch
+    return self.streams[1][step * clean + row - self.per_batch]
 
 
 class _ProcessRows(grain.transforms.Map):

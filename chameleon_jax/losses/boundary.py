@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from chameleon_jax.losses.vocabulary import (Options, probabilities,
-                                             region_channels, targets)
+                                             reduce_elements, region_channels,
+                                             targets)
 
 
 def _dilate(x: jax.Array) -> jax.Array:
@@ -61,10 +62,4 @@ def boundary(pred: jax.Array, target: jax.Array, opts: Options,
   p, g, valid = (region_channels(x, opts) for x in (p, g, valid))
   phi = jax.lax.stop_gradient(
       signed_distance(g > 0, max_distance) / max_distance)
-  per_pixel = phi * p * valid
-  if opts.reduction == "none":
-    return per_pixel
-  total = per_pixel.sum()
-  if opts.reduction == "sum":
-    return total
-  return total / jnp.maximum(valid.sum(), 1e-12)
+  return reduce_elements(phi * p, valid, opts.reduction)

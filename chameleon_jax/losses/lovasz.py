@@ -7,10 +7,11 @@ Softmax: the same with errors |g_c - p_c| per class.
 
 Shapes stay static for jit: ignored elements are sorted last with zero error,
 so they change neither the sort of valid elements nor their weights.
-Empty targets: `empty_target="penalize"` keeps classes absent from the target
-(their errors are the predicted probabilities, so false positives cost);
-"exclude" skips them (the reference "present" mode); "zero" is not offered.
-Binary hinge on an empty target costs relu(1 + max logit) per the formula.
+Empty targets (per unit: a class, or an image-class pair): "penalize" keeps
+units whose target is empty (for softmax their errors are the predicted
+probabilities, so false positives cost; the binary hinge on an empty target
+costs relu(1 + max logit)); "exclude" skips them (the reference "present"
+mode); "zero" counts them as 0.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import jax
 import jax.numpy as jnp
 
 from chameleon_jax.losses.vocabulary import (Options, as_float, probabilities,
-                                             region_channels, targets)
+                                             reduce_units, region_channels,
+                                             targets)
 
 
 def _lovasz_grad(g_sorted: jax.Array) -> jax.Array:
@@ -50,8 +52,6 @@ def _sorted_loss(errors, g, valid, hinge: bool):
 
 def lovasz(pred: jax.Array, target: jax.Array, opts: Options) -> jax.Array:
   """Binary/multilabel: Lovász hinge on logits. Multiclass: Lovász-softmax."""
-  if opts.empty_target == "zero":
-    raise ValueError("lovasz supports empty_target='penalize' or 'exclude'.")
   g, valid = targets(pred, target, opts)
   per_image = opts.reduce_over == "image"
   if opts.mode == "multiclass":
@@ -67,13 +67,4 @@ def lovasz(pred: jax.Array, target: jax.Array, opts: Options) -> jax.Array:
     hinge = True
   errors, g, valid = (_flat(t, per_image) for t in (errors, g, valid))
   loss = _sorted_loss(errors, g, valid, hinge)  # (units, C)
-  present = (g * valid).sum(-1) > 0
-  include = jnp.ones_like(loss)
-  if opts.empty_target == "exclude":
-    include = present.astype(loss.dtype)
-  if opts.reduction == "none":
-    return loss * include
-  total = (loss * include).sum()
-  if opts.reduction == "sum":
-    return total
-  return total / jnp.maximum(include.sum(), 1e-12)
+  return reduce_units(loss, (g * valid).sum(-1) == 0, opts, None)

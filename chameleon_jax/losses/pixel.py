@@ -14,17 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from chameleon_jax.losses.vocabulary import (Options, as_float,
-                                             class_weight_vector, targets)
-
-
-def _reduce(per_element: jax.Array, weight: jax.Array, reduction: str,
-            normaliser: jax.Array) -> jax.Array:
-  if reduction == "none":
-    return per_element * weight
-  total = (per_element * weight).sum()
-  if reduction == "sum":
-    return total
-  return total / jnp.maximum(normaliser, 1e-12)
+                                             class_weight_vector,
+                                             reduce_elements, targets)
 
 
 def _log_probs(pred: jax.Array, opts: Options) -> tuple[jax.Array, jax.Array]:
@@ -55,7 +46,7 @@ def cross_entropy(pred: jax.Array, target: jax.Array, opts: Options,
   cw = class_weight_vector(opts, log_p.dtype)
   if cw is not None:
     weight = weight * (g @ cw)
-  return _reduce(per_element, weight, opts.reduction, weight.sum())
+  return reduce_elements(per_element, weight, opts.reduction)
 
 
 def binary_cross_entropy(pred: jax.Array, target: jax.Array, opts: Options,
@@ -74,7 +65,7 @@ def binary_cross_entropy(pred: jax.Array, target: jax.Array, opts: Options,
     weight = weight * cw
   if opts.mode == "binary" and opts.reduction == "none":
     return (per_element * weight)[..., 0]
-  return _reduce(per_element, weight, opts.reduction, weight.sum())
+  return reduce_elements(per_element, weight, opts.reduction)
 
 
 def focal(pred: jax.Array, target: jax.Array, opts: Options,
@@ -94,14 +85,14 @@ def focal(pred: jax.Array, target: jax.Array, opts: Options,
     log_pt = (g * log_p).sum(-1)
     modulator = jnp.clip(1 - jnp.exp(log_pt), tiny, 1.0) ** gamma
     per_element = -modulator * log_pt
-    weight = valid[..., 0]
+    weight = valid[..., 0]  # alpha scales the loss, not the normaliser.
     if alpha is not None:
       a = jnp.asarray(alpha, log_p.dtype)
       if a.shape != (pred.shape[-1],):
         raise ValueError(f"multiclass focal: alpha needs one weight per class "
                          f"({pred.shape[-1]}), got {alpha!r}.")
       per_element = per_element * (g @ a)
-    return _reduce(per_element, weight, opts.reduction, weight.sum())
+    return reduce_elements(per_element, weight, opts.reduction)
   if alpha is not None and not isinstance(alpha, (int, float)):
     raise ValueError(f"sigmoid focal: alpha must be a float or None, got "
                      f"{alpha!r}.")
@@ -113,4 +104,4 @@ def focal(pred: jax.Array, target: jax.Array, opts: Options,
     per_element = per_element * (alpha * g + (1 - alpha) * (1 - g))
   if opts.mode == "binary" and opts.reduction == "none":
     return (per_element * valid)[..., 0]
-  return _reduce(per_element, valid, opts.reduction, valid.sum())
+  return reduce_elements(per_element, valid, opts.reduction)

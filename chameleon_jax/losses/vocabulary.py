@@ -160,3 +160,15 @@ def reduce_units(loss: jax.Array, empty: jax.Array, opts: Options,
   if opts.reduction == "sum":
     return (loss * w).sum()
   return (loss * w).sum() / jnp.maximum(w.sum(), 1e-12)
+
+
+def reduce_elements(per_element: jax.Array, weight: jax.Array,
+                    reduction: str) -> jax.Array:
+  """Reduction of element-wise losses: the mean is the weighted mean over
+  elements (weight 0 at ignored ones); no valid element gives 0, not NaN."""
+  if reduction == "none":
+    return per_element * weight
+  total = (per_element * weight).sum()
+  if reduction == "sum":
+    return total
+  return total / jnp.maximum(weight.sum(), 1e-12)

@@ -9,6 +9,7 @@ killed run restarted with the same command ends with identical parameters.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -58,7 +59,6 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   signature = components.model_signature(config, ds.num_classes, ds.channels)
   graphdef, state, tx, schedule = build_state(config, ds.num_classes,
                                               ds.channels, mesh)
-  write_model_card(workdir, signature, ds)
   checkpointer = ckpt_lib.Checkpointer(
       workdir, every_steps=cfg.checkpoint_every, keep=cfg.keep_checkpoints,
       best_metric=cfg.best_metric or None)
@@ -68,6 +68,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
       seed=config.seed, size=components.image_size(config),
       size_policy=config.data.size_policy, augment=components.augment(config),
       scale=config.data.scale,
+      defect_image_fraction=(config.data.defect_image_fraction
+                             if config.data.defect_image_fraction >= 0 else None),
       num_workers=config.data.num_workers,
       process_index=jax.process_index(), process_count=jax.process_count())
   start = 0
@@ -76,6 +78,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     state, data_state, start = restored
     data_iter.set_state(data_state)
     logging.info("Resumed from step %d of %s.", start, workdir)
+  write_model_card(workdir, signature, ds)  # After the signature check.
 
   train_step = jax.jit(
       steps.make_train_step(graphdef, components.loss(config), tx,
@@ -123,6 +126,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
       checkpointer.save(step, state, data_iter.get_state(), signature,
                         force=is_last)
   bar.close()
+  if not val_metrics:  # Nothing left to train: report the restored state.
+    val_metrics, _ = evaluate_split(eval_step, state, ds, "val", config, mesh)
   checkpointer.wait()
   checkpointer.close()
   writer.close()
@@ -157,7 +162,6 @@ def _brief(metrics: dict[str, float]) -> str:
 
 def params_digest(state: state_lib.TrainState) -> str:
   """A hash of all parameters (bitwise), used to compare runs exactly."""
-  import hashlib
   digest = hashlib.sha256()
   for leaf in jax.tree.leaves(jax.device_get(state.params)):
     digest.update(np.ascontiguousarray(leaf).tobytes())
