@@ -250,3 +250,25 @@ def test_compound_and_deep_supervision():
       ds([x, half], t),
       (build_loss("dice")(x, t) + 0.5 * build_loss("dice")(half, t[:, ::2, ::2]))
       / 1.5, rtol=1e-6)
+
+
+def test_classification_shapes_match_reference():
+  """(B, K) logits: CE with smoothing and weights, focal, multilabel BCE."""
+  rng = np.random.default_rng(12)
+  logits = rng.normal(0, 2, (16, 5))
+  labels = rng.integers(0, 5, (16,))
+  labels[3] = 255
+  weights = list(np.linspace(0.5, 2.0, 5))
+  np.testing.assert_allclose(
+      run64("cross_entropy", logits, labels, class_weights=weights,
+            label_smoothing=0.1),
+      ref.cross_entropy(logits, labels, np.array(weights), 0.1), **TOL)
+  np.testing.assert_allclose(run64("focal", logits, labels),
+                             ref.focal(logits, labels, "multiclass"), **TOL)
+  multi = (rng.random((16, 5)) < 0.3).astype(np.int64)
+  np.testing.assert_allclose(
+      run64("cross_entropy", logits, multi, mode="multilabel"),
+      ref.binary_cross_entropy(logits, multi, "multilabel"), **TOL)
+  np.testing.assert_allclose(
+      run64("focal", logits, multi, mode="multilabel", alpha=0.25),
+      ref.focal(logits, multi, "multilabel", alpha=0.25), **TOL)

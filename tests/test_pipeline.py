@@ -117,6 +117,8 @@ def test_size_policies(policy):
   if policy == "pad":  # Aspect kept: 40x60 -> 21x32, then padded (ignored).
     assert (m[21:] == transforms.IGNORE_INDEX).all()
     assert (m[:21] != transforms.IGNORE_INDEX).all()
+    # Edge replication, no artificial black frame next to the image.
+    np.testing.assert_array_equal(x[21:], np.broadcast_to(x[20], x[21:].shape))
   if policy == "crop":  # Centre crop keeps pixels exactly.
     np.testing.assert_array_equal(x[:, :, 0], image[4:36, 14:46, 0])
   assert set(np.unique(m)) <= {0, 1, 2, transforms.IGNORE_INDEX}

@@ -33,14 +33,19 @@ def to_unit_float(image: np.ndarray) -> np.ndarray:
 
 def pad_to(image: np.ndarray, mask: np.ndarray, height: int, width: int,
            offset: tuple[int, int] = (0, 0)):
-  """Pads to at least (height, width); padded mask pixels get IGNORE_INDEX."""
+  """Pads to at least (height, width); padded mask pixels get IGNORE_INDEX.
+
+  The image is padded by replicating its edge, not with zeros: a black frame
+  would put an artificial edge next to real border pixels, which a model
+  trained on crops from inside images mistakes for a defect.
+  """
   h, w = mask.shape
   ph, pw = max(0, height - h), max(0, width - w)
   if not (ph or pw):
     return image, mask
   top, left = (min(offset[0], ph), min(offset[1], pw))
   pads = ((top, ph - top), (left, pw - left))
-  image = np.pad(image, pads + ((0, 0),), mode="constant")
+  image = np.pad(image, pads + ((0, 0),), mode="edge")
   mask = np.pad(mask, pads, mode="constant", constant_values=IGNORE_INDEX)
   return image, mask
 

@@ -40,11 +40,16 @@ def colorize(image_rgb: np.ndarray, mask: np.ndarray,
 
 def panel(image: np.ndarray, truth: np.ndarray | None,
           prediction: np.ndarray) -> np.ndarray:
-  """[image | truth overlay | prediction overlay] (truth omitted if None)."""
+  """[image | truth overlay | prediction overlay] (truth omitted if None).
+
+  Pixels the truth marks as ignored (padding) are shown ignored in the
+  prediction too: they are not scored.
+  """
   rgb = to_rgb_uint8(image)
   tiles = [rgb]
   if truth is not None:
     tiles.append(colorize(rgb, truth))
+    prediction = np.where(truth == IGNORE_INDEX, IGNORE_INDEX, prediction)
   tiles.append(colorize(rgb, prediction))
   gap = np.full((rgb.shape[0], 4, 3), 255, np.uint8)
   parts = []

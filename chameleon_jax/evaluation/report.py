@@ -11,11 +11,11 @@ import ml_collections
 import numpy as np
 
 from chameleon_jax import components
+from chameleon_jax.data import images as imio
 from chameleon_jax.data import pipeline
 from chameleon_jax.evaluation import overlays
 from chameleon_jax.evaluation.evaluate import evaluate_split
 from chameleon_jax.evaluation.inference import restore
-from chameleon_jax.data import images as imio
 from chameleon_jax.train import steps
 
 
