@@ -4,6 +4,11 @@
                                  position), meta (model signature, step)
   <workdir>/best/<step>/         state and meta of the best evaluation so far
 
+The two managers save asynchronously, possibly at the same step; each has its
+own barrier key prefix, since Orbax names its cross-process barriers by step
+(two managers saving step N at once would otherwise share, and deadlock on,
+one barrier in multi-process runs).
+
 A checkpoint records the model signature (architecture name and options);
 resuming a workdir with a different model is refused with the differing keys
 named, instead of an opaque shape error.
@@ -33,7 +38,9 @@ class Checkpointer:
     self._latest = ocp.CheckpointManager(
         workdir / "checkpoints",
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, save_interval_steps=every_steps, create=True))
+            max_to_keep=keep, save_interval_steps=every_steps, create=True,
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                barrier_sync_key_prefix="latest")))
     self._best = None
     self.best_metric = best_metric
     if best_metric:
@@ -41,7 +48,9 @@ class Checkpointer:
           workdir / "best",
           options=ocp.CheckpointManagerOptions(
               max_to_keep=1, best_fn=lambda m: m[best_metric],
-              best_mode=best_mode, create=True))
+              best_mode=best_mode, create=True,
+              multiprocessing_options=ocp.options.MultiprocessingOptions(
+                  barrier_sync_key_prefix="best")))
 
   def latest_step(self) -> int | None:
     return self._latest.latest_step()
