@@ -35,13 +35,14 @@ def restore(config: ml_collections.ConfigDict, workdir: str, which: str):
                                        sig["in_channels"])
   restored = checkpointer.restore(ckpt_lib.abstract(state), current,
                                   best=which == "best")
-  if restored is None and which == "best":
+  if restored is None and which == "best":  # No validation ran: use latest.
+    which = "latest"
     restored = checkpointer.restore(ckpt_lib.abstract(state), current)
   checkpointer.close()
   if restored is None:
     raise FileNotFoundError(f"No checkpoint in {workdir}; train first.")
   state, _, step = restored
-  card["step"] = step
+  card["step"], card["checkpoint"] = step, which
   logging.info("Restored %s checkpoint, step %d.", which, step)
   return graphdef, state, mesh, card
 

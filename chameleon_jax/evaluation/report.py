@@ -36,6 +36,7 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                            config.eval.min_defect_area))
   metrics, per_image = evaluate_split(eval_step, state, ds, split, config, mesh)
   metrics["checkpoint_step"] = card["step"]
+  metrics["checkpoint"] = card["checkpoint"]
   out = Path(workdir) / "eval"
   if jax.process_index() == 0:
     out.mkdir(parents=True, exist_ok=True)
