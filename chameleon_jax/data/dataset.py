@@ -209,11 +209,10 @@ def build(
       log(f"dataset unchanged: {final} (hash {dataset_hash[:16]})")
       return Dataset.open(final)
 
-    splits = {}
-    for split in split_fractions:
-      members = [i for i, a in enumerate(accepted)
-                 if assignment[a["id"]] == split]
-      splits[split] = _write_split(staging, staged, split, members, accepted)
+    members = {split: [i for i, a in enumerate(accepted)
+                       if assignment[a["id"]] == split]
+               for split in split_fractions}
+    splits = _write_splits(staging, staged, members, accepted)
     for a in accepted:
       a["split"] = assignment[a["id"]]
     staged.unlink()
@@ -238,29 +237,42 @@ def build(
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def _write_split(staging: Path, staged: Path, split: str, members: list[int],
-                 accepted: list[dict]) -> dict:
-  """Copies the staged records of `members` into the split's shards.
+def _write_splits(staging: Path, staged: Path, members: dict[str, list[int]],
+                  accepted: list[dict]) -> dict:
+  """Copies the staged records into every split's shards in one pass.
 
-  Shards hold contiguous runs of `members`, so reading the shards in order
-  gives the split's items in manifest order (evaluation relies on it).
+  Shards hold contiguous runs of a split's members, so reading the shards in
+  order gives the split's items in manifest order (evaluation relies on it).
   """
-  num_shards = max(1, -(-len(members) // ITEMS_PER_SHARD))
-  per_shard = -(-len(members) // num_shards) if members else 0
-  shards = []
-  for s in range(num_shards):
-    file = f"{split}-{s:05d}-of-{num_shards:05d}.array_record"
-    chunk = set(members[s * per_shard:(s + 1) * per_shard])
-    records = (r for i, r in enumerate(_read_records(staged)) if i in chunk)
-    count = _write_records(staging / file, records)
-    shards.append({"file": file, "count": count,
-                   "sha256": _file_sha256(staging / file)})
-  labels = [accepted[i]["label"] for i in members]
-  return {
-      "count": len(members), "shards": shards,
-      "empty": sum(accepted[i]["foreground_fraction"] == 0 for i in members),
-      "label_counts": {str(k): labels.count(k) for k in sorted(set(labels))},
-  }
+  destination: dict[int, tuple[str, int]] = {}
+  files: dict[tuple[str, int], str] = {}
+  for split, indices in members.items():
+    num_shards = max(1, -(-len(indices) // ITEMS_PER_SHARD))
+    per_shard = -(-len(indices) // num_shards) if indices else 1
+    for s in range(num_shards):
+      files[split, s] = f"{split}-{s:05d}-of-{num_shards:05d}.array_record"
+    for position, index in enumerate(indices):
+      destination[index] = (split, position // per_shard)
+  writers = {key: array_record_module.ArrayRecordWriter(
+      str(staging / file), "group_size:1") for key, file in files.items()}
+  counts = dict.fromkeys(files, 0)
+  for index, record in enumerate(_read_records(staged)):
+    writers[destination[index]].write(record)
+    counts[destination[index]] += 1
+  for writer in writers.values():
+    writer.close()
+  splits = {}
+  for split, indices in members.items():
+    labels = [accepted[i]["label"] for i in indices]
+    splits[split] = {
+        "count": len(indices),
+        "shards": [{"file": file, "count": counts[key],
+                    "sha256": _file_sha256(staging / file)}
+                   for key, file in files.items() if key[0] == split],
+        "empty": sum(accepted[i]["foreground_fraction"] == 0 for i in indices),
+        "label_counts": {str(k): labels.count(k) for k in sorted(set(labels))},
+    }
+  return splits
 
 
 def latest(root: str | os.PathLike[str], name: str) -> Dataset:
