@@ -32,6 +32,7 @@ def test_experiment_configs_build_their_components(path):
 
 
 def test_gin_defaults_file_parses_and_config_values_win():
+  """Every binding of configs/defaults.gin must reach a real argument."""
   config = _load("tests/tiny_config.py").get_config()
   config.gin_files = [str(REPO / "configs" / "defaults.gin")]
   config.gin_bindings = ["models.unet.norm_groups = 2"]
@@ -41,6 +42,7 @@ def test_gin_defaults_file_parses_and_config_values_win():
     assert model.down[0].norm1.layer.num_groups == 2  # Bound by gin.
     # widths come from the config ((8, 16)), not from the gin file.
     assert model.down[1].conv1.out_features == 16
+    components.loss(config)  # The loss bindings name accepted options.
   finally:
     import gin
     gin.clear_config()

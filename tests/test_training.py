@@ -149,11 +149,10 @@ def _digest(workdir: Path) -> str:
       "from tests.tiny_config import get_config\n"
       "from chameleon_jax.evaluation.inference import restore\n"
       "from chameleon_jax.train.loop import params_digest\n"
-      f"c = get_config(); c.data.root = sys.argv[2]\n"
+      "c = get_config()\n"
       "_, state, _, card = restore(c, sys.argv[1], 'latest')\n"
       "print(card['step'], params_digest(state))\n")
-  out = subprocess.run([sys.executable, "-c", code, str(workdir),
-                        str(workdir.parent / "unused")], cwd=REPO,
+  out = subprocess.run([sys.executable, "-c", code, str(workdir)], cwd=REPO,
                        capture_output=True, text=True, timeout=300,
                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert out.returncode == 0, out.stderr[-3000:]

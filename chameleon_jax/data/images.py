@@ -6,6 +6,7 @@ at ingest, with the file named, instead of later inside a training worker.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -19,10 +20,19 @@ class DecodeError(ValueError):
   """A file could not be decoded as an image."""
 
 
-def load_image(path: str | os.PathLike[str]) -> np.ndarray:
-  """Decodes an image file to an (H, W, C) array, keeping 8/16-bit depth."""
+def _open(path, data: bytes | None):
+  return Image.open(io.BytesIO(data) if data is not None else path)
+
+
+def load_image(path: str | os.PathLike[str],
+               data: bytes | None = None) -> np.ndarray:
+  """Decodes an image file to an (H, W, C) array, keeping 8/16-bit depth.
+
+  `data`, when given, are the file's bytes already read (`path` then only
+  names the file in errors).
+  """
   try:
-    with Image.open(path) as img:
+    with _open(path, data) as img:
       img.load()  # Forces the full decode: truncated files raise here.
       if img.mode in ("I;16", "I;16B", "I;16L"):
         array = np.asarray(img, dtype=np.uint16)
@@ -39,10 +49,11 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
   return np.ascontiguousarray(array)
 
 
-def load_mask(path: str | os.PathLike[str]) -> np.ndarray:
+def load_mask(path: str | os.PathLike[str],
+              data: bytes | None = None) -> np.ndarray:
   """Decodes a single-channel mask file to an (H, W) integer array."""
   try:
-    with Image.open(path) as img:
+    with _open(path, data) as img:
       img.load()
       if img.mode in ("L", "P", "1"):
         array = np.asarray(img if img.mode != "1" else img.convert("L"))

@@ -171,11 +171,10 @@ def eval_batches(
   per_process = -(-n // process_count)
   num_batches = -(-per_process // local_batch_size)
   examples = examples[process_index::process_count]
-  mine = range(len(examples))
   height, width = size
   for b in range(num_batches):
     chunk = [examples[i] for i in range(b * local_batch_size,
-                                        min(len(mine), (b + 1) * local_batch_size))]
+                                        min(len(examples), (b + 1) * local_batch_size))]
     channels = ds.channels
     batch = {
         "image": np.zeros((local_batch_size, height, width, channels), np.float32),

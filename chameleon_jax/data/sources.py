@@ -81,8 +81,12 @@ def _validated(image_path: Path, mask_path: Path | None, channels: int,
   if mask_path is None or not mask_path.is_file():
     return Rejected(str(image_path), f"missing mask (expected {mask_path}).")
   try:
-    image = _to_channels(imio.load_image(image_path), channels, image_path)
-    raw_mask = imio.load_mask(mask_path)
+    image_bytes, mask_bytes = image_path.read_bytes(), mask_path.read_bytes()
+    image = _to_channels(imio.load_image(image_path, image_bytes), channels,
+                         image_path)
+    raw_mask = imio.load_mask(mask_path, mask_bytes)
+  except OSError as e:
+    return Rejected(str(image_path), f"cannot read ({e}).")
   except (imio.DecodeError, ValueError) as e:
     return Rejected(str(image_path), str(e))
   if raw_mask.shape[:2] != image.shape[:2]:
@@ -96,7 +100,7 @@ def _validated(image_path: Path, mask_path: Path | None, channels: int,
     return Rejected(
         str(mask_path), f"mask values {bad.tolist()[:10]} are outside the "
         f"declared labels {list(labels)}.")
-  content_hash = _sha256(image_path.read_bytes(), mask_path.read_bytes())
+  content_hash = _sha256(image_bytes, mask_bytes)
   return Item(item_id, image, mask.astype(np.uint8),
               _dominant_class(mask) if label is None else label,
               str(image_path), content_hash)

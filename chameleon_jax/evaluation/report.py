@@ -49,12 +49,13 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                      per_image["pred_area"])]
     _write_json(out / f"{split}_metrics.json", metrics)
     _write_json(out / f"{split}_per_image.json", rows)
-    _write_worst(config, graphdef, state, ds, split, per_image,
+    _write_worst(config, graphdef, state, ds, split, ids, per_image,
                  out / f"{split}_worst")
   return metrics
 
 
-def _write_worst(config, graphdef, state, ds, split, per_image, folder: Path):
+def _write_worst(config, graphdef, state, ds, split, ids, per_image,
+                 folder: Path):
   """Panels of the worst missed/partial defects and the worst false alarms."""
   folder.mkdir(parents=True, exist_ok=True)
   n = config.eval.num_worst
@@ -65,7 +66,6 @@ def _write_worst(config, graphdef, state, ds, split, per_image, folder: Path):
   predict = jax.jit(steps.make_predict_fn(graphdef))
   examples = pipeline.eval_examples(ds, split, components.image_size(config),
                                     config.data.size_policy, config.data.scale)
-  ids = [a["id"] for a in ds.manifest["items"] if a["split"] == split]
   for kind, chosen in (("missed", missed), ("false_alarm", alarms)):
     for rank, pos in enumerate(chosen):
       index = int(per_image["index"][pos])
