@@ -3,12 +3,14 @@
   python main.py --config=experiments/quickstart.py --workdir=DIR \
       --mode=ingest,train,eval [--config.train.steps=100 ...]
 
-Modes (comma-separated, run in order): ingest, train, eval, predict.
+Modes (comma-separated, run in order): ingest, train, eval, predict,
+robustness (corruptions, attacks, ensembles -> <workdir>/robustness/report.html).
 """
 
 import json
 import logging
 import sys
+from pathlib import Path
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -16,7 +18,7 @@ from ml_collections import config_flags
 from chameleon_jax import components
 from chameleon_jax.train import sharding
 
-MODES = ("ingest", "train", "eval", "predict")
+MODES = ("ingest", "train", "eval", "predict", "robustness")
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file "
                                 "(path[:variant]).", lock_config=True)
@@ -58,6 +60,22 @@ def main(argv):
       from chameleon_jax.evaluation import inference
       _report("predict", {}, outputs=str(inference.predict_folder(config,
                                                                   workdir)))
+    elif mode == "robustness":
+      from chameleon_jax.robustness import report as robustness_report
+      from chameleon_jax.robustness import sweep
+      results, examples = sweep.run(config, workdir, log=logging.info)
+      page = robustness_report.write(results, examples,
+                                     Path(workdir) / "robustness")
+      summary = robustness_report.summarize(results)
+      model = results["models"][-1]
+      _report(f"robustness ({model})", {
+          "clean defect_image_dice": results["clean"][model]["defect_image_dice"],
+          "mCE (defect_image_dice)": summary["mce"][model] or float("nan"),
+          "conditions": 1 + sum(len(e["severities"])
+                                for e in results["corruptions"].values())
+                        + sum(len(e["epsilons"])
+                              for e in results["attacks"].values())},
+              outputs=str(page))
 
 
 def _report(stage: str, metrics: dict, outputs: str | None = None) -> None:

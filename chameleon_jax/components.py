@@ -15,6 +15,7 @@ import ml_collections
 
 from chameleon_jax.data import dataset as dataset_lib
 from chameleon_jax.data import sources  # noqa: F401  (registers sources)
+from chameleon_jax import robustness  # noqa: F401  (corruptions, attacks)
 from chameleon_jax.data.transforms import AugmentConfig
 from chameleon_jax.losses import build_loss
 from chameleon_jax.models import build_model

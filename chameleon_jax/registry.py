@@ -67,3 +67,5 @@ class Registry:
 MODELS = Registry("models")
 LOSSES = Registry("losses")
 DATASETS = Registry("datasets")
+CORRUPTIONS = Registry("corruptions")  # robustness: image corruptions
+ATTACKS = Registry("attacks")  # robustness: white-box attacks

@@ -82,6 +82,38 @@ def get_config() -> ml_collections.ConfigDict:
   config.predict.input_dir = ""
   config.predict.output_dir = ""  # "" = <workdir>/predictions.
 
+  # --- Robustness (--mode=robustness; chameleon_jax/robustness/) --------------
+  config.robustness = ml_collections.ConfigDict()
+  config.robustness.split = "test"
+  # Images evaluated (half with defects); 0 = the whole split. Every condition
+  # costs one forward pass per member over them (PGD-k: ~3k more).
+  config.robustness.max_images = 64
+  config.robustness.batch_size = 16
+  config.robustness.seed = 0  # Perturbations depend on (seed, condition, image).
+  # Workdirs of further ensemble members (--workdir is member 0); their model
+  # cards give their architectures.
+  config.robustness.members = ()
+  config.robustness.ensemble_method = "probs"  # logits | probs | vote
+  # Names, groups (noise, blur, weather, digital, extra, real_world) or
+  # aliases: all | imagenet_c (15 + 4 extras) | imagenet_c_core (15).
+  config.robustness.corruptions = ("all",)
+  config.robustness.severities = (1, 2, 3, 4, 5)
+  config.robustness.corruption_scale = "auto"  # auto | 224 | 32 (param sets)
+  config.robustness.attacks = ("fgsm", "pgd")  # ATTACKS registry names
+  config.robustness.attack_kwargs = ml_collections.ConfigDict(
+      {"pgd": {"steps": 10, "alpha_ratio": 0.25, "random_start": True}})
+  config.robustness.epsilons = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255)
+  # untargeted: raise the loss on the true mask; defects_to_background:
+  # targeted, make every defect pixel background (the QC-relevant attack).
+  config.robustness.attack_goal = "untargeted"
+  # What an ensemble attack differentiates: combined | member_sum (ART).
+  config.robustness.attack_gradient = "combined"
+  config.robustness.transfer_from = 0  # Member crafting transfer attacks; -1 none.
+  config.robustness.num_examples = 3  # Images in the example grids.
+  # Another dataset of the same domain (generalisation); name "" = none.
+  config.robustness.other_data = ml_collections.ConfigDict(
+      {"name": "", "version": "", "root": "", "split": "test"})
+
   # --- Multi-process (jax.distributed); None = from the environment ----------
   config.distributed = ml_collections.ConfigDict()
   config.distributed.coordinator_address = ""

@@ -1,0 +1,295 @@
+"""Image operations in JAX shared by corruptions and perturbations.
+
+Every function here works on ONE image `(H, W, C)` float32 in [0, 1] (the
+corruptions vmap them over a batch). Shapes and kernel sizes are static, so
+the NumPy parts (kernels, resampling matrices) are computed once at trace time.
+
+Linear 1-D filters and resizes are applied as dense `(n_out, n_in)` matrices
+with the boundary rule folded in. On CPU a matmul runs near peak while a
+depthwise convolution does not, and the matrix makes every boundary mode exact
+by construction (row i holds the weights that output pixel i takes from each
+input pixel). Boundary modes use SciPy's names:
+
+  nearest  a a a | a b c d | d d d      (skimage.filters.gaussian default)
+  reflect  c b a | a b c d | d c b      (half-sample symmetric)
+  mirror   d c b | a b c d | c b a      (OpenCV BORDER_REFLECT_101)
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+MODES = ("nearest", "reflect", "mirror")
+_HI = jax.lax.Precision.HIGHEST
+
+
+def map_index(index: np.ndarray, n: int, mode: str) -> np.ndarray:
+  """Maps integer positions outside [0, n) back inside by boundary `mode`."""
+  index = np.asarray(index)
+  if mode == "nearest":
+    return np.clip(index, 0, n - 1)
+  if mode == "reflect":
+    period = 2 * n
+    index = np.mod(index, period)
+    return np.where(index >= n, period - 1 - index, index)
+  if mode == "mirror":
+    if n == 1:
+      return np.zeros_like(index)
+    period = 2 * n - 2
+    index = np.mod(index, period)
+    return np.where(index >= n, period - index, index)
+  raise ValueError(f"Unknown boundary mode {mode!r}; expected {MODES}.")
+
+
+def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> np.ndarray:
+  """SciPy's `gaussian_filter1d` weights: radius int(truncate * sigma + 0.5)."""
+  if sigma <= 0:
+    return np.ones(1)
+  radius = int(truncate * float(sigma) + 0.5)
+  x = np.arange(-radius, radius + 1, dtype=np.float64)
+  weights = np.exp(-0.5 * (x / float(sigma)) ** 2)
+  return weights / weights.sum()
+
+
+@functools.lru_cache(maxsize=256)
+def _filter_matrix(n: int, kernel: tuple[float, ...], mode: str) -> np.ndarray:
+  k = np.asarray(kernel, np.float64)
+  radius = len(k) // 2
+  out = np.zeros((n, n), np.float64)
+  rows = np.arange(n)
+  for t, weight in enumerate(k):
+    np.add.at(out, (rows, map_index(rows + t - radius, n, mode)), weight)
+  return out
+
+
+def filter_matrix(n: int, kernel: np.ndarray, mode: str) -> np.ndarray:
+  """(n, n) matrix of a centred 1-D correlation with `kernel` under `mode`."""
+  if len(kernel) % 2 == 0:
+    raise ValueError(f"Kernel length {len(kernel)} must be odd.")
+  return _filter_matrix(n, tuple(float(v) for v in kernel), mode)
+
+
+def apply_rows_cols(image: jax.Array, rows: np.ndarray | jax.Array,
+                    cols: np.ndarray | jax.Array) -> jax.Array:
+  """out[i, j, c] = sum_{h, w} rows[i, h] image[h, w, c] cols[j, w]."""
+  rows = jnp.asarray(rows, image.dtype)
+  cols = jnp.asarray(cols, image.dtype)
+  out = jnp.einsum("ih,hwc->iwc", rows, image, precision=_HI)
+  return jnp.einsum("jw,iwc->ijc", cols, out, precision=_HI)
+
+
+def separable_filter(image: jax.Array, kernel_h: np.ndarray,
+                     kernel_w: np.ndarray | None = None,
+                     mode: str = "nearest") -> jax.Array:
+  """Correlates each channel with kernel_h along H and kernel_w along W."""
+  h, w = image.shape[:2]
+  kernel_w = kernel_h if kernel_w is None else kernel_w
+  return apply_rows_cols(image, filter_matrix(h, kernel_h, mode),
+                         filter_matrix(w, kernel_w, mode))
+
+
+def gaussian_blur(image: jax.Array, sigma: float | tuple[float, float],
+                  mode: str = "nearest", truncate: float = 4.0) -> jax.Array:
+  """`scipy.ndimage.gaussian_filter` over H and W (per channel)."""
+  sh, sw = (sigma, sigma) if np.isscalar(sigma) else sigma
+  return separable_filter(image, gaussian_kernel1d(sh, truncate),
+                          gaussian_kernel1d(sw, truncate), mode)
+
+
+def box_blur(image: jax.Array, size: int, mode: str = "mirror") -> jax.Array:
+  """`cv2.blur(image, (size, size))` (mean over a size x size window)."""
+  return separable_filter(image, np.full(size, 1.0 / size), mode=mode)
+
+
+def filter2d(image: jax.Array, kernel: np.ndarray,
+             mode: str = "mirror") -> jax.Array:
+  """2-D correlation of every channel with `kernel` (odd sizes), `mode` edges.
+
+  Used for the kernels that do not separate (defocus disks). Channels are
+  folded into the batch dimension so one single-feature convolution serves
+  grey, RGB and multispectral images alike.
+  """
+  kh, kw = kernel.shape
+  if kh % 2 == 0 or kw % 2 == 0:
+    raise ValueError(f"filter2d needs odd kernel sizes, got {kernel.shape}.")
+  h, w, c = image.shape
+  rows = map_index(np.arange(-(kh // 2), h + kh // 2), h, mode)
+  cols = map_index(np.arange(-(kw // 2), w + kw // 2), w, mode)
+  padded = image[rows][:, cols]
+  lhs = jnp.transpose(padded, (2, 0, 1))[..., None]  # (C, H', W', 1)
+  rhs = jnp.asarray(kernel, image.dtype)[:, :, None, None]
+  out = jax.lax.conv_general_dilated(
+      lhs, rhs, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      precision=_HI)
+  return jnp.transpose(out[..., 0], (1, 2, 0))
+
+
+@functools.lru_cache(maxsize=256)
+def box_resize_matrix(n_out: int, n_in: int) -> np.ndarray:
+  """(n_out, n_in) weights of PIL's BOX downscaling (`precompute_coeffs`).
+
+  Output pixel i averages, with equal weights, the input pixels whose centres
+  fall in its footprint ((j + 0.5 - centre) / scale in (-0.5, 0.5]).
+  """
+  scale = n_in / n_out
+  support = 0.5 * max(scale, 1.0)
+  out = np.zeros((n_out, n_in), np.float64)
+  for i in range(n_out):
+    centre = (i + 0.5) * scale
+    lo = max(int(centre - support + 0.5), 0)
+    hi = min(int(centre + support + 0.5), n_in)
+    for j in range(lo, hi):
+      x = (j - centre + 0.5) / max(scale, 1.0)
+      if -0.5 < x <= 0.5:
+        out[i, j] = 1.0
+  return out / out.sum(1, keepdims=True)
+
+
+@functools.lru_cache(maxsize=256)
+def nearest_resize_matrix(n_out: int, n_in: int) -> np.ndarray:
+  """(n_out, n_in) selection matrix of nearest-neighbour resampling (PIL)."""
+  src = np.minimum(((np.arange(n_out) + 0.5) * n_in / n_out).astype(int),
+                   n_in - 1)
+  return np.eye(n_in)[src]
+
+
+def bilinear_sample(image: jax.Array, ys: jax.Array, xs: jax.Array,
+                    mode: str = "nearest") -> jax.Array:
+  """Samples `image` (H, W, C) at float positions ys, xs (any equal shape).
+
+  Order-1 interpolation as `scipy.ndimage.map_coordinates(order=1)`: pixel
+  centres sit at integer positions, neighbours outside the image come from
+  the boundary `mode`.
+  """
+  h, w = image.shape[:2]
+  y0, x0 = jnp.floor(ys), jnp.floor(xs)
+  fy, fx = (ys - y0)[..., None], (xs - x0)[..., None]
+  y0, x0 = y0.astype(jnp.int32), x0.astype(jnp.int32)
+
+  def at(yi, xi):
+    return image[_map_index_jnp(yi, h, mode), _map_index_jnp(xi, w, mode)]
+
+  top = at(y0, x0) * (1 - fx) + at(y0, x0 + 1) * fx
+  bottom = at(y0 + 1, x0) * (1 - fx) + at(y0 + 1, x0 + 1) * fx
+  return top * (1 - fy) + bottom * fy
+
+
+def _map_index_jnp(index: jax.Array, n: int, mode: str) -> jax.Array:
+  if mode == "nearest":
+    return jnp.clip(index, 0, n - 1)
+  if mode == "reflect":
+    index = jnp.mod(index, 2 * n)
+    return jnp.where(index >= n, 2 * n - 1 - index, index)
+  if mode == "mirror":
+    if n == 1:
+      return jnp.zeros_like(index)
+    index = jnp.mod(index, 2 * n - 2)
+    return jnp.where(index >= n, 2 * n - 2 - index, index)
+  raise ValueError(f"Unknown boundary mode {mode!r}; expected {MODES}.")
+
+
+def shift_edge(image: jax.Array, dy: jax.Array, dx: jax.Array) -> jax.Array:
+  """out[i, j] = image[i - dy, j - dx], edge pixels replicated (integer shift)."""
+  h, w = image.shape[:2]
+  rows = jnp.clip(jnp.arange(h) - dy, 0, h - 1)
+  cols = jnp.clip(jnp.arange(w) - dx, 0, w - 1)
+  return image[rows][:, cols]
+
+
+def zoom_center(image: jax.Array, factor: float) -> jax.Array:
+  """Zooms into the centre by `factor` >= 1, same output size, bilinear.
+
+  The continuous version of imagecorruptions' `clipped_zoom` (crop the
+  central 1/factor, `scipy.ndimage.zoom(order=1)` it back, trim).
+  """
+  h, w = image.shape[:2]
+  ys = (np.arange(h) - (h - 1) / 2) / factor + (h - 1) / 2
+  xs = (np.arange(w) - (w - 1) / 2) / factor + (w - 1) / 2
+  # Separable and linear: two interpolation matrices instead of a gather.
+  return apply_rows_cols(image, _linear_matrix(ys, h), _linear_matrix(xs, w))
+
+
+def _linear_matrix(positions: np.ndarray, n: int) -> np.ndarray:
+  p = np.clip(positions, 0, n - 1)
+  lo = np.floor(p).astype(int)
+  hi = np.minimum(lo + 1, n - 1)
+  frac = p - lo
+  out = np.zeros((len(p), n), np.float64)
+  rows = np.arange(len(p))
+  np.add.at(out, (rows, lo), 1 - frac)
+  np.add.at(out, (rows, hi), frac)
+  return out
+
+
+def luminance(image: jax.Array) -> jax.Array:
+  """(H, W, 1) grey: ITU-R 601 weights for RGB, the channel mean otherwise."""
+  if image.shape[-1] == 3:
+    return image @ jnp.asarray([0.299, 0.587, 0.114], image.dtype)[:, None]
+  return image.mean(-1, keepdims=True)
+
+
+def motion_blur(image: jax.Array, radius: int, sigma: float,
+                angle_deg: jax.Array) -> jax.Array:
+  """imagecorruptions' `_motion_blur`: a one-sided Gaussian trail.
+
+  `2 * radius + 1` copies shifted along `angle_deg` (edge replicated),
+  weighted by a half Gaussian of width `sigma`; shifts beyond the image are
+  dropped, as the reference's early `break` does. `angle_deg` may be traced.
+  """
+  width = 2 * radius + 1
+  weights = np.exp(-np.arange(width) ** 2 / (2.0 * sigma ** 2))
+  weights = weights / weights.sum()
+  theta = jnp.deg2rad(angle_deg)
+  py, px = width * jnp.sin(theta), width * jnp.cos(theta)
+  hypot = jnp.hypot(py, px)
+  h, w = image.shape[:2]
+  out = jnp.zeros_like(image)
+  alive = jnp.asarray(True)
+  for i in range(width):
+    dy = -jnp.ceil(i * py / hypot - 0.5).astype(jnp.int32)
+    dx = -jnp.ceil(i * px / hypot - 0.5).astype(jnp.int32)
+    alive = alive & (jnp.abs(dy) < h) & (jnp.abs(dx) < w)
+    out = out + jnp.where(alive, weights[i], 0.0) * shift_edge(image, dy, dx)
+  return out
+
+
+def plasma_fractal(key: jax.Array, mapsize: int, decay: float) -> jax.Array:
+  """Diamond-square fractal (mapsize x mapsize, a power of 2) in [0, 1].
+
+  The algorithm of the ImageNet-C fog: each level averages its four
+  neighbours and adds uniform noise whose amplitude shrinks by `decay`.
+  """
+  if mapsize & (mapsize - 1):
+    raise ValueError(f"plasma_fractal mapsize {mapsize} is not a power of 2.")
+  grid = jnp.zeros((mapsize, mapsize), jnp.float32)
+  step, wibble = mapsize, 100.0
+  while step >= 2:
+    half = step // 2
+    key, k1, k2, k3 = jax.random.split(key, 4)
+
+    def noisy_mean(total, k, amp=wibble):
+      return total / 4 + amp * jax.random.uniform(k, total.shape, minval=-amp,
+                                                  maxval=amp)
+
+    corners = grid[0::step, 0::step]
+    squares = corners + jnp.roll(corners, -1, axis=0)
+    squares = squares + jnp.roll(squares, -1, axis=1)
+    grid = grid.at[half::step, half::step].set(noisy_mean(squares, k1))
+    centres = grid[half::step, half::step]
+    left = centres + jnp.roll(centres, 1, axis=0)
+    left = left + corners + jnp.roll(corners, -1, axis=1)
+    grid = grid.at[0::step, half::step].set(noisy_mean(left, k2))
+    top = centres + jnp.roll(centres, 1, axis=1)
+    top = top + corners + jnp.roll(corners, -1, axis=0)
+    grid = grid.at[half::step, 0::step].set(noisy_mean(top, k3))
+    step, wibble = half, wibble / decay
+  grid = grid - grid.min()
+  return grid / grid.max()
+
+
+def next_power_of_two(n: int) -> int:
+  return 1 << max(0, int(n - 1).bit_length())

@@ -1,0 +1,434 @@
+"""`--mode=robustness`: a trained model (or ensemble) under every perturbation.
+
+Evaluates on `config.robustness.split` (a balanced subset of at most
+`max_images`: half with defects) the clean images, every corruption x
+severity, every attack x epsilon, and optionally another dataset of the same
+domain (generalisation), for every member and for the ensemble. The numbers
+are the segmentation metrics of `--mode=eval` (psum-able sums from
+`train.metrics`); `report.py` turns them into JSON, plots and HTML.
+
+Determinism: every perturbed image is a function of (robustness.seed,
+condition name, the image's index in the split) only, so results do not
+depend on batch size or device count.
+
+Compilation: perturbations are jitted per condition (small graphs); the
+models' forward pass and metric sums are one jitted function reused by every
+condition; an attack is jitted once per attack and target, all epsilons in one
+call (vmap).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import zlib
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from chameleon_jax import components
+from chameleon_jax.data import pipeline
+from chameleon_jax.data.transforms import IGNORE_INDEX
+from chameleon_jax.evaluation.inference import restore
+from chameleon_jax.registry import ATTACKS
+from chameleon_jax.robustness import attacks as attacks_lib
+from chameleon_jax.robustness import corruptions as corruptions_lib
+from chameleon_jax.robustness.ensemble import Ensemble
+from chameleon_jax.train import metrics as metrics_lib
+from chameleon_jax.train import sharding
+from chameleon_jax.train.loop import read_model_card
+from chameleon_jax.train.reporting import ProgressBar
+
+GROUP_ALIASES = {
+    "all": None,
+    "imagenet_c": corruptions_lib.CORE_GROUPS + ("extra",),
+    "imagenet_c_core": corruptions_lib.CORE_GROUPS,
+}
+ATTACK_GOALS = ("untargeted", "defects_to_background")
+
+
+@dataclasses.dataclass
+class EvalData:
+  """The evaluated images in host memory, padded to whole batches."""
+  image: np.ndarray   # (N, H, W, C) float32 in [0, 1]
+  mask: np.ndarray    # (N, H, W) int32, IGNORE_INDEX where unlabelled
+  index: np.ndarray   # (N,) position in the split; -1 for padding
+  weight: np.ndarray  # (N,) 1 real, 0 padding
+
+  def batches(self, size: int):
+    for start in range(0, len(self.index), size):
+      yield {k: getattr(self, k)[start:start + size]
+             for k in ("image", "mask", "index", "weight")}
+
+
+def load_eval_data(ds, split: str, config: ml_collections.ConfigDict,
+                   max_images: int, batch_size: int) -> EvalData:
+  """A deterministic, balanced subset of `split` (half defect images)."""
+  examples = pipeline.eval_examples(ds, split, components.image_size(config),
+                                    config.data.size_policy, config.data.scale)
+  rows = [examples[i] for i in range(len(examples))]
+  if not rows:
+    raise ValueError(f"Split {split!r} of {ds.path} is empty.")
+  defect = np.array([bool(((r["mask"] > 0) & (r["mask"] != IGNORE_INDEX)).any())
+                     for r in rows])
+  chosen = np.arange(len(rows))
+  if max_images and len(rows) > max_images:
+    pos, neg = np.flatnonzero(defect), np.flatnonzero(~defect)
+    n_pos = min(len(pos), max(max_images // 2, max_images - len(neg)))
+    n_neg = min(len(neg), max_images - n_pos)
+    pick = lambda ids, n: ids[np.linspace(0, len(ids) - 1, n).round()
+                              .astype(int)] if n else ids[:0]
+    chosen = np.sort(np.concatenate([pick(pos, n_pos), pick(neg, n_neg)]))
+  n = len(chosen)
+  total = -(-n // batch_size) * batch_size
+  first = rows[0]
+  data = EvalData(
+      image=np.zeros((total,) + first["image"].shape, np.float32),
+      mask=np.full((total,) + first["mask"].shape, IGNORE_INDEX, np.int32),
+      index=np.full((total,), -1, np.int32),
+      weight=np.zeros((total,), np.float32))
+  for j, i in enumerate(chosen):
+    data.image[j], data.mask[j] = rows[i]["image"], rows[i]["mask"]
+    data.index[j], data.weight[j] = rows[i]["index"], 1.0
+  return data
+
+
+def load_members(config: ml_collections.ConfigDict, workdir: str):
+  """[(graphdef, state, card, workdir)]: --workdir first, then the members.
+
+  A member's architecture comes from its own model card, the rest of the
+  experiment (data, evaluation) from `config`.
+  """
+  workdirs = [workdir] + [m for m in config.robustness.members if m]
+  members = []
+  for wd in workdirs:
+    sig = read_model_card(wd)["signature"]
+    member_config = copy.deepcopy(config)
+    with member_config.unlocked():
+      member_config.model.name = sig["name"]
+      member_config.model.dtype = sig["dtype"]
+      member_config.model.kwargs = ml_collections.ConfigDict(sig["kwargs"])
+    graphdef, state, mesh, card = restore(member_config, wd,
+                                          config.eval.checkpoint)
+    members.append((graphdef, state, card, wd))
+  first = members[0][2]["signature"]
+  for _, _, card, wd in members[1:]:
+    sig = card["signature"]
+    if (sig["num_classes"], sig["in_channels"]) != (first["num_classes"],
+                                                    first["in_channels"]):
+      raise ValueError(
+          f"Ensemble member {wd} has {sig['num_classes']} classes and "
+          f"{sig['in_channels']} input channels; {workdirs[0]} has "
+          f"{first['num_classes']} and {first['in_channels']}.")
+  return members, mesh
+
+
+def select_corruptions(selection) -> list[str]:
+  """Names and group aliases ("all", "imagenet_c", a group name) -> names."""
+  out: list[str] = []
+  groups = {s.group for s in corruptions_lib.SPECS.values()}
+  for item in selection:
+    if item in GROUP_ALIASES:
+      found = corruptions_lib.names(GROUP_ALIASES[item])
+    elif item in groups:
+      found = corruptions_lib.names((item,))
+    elif item in corruptions_lib.SPECS:
+      found = [item]
+    else:
+      raise ValueError(
+          f"robustness.corruptions: unknown {item!r}; expected a name of "
+          f"{corruptions_lib.names()}, a group of {sorted(groups)} or one of "
+          f"{sorted(GROUP_ALIASES)}.")
+    out += [n for n in found if n not in out]
+  return out
+
+
+def condition_keys(seed: int, condition: str, index: jax.Array) -> jax.Array:
+  """One key per image from (seed, condition, index in the split)."""
+  base = jax.random.fold_in(jax.random.key(seed), zlib.crc32(condition.encode()))
+  return jax.vmap(lambda i: jax.random.fold_in(base, i))(index)
+
+
+def warp_mask(mask: jax.Array, ys: jax.Array, xs: jax.Array) -> jax.Array:
+  """Nearest-neighbour mask at the sampling grid; outside -> IGNORE_INDEX."""
+  h, w = mask.shape
+  yi, xi = jnp.round(ys).astype(jnp.int32), jnp.round(xs).astype(jnp.int32)
+  inside = (yi >= 0) & (yi < h) & (xi >= 0) & (xi < w)
+  return jnp.where(inside, mask[jnp.clip(yi, 0, h - 1), jnp.clip(xi, 0, w - 1)],
+                   IGNORE_INDEX)
+
+
+def make_corrupt_fn(name: str, severity: int, scale: str, seed: int):
+  """jit: (images, masks, index) -> (corrupted images, masks that followed)."""
+  condition = f"{name}/{severity}"
+
+  @jax.jit
+  def corrupt(images, masks, index):
+    keys = condition_keys(seed, condition, index)
+    out = corruptions_lib.apply(name, severity, keys, images, scale)
+    grids = corruptions_lib.warp_grids(name, severity, keys,
+                                       images.shape[1:3], scale)
+    if grids is not None:
+      masks = jax.vmap(warp_mask)(masks, *grids)
+    return out, masks
+
+  return corrupt
+
+
+class Evaluator:
+  """Runs the models of an ensemble on batches; sums metrics per model."""
+
+  def __init__(self, ensemble: Ensemble, states, mesh, class_names,
+               min_defect_area: int):
+    self.ensemble, self.states, self.mesh = ensemble, tuple(states), mesh
+    self.class_names = class_names
+    self.model_names = (["model"] if ensemble.size == 1 else
+                        [f"member{i}" for i in range(ensemble.size)] +
+                        ["ensemble"])
+
+    def all_logits(states, images):
+      member = ensemble.member_logits(states, images)
+      if ensemble.size == 1:
+        return member
+      combined = ensemble.logits(states, images)
+      return jnp.concatenate([member, combined[None]], 0)
+
+    def sums(states, images, masks, weight):
+      logits = all_logits(states, images)
+      return jax.vmap(lambda l: metrics_lib.segmentation_sums(
+          l, masks, weight, min_defect_area)[0])(logits)
+
+    self._sums = jax.jit(sums)
+    self._predict = jax.jit(lambda s, x: all_logits(s, x).argmax(-1))
+
+  def place(self, batch: dict) -> dict:
+    return sharding.shard_batch(batch, self.mesh)
+
+  def metrics(self, data: EvalData, batch_size: int,
+              transform: Callable | None = None) -> dict[str, dict]:
+    """{model: metrics} over `data`, images (and masks) through `transform`."""
+    total = None
+    for batch in data.batches(batch_size):
+      b = self.place(batch)
+      images, masks = b["image"], b["mask"]
+      if transform is not None:
+        images, masks = transform(images, masks, b["index"])
+      total = metrics_lib.add_sums(
+          total, jax.device_get(self._sums(self.states, images, masks,
+                                           b["weight"])))
+    return self._summaries(total)
+
+  def _summaries(self, total: dict) -> dict[str, dict]:
+    return {name: metrics_lib.summarize({k: v[m] for k, v in total.items()},
+                                        self.class_names)
+            for m, name in enumerate(self.model_names)}
+
+  def predictions(self, images: jax.Array) -> np.ndarray:
+    """(models, B, H, W) class maps of every model for `images`."""
+    return np.asarray(self._predict(self.states, images))
+
+  def attack(self, data: EvalData, batch_size: int, attack_fn, epsilons,
+             goal: str, target: str, gradient: str, seed: int, name: str
+             ) -> tuple[dict[str, list[dict]], dict[str, list[float]]]:
+    """Metrics of every model on adversarial images crafted on `target`.
+
+    Returns ({model: [metrics per eps]}, {"linf": [...], "l2": [...]} mean
+    perturbation norms per eps over real images).
+    """
+    eps = jnp.asarray(epsilons, jnp.float32)
+    loss_of = lambda states: self.ensemble.attack_loss(
+        states, attacks_lib.segmentation_loss, target, gradient)
+
+    @jax.jit
+    def craft(states, images, masks, index):
+      goal_masks = (attacks_lib.defects_to_background(masks)
+                    if goal == "defects_to_background" else masks)
+      key = jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()))
+      key = jax.random.fold_in(key, index[0])
+      return attacks_lib.multi_eps(attack_fn, loss_of(states), images,
+                                   goal_masks, eps, key)
+
+    totals = [None] * len(epsilons)
+    norms = {"linf": np.zeros(len(epsilons)), "l2": np.zeros(len(epsilons))}
+    count = 0
+    for batch in data.batches(batch_size):
+      b = self.place(batch)
+      adv = craft(self.states, b["image"], b["mask"], b["index"])
+      for e in range(len(epsilons)):
+        totals[e] = metrics_lib.add_sums(totals[e], jax.device_get(
+            self._sums(self.states, adv[e], b["mask"], b["weight"])))
+      delta = np.asarray(adv - b["image"][None]).reshape(len(epsilons),
+                                                         len(batch["index"]), -1)
+      real = batch["weight"] > 0
+      norms["linf"] += np.abs(delta[:, real]).max(-1).sum(-1)
+      norms["l2"] += np.sqrt((delta[:, real] ** 2).sum(-1)).sum(-1)
+      count += int(real.sum())
+    per_eps = [self._summaries(t) for t in totals]
+    results = {m: [p[m] for p in per_eps] for m in self.model_names}
+    return results, {k: (v / max(count, 1)).tolist() for k, v in norms.items()}
+
+
+def run(config: ml_collections.ConfigDict, workdir: str,
+        log: Callable[[str], Any] = logging.info):
+  """The whole sweep -> (results, examples) for `report.write`.
+
+  results: every number (JSON-ready); examples: {condition: arrays} of a
+  few images for the example grid.
+  """
+  rcfg = config.robustness
+  if jax.process_count() > 1:
+    raise ValueError("--mode=robustness runs in one process (on all of its "
+                     "devices); start it without jax.distributed.")
+  if rcfg.attack_goal not in ATTACK_GOALS:
+    raise ValueError(f"robustness.attack_goal={rcfg.attack_goal!r}; expected "
+                     f"one of {ATTACK_GOALS}.")
+  members, mesh = load_members(config, workdir)
+  ensemble = Ensemble([m[0] for m in members], rcfg.ensemble_method)
+  states = [m[1] for m in members]
+  ds = components.open_dataset(config, workdir)
+  batch = rcfg.batch_size
+  sharding.local_batch_size(batch, mesh)  # Refuses uneven splits early.
+  data = load_eval_data(ds, rcfg.split, config, rcfg.max_images, batch)
+  evaluator = Evaluator(ensemble, states, mesh, ds.class_names,
+                        config.eval.min_defect_area)
+  size = components.image_size(config)
+  scale = (corruptions_lib.scale_for(size) if rcfg.corruption_scale == "auto"
+           else rcfg.corruption_scale)
+  names = select_corruptions(rcfg.corruptions)
+  severities = [int(s) for s in rcfg.severities]
+  attack_names = list(rcfg.attacks)
+  targets = ["ensemble"]
+  if ensemble.size > 1 and rcfg.transfer_from >= 0:
+    targets.append(f"member:{rcfg.transfer_from}")
+  num_images = int(data.weight.sum())
+  results: dict[str, Any] = {
+      "models": evaluator.model_names,
+      "members": [{"workdir": str(wd), "checkpoint": card["checkpoint"],
+                   "step": int(card["step"]), "model": card["signature"]}
+                  for _, _, card, wd in members],
+      "ensemble_method": ensemble.method if ensemble.size > 1 else None,
+      "dataset": str(ds.path), "split": rcfg.split,
+      "num_images": num_images,
+      "num_defect_images": int(sum(((m > 0) & (m != IGNORE_INDEX)).any()
+                                   for m in data.mask[data.weight > 0])),
+      "corruption_scale": scale, "seed": rcfg.seed,
+      "attack_goal": rcfg.attack_goal, "attack_gradient": rcfg.attack_gradient,
+      "corruptions": {}, "attacks": {}, "generalisation": None,
+  }
+  steps = 1 + len(names) * len(severities) + len(attack_names) * len(targets)
+  bar = ProgressBar(total=steps, start=0, batch_size=num_images)
+  done = 0
+  results["clean"] = evaluator.metrics(data, batch)
+  done += 1
+  bar.update(done, condition=0)
+  for name in names:
+    spec = corruptions_lib.SPECS[name]
+    entry = {"group": spec.group, "monotone": spec.monotone, "severities": {}}
+    for severity in severities:
+      fn = make_corrupt_fn(name, severity, scale, rcfg.seed)
+      entry["severities"][str(severity)] = evaluator.metrics(data, batch, fn)
+      done += 1
+      bar.update(done)
+    results["corruptions"][name] = entry
+  epsilons = [float(e) for e in rcfg.epsilons]
+  for attack_name in attack_names:
+    kwargs = components.to_dict(rcfg.attack_kwargs).get(attack_name, {})
+    if rcfg.attack_goal == "defects_to_background":
+      kwargs = {**kwargs, "targeted": True}
+    attack_fn = ATTACKS.build(attack_name, **kwargs)
+    entry = {"epsilons": epsilons, "kwargs": kwargs, "crafted_on": {}}
+    for target in targets:
+      metrics, norms = evaluator.attack(
+          data, batch, attack_fn, epsilons, rcfg.attack_goal, target,
+          rcfg.attack_gradient, rcfg.seed, f"{attack_name}/{target}")
+      entry["crafted_on"][target] = {"metrics": metrics, "norms": norms}
+      done += 1
+      bar.update(done)
+    results["attacks"][attack_name] = entry
+  bar.close()
+  other = rcfg.other_data
+  if other.name:
+    results["generalisation"] = _generalisation(config, workdir, evaluator,
+                                                members, other, batch)
+  log(f"Robustness sweep done: {steps} conditions on {num_images} images.")
+  shown = _example_conditions(names, severities, attack_names, epsilons)
+  return results, examples(evaluator, data, rcfg, scale, shown)
+
+
+def _example_conditions(names, severities, attack_names, epsilons):
+  middle = min(severities, key=lambda s: abs(s - 3)) if severities else None
+  shown = [("clean", None)]
+  shown += [(f"{n}/{middle}", (n, middle)) for n in names if middle]
+  if epsilons:
+    shown += [(f"{a}/eps={max(epsilons) * 255:g}/255", (a, max(epsilons)))
+              for a in attack_names]
+  return shown
+
+
+def examples(evaluator: Evaluator, data: EvalData, rcfg, scale: str,
+             conditions) -> dict[str, dict[str, np.ndarray]]:
+  """Images, perturbed images, truth and every model's prediction.
+
+  For `rcfg.num_examples` images (defect images first) under each condition
+  (name, spec): spec None = clean, (corruption, severity), or (attack, eps)
+  crafted on the ensemble.
+  """
+  real = np.flatnonzero(data.weight > 0)
+  defect = [i for i in real
+            if ((data.mask[i] > 0) & (data.mask[i] != IGNORE_INDEX)).any()]
+  chosen = (defect + [i for i in real if i not in defect])[:rcfg.num_examples]
+  n_dev = evaluator.mesh.devices.size
+  take = np.asarray(chosen + [chosen[-1]] * (-len(chosen) % n_dev))
+  sub = EvalData(data.image[take], data.mask[take], data.index[take],
+                 data.weight[take])
+  b = evaluator.place(next(sub.batches(len(take))))
+  out = {}
+  for label, spec in conditions:
+    images, masks = b["image"], b["mask"]
+    if spec is not None and spec[0] in corruptions_lib.SPECS:
+      images, masks = make_corrupt_fn(spec[0], spec[1], scale, rcfg.seed)(
+          images, masks, b["index"])
+    elif spec is not None:
+      kwargs = components.to_dict(rcfg.attack_kwargs).get(spec[0], {})
+      if rcfg.attack_goal == "defects_to_background":
+        kwargs = {**kwargs, "targeted": True}
+      attack_fn = ATTACKS.build(spec[0], **kwargs)
+      goal = (attacks_lib.defects_to_background(masks)
+              if rcfg.attack_goal == "defects_to_background" else masks)
+      craft = jax.jit(lambda states, x, t, eps=spec[1], fn=attack_fn: fn(
+          evaluator.ensemble.attack_loss(states, attacks_lib.segmentation_loss,
+                                         "ensemble", rcfg.attack_gradient),
+          x, t, eps, jax.random.key(rcfg.seed)))
+      images = craft(evaluator.states, images, goal)
+    n = len(chosen)
+    out[label] = {"image": data.image[take][:n],
+                  "perturbed": np.asarray(images)[:n],
+                  "truth": np.asarray(masks)[:n],
+                  "predictions": evaluator.predictions(images)[:, :n]}
+  return out
+
+
+def _generalisation(config, workdir: str, evaluator: Evaluator, members,
+                    other, batch: int) -> dict:
+  """Clean metrics on another dataset of the same domain."""
+  other_config = copy.deepcopy(config)
+  with other_config.unlocked():
+    other_config.data.name = other.name
+    other_config.data.version = other.version
+    other_config.data.root = other.root or config.data.root
+  ds = components.open_dataset(other_config, workdir)
+  sig = members[0][2]["signature"]
+  if ds.num_classes != sig["num_classes"] or ds.channels != sig["in_channels"]:
+    raise ValueError(
+        f"robustness.other_data {ds.path}: {ds.num_classes} classes and "
+        f"{ds.channels} channels; the model has {sig['num_classes']} and "
+        f"{sig['in_channels']}.")
+  data = load_eval_data(ds, other.split, config, config.robustness.max_images,
+                        batch)
+  return {"dataset": str(ds.path), "split": other.split,
+          "num_images": int(data.weight.sum()),
+          "metrics": evaluator.metrics(data, batch)}
