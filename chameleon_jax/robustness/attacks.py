@@ -100,6 +100,11 @@ def _direction(grad: jax.Array, norm: str) -> jax.Array:
 
 def _random_start(key: jax.Array, x: jax.Array, eps: jax.Array,
                   norm: str) -> jax.Array:
+  if key.shape:  # One key per example: draws independent of the batch.
+    if key.shape != x.shape[:1]:
+      raise ValueError(f"{key.shape[0]} attack keys for {x.shape[0]} images.")
+    return jax.vmap(lambda k, xi: _random_start(k, xi[None], eps, norm)[0])(
+        key, x)
   if norm == "linf":
     return jax.random.uniform(key, x.shape, x.dtype, -1.0, 1.0) * eps
   k_dir, k_rad = jax.random.split(key)
@@ -121,7 +126,8 @@ def pgd(loss_fn: LossFn, x: jax.Array, target: jax.Array, eps, key=None, *,
     x: clean images in [0, 1], (B, ...).
     target: true labels/masks (untargeted) or target labels/masks (targeted).
     eps: radius of the ball (a scalar; may be traced, see `multi_eps`).
-    key: PRNG key, needed for `random_start`.
+    key: PRNG key for `random_start`: one for the batch, or one per example
+      (B,) so that an example's start does not depend on its batch.
     steps: iterations (a static int).
     alpha: step size; default `alpha_ratio * eps` (2/255 at eps 8/255).
     norm: "linf" or "l2".

@@ -7,9 +7,9 @@ domain (generalisation), for every member and for the ensemble. The numbers
 are the segmentation metrics of `--mode=eval` (psum-able sums from
 `train.metrics`); `report.py` turns them into JSON, plots and HTML.
 
-Determinism: every perturbed image is a function of (robustness.seed,
-condition name, the image's index in the split) only, so results do not
-depend on batch size or device count.
+Determinism: every perturbed image (and every random attack start) is a
+function of (robustness.seed, condition name, the image's index in the split)
+only, so results do not depend on batch size or device count.
 
 Compilation: perturbations are jitted per condition (small graphs); the
 models' forward pass and metric sums are one jitted function reused by every
@@ -247,10 +247,9 @@ class Evaluator:
     def craft(states, images, masks, index):
       goal_masks = (attacks_lib.defects_to_background(masks)
                     if goal == "defects_to_background" else masks)
-      key = jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()))
-      key = jax.random.fold_in(key, index[0])
+      keys = condition_keys(seed, name, index)
       return attacks_lib.multi_eps(attack_fn, loss_of(states), images,
-                                   goal_masks, eps, key)
+                                   goal_masks, eps, keys)
 
     totals = [None] * len(epsilons)
     norms = {"linf": np.zeros(len(epsilons)), "l2": np.zeros(len(epsilons))}
@@ -399,11 +398,11 @@ def examples(evaluator: Evaluator, data: EvalData, rcfg, scale: str,
       attack_fn = ATTACKS.build(spec[0], **kwargs)
       goal = (attacks_lib.defects_to_background(masks)
               if rcfg.attack_goal == "defects_to_background" else masks)
-      craft = jax.jit(lambda states, x, t, eps=spec[1], fn=attack_fn: fn(
+      craft = jax.jit(lambda states, x, t, i, eps=spec[1], fn=attack_fn: fn(
           evaluator.ensemble.attack_loss(states, attacks_lib.segmentation_loss,
                                          "ensemble", rcfg.attack_gradient),
-          x, t, eps, jax.random.key(rcfg.seed)))
-      images = craft(evaluator.states, images, goal)
+          x, t, eps, condition_keys(rcfg.seed, f"{spec[0]}/ensemble", i)))
+      images = craft(evaluator.states, images, goal, b["index"])
     n = len(chosen)
     out[label] = {"image": data.image[take][:n],
                   "perturbed": np.asarray(images)[:n],
