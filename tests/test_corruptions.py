@@ -245,3 +245,17 @@ def test_warped_masks_follow_the_image():
     sure = (moved < 0.2) | (moved > 0.8)
     assert (mask[inside & sure] == (moved[inside & sure] > 0.5)).all()
     assert C.warp_grids("fog", 5, keys, (h, w)) is None
+
+
+def test_poisson_sampler_matches_the_distribution():
+  from scipy import stats
+  key = jax.random.key(0)
+  for lam in (0.3, 4.0, 11.5, 12.5, 60.0, 800.0):
+    draws = np.asarray(filters.poisson(key, jnp.full((200_000,), lam)))
+    assert (draws == np.round(draws)).all() and draws.min() >= 0
+    assert abs(draws.mean() - lam) < 5 * np.sqrt(lam / 2e5), lam
+    assert abs(draws.var() / lam - 1) < 0.02, lam
+    if lam < 12:  # The exact branch: the whole distribution.
+      ks = np.arange(int(lam * 4) + 8)
+      freq = np.bincount(draws.astype(int), minlength=len(ks))[:len(ks)] / 2e5
+      np.testing.assert_allclose(freq, stats.poisson.pmf(ks, lam), atol=3e-3)

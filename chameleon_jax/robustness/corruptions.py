@@ -163,7 +163,7 @@ def gaussian_noise(key, x, c):
 @register("shot_noise", "noise", (60, 25, 12, 5, 3), (500, 250, 100, 75, 50))
 def shot_noise(key, x, c):
   """Poisson(x * c) / c: photon noise with c photons at full scale."""
-  return jax.random.poisson(key, x * c, x.shape).astype(jnp.float32) / c
+  return filters.poisson(key, x * c) / c
 
 
 @register("impulse_noise", "noise", (.03, .06, .09, .17, .27),

@@ -57,7 +57,7 @@ def sensor_noise(key, x, c):
   """Poisson-Gaussian: Poisson(x * full_well) / full_well + N(0, read_sigma)."""
   full_well, read_sigma = c
   k1, k2 = jax.random.split(key)
-  shot = jax.random.poisson(k1, x * full_well, x.shape).astype(jnp.float32)
+  shot = filters.poisson(k1, x * full_well)
   return shot / full_well + read_sigma * jax.random.normal(k2, x.shape)
 
 

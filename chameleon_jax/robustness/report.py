@@ -144,7 +144,7 @@ def _png(fig) -> bytes:
 
 
 def _example_grid(ex: dict[str, np.ndarray], models: list[str],
-                  max_side: int = 160) -> bytes:
+                  tile_side: int = 160) -> bytes:
   """Rows: images; columns: image, perturbed, truth, prediction per model."""
   from PIL import Image
   rows = []
@@ -161,10 +161,11 @@ def _example_grid(ex: dict[str, np.ndarray], models: list[str],
     rows += [row, np.full((3, row.shape[1], 3), 255, np.uint8)]
   grid = np.concatenate(rows[:-1], axis=0)
   image = Image.fromarray(grid)
-  scale = max_side / max(ex["image"].shape[1:3])
-  if scale < 1:
+  scale = tile_side / max(ex["image"].shape[1:3])  # Tiles of ~tile_side px.
+  if abs(scale - 1) > 0.05:
     image = image.resize((round(grid.shape[1] * scale),
-                          round(grid.shape[0] * scale)), Image.BILINEAR)
+                          round(grid.shape[0] * scale)),
+                         Image.BILINEAR if scale < 1 else Image.NEAREST)
   buf = io.BytesIO()
   image.save(buf, format="PNG", optimize=True)
   return buf.getvalue()
