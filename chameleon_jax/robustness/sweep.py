@@ -232,14 +232,17 @@ class Evaluator:
     return np.asarray(self._predict(self.states, images))
 
   def attack(self, data: EvalData, batch_size: int, attack_fn, epsilons,
-             goal: str, target: str, gradient: str, seed: int, name: str
+             goal: str, target: str, gradient: str, seed: int, name: str,
+             clean: dict[str, dict]
              ) -> tuple[dict[str, list[dict]], dict[str, list[float]]]:
     """Metrics of every model on adversarial images crafted on `target`.
 
     Returns ({model: [metrics per eps]}, {"linf": [...], "l2": [...]} mean
-    perturbation norms per eps over real images).
+    perturbation norms per eps over real images). eps = 0 is the clean
+    image: its entries are `clean`, not recomputed.
     """
-    eps = jnp.asarray(epsilons, jnp.float32)
+    active = [i for i, e in enumerate(epsilons) if e > 0]
+    eps = jnp.asarray([epsilons[i] for i in active], jnp.float32)
     loss_of = lambda states: self.ensemble.attack_loss(
         states, attacks_lib.segmentation_loss, target, gradient)
 
@@ -251,22 +254,24 @@ class Evaluator:
       return attacks_lib.multi_eps(attack_fn, loss_of(states), images,
                                    goal_masks, eps, keys)
 
-    totals = [None] * len(epsilons)
+    totals = [None] * len(active)
     norms = {"linf": np.zeros(len(epsilons)), "l2": np.zeros(len(epsilons))}
     count = 0
-    for batch in data.batches(batch_size):
+    for batch in data.batches(batch_size) if active else ():
       b = self.place(batch)
       adv = craft(self.states, b["image"], b["mask"], b["index"])
-      for e in range(len(epsilons)):
-        totals[e] = metrics_lib.add_sums(totals[e], jax.device_get(
-            self._sums(self.states, adv[e], b["mask"], b["weight"])))
-      delta = np.asarray(adv - b["image"][None]).reshape(len(epsilons),
+      for j in range(len(active)):
+        totals[j] = metrics_lib.add_sums(totals[j], jax.device_get(
+            self._sums(self.states, adv[j], b["mask"], b["weight"])))
+      delta = np.asarray(adv - b["image"][None]).reshape(len(active),
                                                          len(batch["index"]), -1)
       real = batch["weight"] > 0
-      norms["linf"] += np.abs(delta[:, real]).max(-1).sum(-1)
-      norms["l2"] += np.sqrt((delta[:, real] ** 2).sum(-1)).sum(-1)
+      norms["linf"][active] += np.abs(delta[:, real]).max(-1).sum(-1)
+      norms["l2"][active] += np.sqrt((delta[:, real] ** 2).sum(-1)).sum(-1)
       count += int(real.sum())
-    per_eps = [self._summaries(t) for t in totals]
+    per_eps = [clean] * len(epsilons)
+    for j, i in enumerate(active):
+      per_eps[i] = self._summaries(totals[j])
     results = {m: [p[m] for p in per_eps] for m in self.model_names}
     return results, {k: (v / max(count, 1)).tolist() for k, v in norms.items()}
 
@@ -343,7 +348,8 @@ def run(config: ml_collections.ConfigDict, workdir: str,
     for target in targets:
       metrics, norms = evaluator.attack(
           data, batch, attack_fn, epsilons, rcfg.attack_goal, target,
-          rcfg.attack_gradient, rcfg.seed, f"{attack_name}/{target}")
+          rcfg.attack_gradient, rcfg.seed, f"{attack_name}/{target}",
+          results["clean"])
       entry["crafted_on"][target] = {"metrics": metrics, "norms": norms}
       done += 1
       bar.update(done)
