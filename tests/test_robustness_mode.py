@@ -124,3 +124,30 @@ def test_bad_robustness_settings_are_named(trained):
       root, workdir, "--mode=robustness",
       f"--config.robustness.members=('{root / 'nothing'}',)"), check=False)
   assert result.returncode != 0 and "holds no trained model" in result.stderr
+
+
+def test_defects_to_background_attack_removes_defects(trained):
+  from chameleon_jax.robustness import sweep
+  from tests import tiny_config
+  root, workdir = trained
+  config = tiny_config.get_config()
+  config.data.root = str(root / "data")
+  config.robustness.corruptions = ()
+  config.robustness.attacks = ("bim",)
+  config.robustness.attack_kwargs = {"bim": {"steps": 5}}
+  config.robustness.attack_goal = "defects_to_background"
+  config.robustness.epsilons = (0.0, 16 / 255)
+  results, examples = sweep.run(config, str(workdir), log=lambda *_: None)
+  entry = results["attacks"]["bim"]
+  assert entry["kwargs"] == {"steps": 5, "targeted": True}
+  clean, attacked = entry["crafted_on"]["ensemble"]["metrics"]["model"]
+  assert clean == results["clean"]["model"]
+  # Fewer predicted defect pixels everywhere (the tiny model over-predicts,
+  # so its Dice may even rise): background gains, false alarms do not grow.
+  assert attacked["false_alarm_rate"] <= clean["false_alarm_rate"]
+  assert attacked["iou/background"] > clean["iou/background"]
+  shown = examples["bim/eps=16/255"]
+  assert np.abs(shown["perturbed"] - shown["image"]).max() <= 16 / 255 + 1e-6
+  # The example shows the attacked images: fewer predicted defect pixels.
+  clean_pred = examples["clean"]["predictions"]
+  assert (shown["predictions"] > 0).sum() < (clean_pred > 0).sum()

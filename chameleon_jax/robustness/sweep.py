@@ -147,6 +147,14 @@ def select_corruptions(selection) -> list[str]:
   return out
 
 
+def build_attack(rcfg: ml_collections.ConfigDict, name: str):
+  """(attack fn, its options) from robustness.attack_kwargs and the goal."""
+  kwargs = components.to_dict(rcfg.attack_kwargs).get(name, {})
+  if rcfg.attack_goal == "defects_to_background":
+    kwargs = {**kwargs, "targeted": True}
+  return ATTACKS.build(name, **kwargs), kwargs
+
+
 def condition_keys(seed: int, condition: str, index: jax.Array) -> jax.Array:
   """One key per image from (seed, condition, index in the split)."""
   base = jax.random.fold_in(jax.random.key(seed), zlib.crc32(condition.encode()))
@@ -340,10 +348,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
     results["corruptions"][name] = entry
   epsilons = [float(e) for e in rcfg.epsilons]
   for attack_name in attack_names:
-    kwargs = components.to_dict(rcfg.attack_kwargs).get(attack_name, {})
-    if rcfg.attack_goal == "defects_to_background":
-      kwargs = {**kwargs, "targeted": True}
-    attack_fn = ATTACKS.build(attack_name, **kwargs)
+    attack_fn, kwargs = build_attack(rcfg, attack_name)
     entry = {"epsilons": epsilons, "kwargs": kwargs, "crafted_on": {}}
     for target in targets:
       metrics, norms = evaluator.attack(
@@ -398,10 +403,7 @@ def examples(evaluator: Evaluator, data: EvalData, rcfg, scale: str,
       images, masks = make_corrupt_fn(spec[0], spec[1], scale, rcfg.seed)(
           images, masks, b["index"])
     elif spec is not None:
-      kwargs = components.to_dict(rcfg.attack_kwargs).get(spec[0], {})
-      if rcfg.attack_goal == "defects_to_background":
-        kwargs = {**kwargs, "targeted": True}
-      attack_fn = ATTACKS.build(spec[0], **kwargs)
+      attack_fn, _ = build_attack(rcfg, spec[0])
       goal = (attacks_lib.defects_to_background(masks)
               if rcfg.attack_goal == "defects_to_background" else masks)
       craft = jax.jit(lambda states, x, t, i, eps=spec[1], fn=attack_fn: fn(
