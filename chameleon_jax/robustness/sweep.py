@@ -336,7 +336,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   done = 0
   results["clean"] = evaluator.metrics(data, batch)
   done += 1
-  bar.update(done, condition=0)
+  bar.update(done)
   for name in names:
     spec = corruptions_lib.SPECS[name]
     entry = {"group": spec.group, "monotone": spec.monotone, "severities": {}}
