@@ -155,7 +155,10 @@ def pgd(loss_fn: LossFn, x: jax.Array, target: jax.Array, eps, key=None, *,
     adv = x + _project(adv - x, eps, norm)
     return jnp.clip(adv, 0.0, 1.0)
 
-  return jax.lax.fori_loop(0, steps, body, start)
+  # Unrolled: XLA:CPU runs the convolutions of a while-loop body ~4x slower
+  # than the same ops outside a loop (benchmarks/RESULTS.md); compile time
+  # grows with `steps` instead.
+  return jax.lax.fori_loop(0, steps, body, start, unroll=True)
 
 
 def fgsm(loss_fn: LossFn, x: jax.Array, target: jax.Array, eps, key=None, *,
