@@ -10,7 +10,6 @@ robustness (corruptions, attacks, ensembles -> <workdir>/robustness/report.html)
 import json
 import logging
 import sys
-from pathlib import Path
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -62,20 +61,8 @@ def main(argv):
                                                                   workdir)))
     elif mode == "robustness":
       from chameleon_jax.robustness import report as robustness_report
-      from chameleon_jax.robustness import sweep
-      results, examples = sweep.run(config, workdir, log=logging.info)
-      page = robustness_report.write(results, examples,
-                                     Path(workdir) / "robustness")
-      summary = robustness_report.summarize(results)
-      model = results["models"][-1]
-      _report(f"robustness ({model})", {
-          "clean defect_image_dice": results["clean"][model]["defect_image_dice"],
-          "mCE (defect_image_dice)": summary["mce"][model] or float("nan"),
-          "conditions": 1 + sum(len(e["severities"])
-                                for e in results["corruptions"].values())
-                        + sum(len(e["epsilons"])
-                              for e in results["attacks"].values())},
-              outputs=str(page))
+      page, headline = robustness_report.run(config, workdir)
+      _report("robustness", headline, outputs=str(page))
 
 
 def _report(stage: str, metrics: dict, outputs: str | None = None) -> None:

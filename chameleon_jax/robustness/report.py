@@ -56,13 +56,35 @@ def summarize(results: dict[str, Any], metric: str = "defect_image_dice"
   return out
 
 
+def run(config, workdir: str) -> tuple[Path, dict[str, Any]]:
+  """`--mode=robustness`: the sweep, then every output.
+
+  Returns (path of report.html, headline numbers of the last model: the
+  ensemble when there is one).
+  """
+  from chameleon_jax.robustness import sweep
+  results, examples = sweep.run(config, workdir)
+  results["summary"] = summarize(results)
+  page = write(results, examples, Path(workdir) / "robustness")
+  model = results["models"][-1]
+  return page, {
+      "model": model, "images": results["num_images"],
+      "clean defect_image_dice": results["clean"][model]["defect_image_dice"],
+      "mCE (defect_image_dice)": results["summary"]["mce"][model],
+      "conditions": 1 + sum(len(e["severities"])
+                            for e in results["corruptions"].values())
+                    + sum(len(e["epsilons"]) * len(e["crafted_on"])
+                          for e in results["attacks"].values())}
+
+
 def write(results: dict[str, Any], examples: dict[str, dict], out_dir: Path,
           metric: str = "defect_image_dice") -> Path:
   """Writes every output; returns the path of report.html."""
   import matplotlib
   matplotlib.use("Agg")
   out_dir.mkdir(parents=True, exist_ok=True)
-  results = {**results, "summary": summarize(results, metric)}
+  if results.get("summary", {}).get("metric") != metric:
+    results = {**results, "summary": summarize(results, metric)}
   _atomic_write(out_dir / "results.json",
                 json.dumps(_json_ready(results), indent=1).encode() + b"\n")
   figures = {}
