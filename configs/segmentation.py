@@ -89,6 +89,9 @@ def get_config() -> ml_collections.ConfigDict:
   # costs one forward pass per member over them (PGD-k: ~3k more).
   config.robustness.max_images = 64
   config.robustness.batch_size = 16
+  # Images per attack call (divides batch_size): PGD-k holds k steps of
+  # activations per image and member (~0.26 GB each for PGD-10 at 208x320).
+  config.robustness.attack_batch_size = 2
   config.robustness.seed = 0  # Perturbations depend on (seed, condition, image).
   # Workdirs of further ensemble members (--workdir is member 0); their model
   # cards give their architectures.

@@ -239,6 +239,149 @@ class Evaluator:
     """(models, B, H, W) class maps of every model for `images`."""
     return np.asarray(self._predict(self.states, images))
 
+  def attack(self, data: EvalData, chunk: int, attack_fn, epsilons,
+             goal: str, target: str, gradient: str, seed: int, name: str,
+             clean: dict[str, dict]
+             ) -> tuple[dict[str, list[dict]], dict[str, list[float]]]:
+    """Metrics of every model on adversarial images crafted on `target`.
+
+    Returns ({model: [metrics per eps]}, {"linf": [...], "l2": [...]} mean
+    perturbation norms per eps over real images). eps = 0 is the clean
+    image: its entries are `clean`, not recomputed.
+
+    Attacks run one eps at a time on `chunk` images: XLA:CPU needs the PGD
+    loop unrolled to be fast (attacks.pgd), and the unrolled loop holds the
+    activations of every step (~0.26 GB per image and member for PGD-10 at
+    208x320), so memory grows with chunk x members x steps.
+    """
+    loss_of = lambda states: self.ensemble.attack_loss(
+        states, attacks_lib.segmentation_loss, target, gradient)
+
+    @jax.jit
+    def craft(states, images, masks, index, eps):
+      goal_masks = (attacks_lib.defects_to_background(masks)
+                    if goal == "defects_to_background" else masks)
+      keys = condition_keys(seed, name, index)
+      return attack_fn(loss_of(states), images, goal_masks, eps, keys)
+
+    per_eps, count = [], int(data.weight.sum())
+    norms = {"linf": [], "l2": []}
+    for eps in epsilons:
+      if eps == 0:
+        per_eps.append(clean)
+        norms["linf"].append(0.0)
+        norms["l2"].append(0.0)
+        continue
+      total, linf, l2 = None, 0.0, 0.0
+      for batch in data.batches(chunk):
+        b = self.place(batch)
+        adv = craft(self.states, b["image"], b["mask"], b["index"],
+                    jnp.float32(eps))
+        total = metrics_lib.add_sums(total, jax.device_get(
+            self._sums(self.states, adv, b["mask"], b["weight"])))
+        real = batch["weight"] > 0
+        delta = np.asarray(adv - b["image"]).reshape(len(real), -1)[real]
+        linf += float(np.abs(delta).max(-1).sum())
+        l2 += float(np.sqrt((delta ** 2).sum(-1)).sum())
+      per_eps.append(self._summaries(total))
+      norms["linf"].append(linf / max(count, 1))
+      norms["l2"].append(l2 / max(count, 1))
+    results = {m: [p[m] for p in per_eps] for m in self.model_names}
+    return results, norms
+
+
+def build_attack(rcfg: ml_collections.ConfigDict, name: str):
+  """(attack fn, its options) from robustness.attack_kwargs and the goal."""
+  kwargs = components.to_dict(rcfg.attack_kwargs).get(name, {})
+  if rcfg.attack_goal == "defects_to_background":
+    kwargs = {**kwargs, "targeted": True}
+  return ATTACKS.build(name, **kwargs), kwargs
+
+
+def condition_keys(seed: int, condition: str, index: jax.Array) -> jax.Array:
+  """One key per image from (seed, condition, index in the split)."""
+  base = jax.random.fold_in(jax.random.key(seed), zlib.crc32(condition.encode()))
+  return jax.vmap(lambda i: jax.random.fold_in(base, i))(index)
+
+
+def warp_mask(mask: jax.Array, ys: jax.Array, xs: jax.Array) -> jax.Array:
+  """Nearest-neighbour mask at the sampling grid; outside -> IGNORE_INDEX."""
+  h, w = mask.shape
+  yi, xi = jnp.round(ys).astype(jnp.int32), jnp.round(xs).astype(jnp.int32)
+  inside = (yi >= 0) & (yi < h) & (xi >= 0) & (xi < w)
+  return jnp.where(inside, mask[jnp.clip(yi, 0, h - 1), jnp.clip(xi, 0, w - 1)],
+                   IGNORE_INDEX)
+
+
+def make_corrupt_fn(name: str, severity: int, scale: str, seed: int):
+  """jit: (images, masks, index) -> (corrupted images, masks that followed)."""
+  condition = f"{name}/{severity}"
+
+  @jax.jit
+  def corrupt(images, masks, index):
+    keys = condition_keys(seed, condition, index)
+    out = corruptions_lib.apply(name, severity, keys, images, scale)
+    grids = corruptions_lib.warp_grids(name, severity, keys,
+                                       images.shape[1:3], scale)
+    if grids is not None:
+      masks = jax.vmap(warp_mask)(masks, *grids)
+    return out, masks
+
+  return corrupt
+
+
+class Evaluator:
+  """Runs the models of an ensemble on batches; sums metrics per model."""
+
+  def __init__(self, ensemble: Ensemble, states, mesh, class_names,
+               min_defect_area: int):
+    self.ensemble, self.states, self.mesh = ensemble, tuple(states), mesh
+    self.class_names = class_names
+    self.model_names = (["model"] if ensemble.size == 1 else
+                        [f"member{i}" for i in range(ensemble.size)] +
+                        ["ensemble"])
+
+    def all_logits(states, images):
+      member = ensemble.member_logits(states, images)
+      if ensemble.size == 1:
+        return member
+      combined = ensemble.logits(states, images)
+      return jnp.concatenate([member, combined[None]], 0)
+
+    def sums(states, images, masks, weight):
+      logits = all_logits(states, images)
+      return jax.vmap(lambda l: metrics_lib.segmentation_sums(
+          l, masks, weight, min_defect_area)[0])(logits)
+
+    self._sums = jax.jit(sums)
+    self._predict = jax.jit(lambda s, x: all_logits(s, x).argmax(-1))
+
+  def place(self, batch: dict) -> dict:
+    return sharding.shard_batch(batch, self.mesh)
+
+  def metrics(self, data: EvalData, batch_size: int,
+              transform: Callable | None = None) -> dict[str, dict]:
+    """{model: metrics} over `data`, images (and masks) through `transform`."""
+    total = None
+    for batch in data.batches(batch_size):
+      b = self.place(batch)
+      images, masks = b["image"], b["mask"]
+      if transform is not None:
+        images, masks = transform(images, masks, b["index"])
+      total = metrics_lib.add_sums(
+          total, jax.device_get(self._sums(self.states, images, masks,
+                                           b["weight"])))
+    return self._summaries(total)
+
+  def _summaries(self, total: dict) -> dict[str, dict]:
+    return {name: metrics_lib.summarize({k: v[m] for k, v in total.items()},
+                                        self.class_names)
+            for m, name in enumerate(self.model_names)}
+
+  def predictions(self, images: jax.Array) -> np.ndarray:
+    """(models, B, H, W) class maps of every model for `images`."""
+    return np.asarray(self._predict(self.states, images))
+
   def attack(self, data: EvalData, batch_size: int, attack_fn, epsilons,
              goal: str, target: str, gradient: str, seed: int, name: str,
              clean: dict[str, dict]
@@ -304,6 +447,10 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   ds = components.open_dataset(config, workdir)
   batch = rcfg.batch_size
   sharding.local_batch_size(batch, mesh)  # Refuses uneven splits early.
+  sharding.local_batch_size(rcfg.attack_batch_size, mesh)
+  if batch % rcfg.attack_batch_size:
+    raise ValueError(f"robustness.attack_batch_size={rcfg.attack_batch_size} "
+                     f"must divide robustness.batch_size={batch}.")
   data = load_eval_data(ds, rcfg.split, config, rcfg.max_images, batch)
   evaluator = Evaluator(ensemble, states, mesh, ds.class_names,
                         config.eval.min_defect_area)
@@ -352,7 +499,8 @@ def run(config: ml_collections.ConfigDict, workdir: str,
     entry = {"epsilons": epsilons, "kwargs": kwargs, "crafted_on": {}}
     for target in targets:
       metrics, norms = evaluator.attack(
-          data, batch, attack_fn, epsilons, rcfg.attack_goal, target,
+          data, rcfg.attack_batch_size, attack_fn, epsilons, rcfg.attack_goal,
+          target,
           rcfg.attack_gradient, rcfg.seed, f"{attack_name}/{target}",
           results["clean"])
       entry["crafted_on"][target] = {"metrics": metrics, "norms": norms}
