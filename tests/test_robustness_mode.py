@@ -98,6 +98,7 @@ def test_sweep_is_independent_of_batch_size(trained):
     config.robustness.max_images = 10
     config.robustness.batch_size = batch
     results.append(sweep.run(config, str(workdir), log=lambda *_: None)[0])
+    (workdir / "robustness" / "finished.json").unlink()
   a, b = results
   assert a["num_images"] == 10 and a["num_defect_images"] == 5
   for name in ("shift_rotate", "gaussian_noise"):
@@ -137,7 +138,9 @@ def test_defects_to_background_attack_removes_defects(trained):
   config.robustness.attack_kwargs = {"bim": {"steps": 5}}
   config.robustness.attack_goal = "defects_to_background"
   config.robustness.epsilons = (0.0, 16 / 255)
-  results, examples = sweep.run(config, str(workdir), log=lambda *_: None)
+  results, examples, finished = sweep.run(config, str(workdir),
+                                          log=lambda *_: None)
+  finished.remove()
   entry = results["attacks"]["bim"]
   assert entry["kwargs"] == {"steps": 5, "targeted": True}
   clean, attacked = entry["crafted_on"]["ensemble"]["metrics"]["model"]
@@ -151,3 +154,35 @@ def test_defects_to_background_attack_removes_defects(trained):
   # The example shows the attacked images: fewer predicted defect pixels.
   clean_pred = examples["clean"]["predictions"]
   assert (shown["predictions"] > 0).sum() < (clean_pred > 0).sum()
+
+
+def test_a_killed_sweep_resumes_from_its_finished_conditions(trained):
+  from chameleon_jax.robustness import sweep
+  from tests import tiny_config
+  root, workdir = trained
+
+  def config(severities):
+    c = tiny_config.get_config()
+    c.data.root = str(root / "data")
+    c.robustness.corruptions = ("contrast",)
+    c.robustness.severities = severities
+    c.robustness.attacks = ()
+    c.robustness.max_images = 8
+    return c
+
+  _, _, finished = sweep.run(config((2,)), str(workdir), log=lambda *_: None)
+  saved = json.loads(finished.path.read_text())
+  assert set(saved["values"]) == {"clean", "contrast/2"}
+  # As if killed after "contrast/2": a marked value shows it is reused.
+  saved["values"]["contrast/2"]["model"]["pixel_accuracy"] = -1.0
+  finished.path.write_text(json.dumps(saved))
+  again, _, finished = sweep.run(config((2,)), str(workdir), log=lambda *_: None)
+  assert again["corruptions"]["contrast"]["severities"]["2"]["model"][
+      "pixel_accuracy"] == -1.0
+  # Other settings: nothing is reused.
+  other, _, finished = sweep.run(config((2, 4)), str(workdir),
+                                 log=lambda *_: None)
+  assert other["corruptions"]["contrast"]["severities"]["2"]["model"][
+      "pixel_accuracy"] >= 0
+  finished.remove()
+  assert not finished.path.exists()

@@ -63,9 +63,10 @@ def run(config, workdir: str) -> tuple[Path, dict[str, Any]]:
   ensemble when there is one).
   """
   from chameleon_jax.robustness import sweep
-  results, examples = sweep.run(config, workdir)
+  results, examples, finished = sweep.run(config, workdir)
   results["summary"] = summarize(results)
   page = write(results, examples, Path(workdir) / "robustness")
+  finished.remove()
   model = results["models"][-1]
   return page, {
       "model": model, "images": results["num_images"],

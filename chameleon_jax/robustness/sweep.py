@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import json
 import logging
 import zlib
+from pathlib import Path
 from typing import Any, Callable
 
 import jax
@@ -145,6 +148,44 @@ def select_corruptions(selection) -> list[str]:
           f"{sorted(GROUP_ALIASES)}.")
     out += [n for n in found if n not in out]
   return out
+
+
+class Finished:
+  """Finished conditions on disk: a killed sweep resumes where it stopped.
+
+  `path` holds {"fingerprint", "values": {condition: result}}; values are
+  reused only when the fingerprint (the robustness settings, the members'
+  checkpoints, the dataset and the evaluated images) is the same. Written
+  atomically after every condition; `report.run` removes it once the
+  report is written.
+  """
+
+  def __init__(self, path: Path, identity: dict):
+    self.path = path
+    self.fingerprint = hashlib.sha256(
+        json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+    self.values: dict[str, Any] = {}
+    if path.is_file():
+      saved = json.loads(path.read_text())
+      if saved.get("fingerprint") == self.fingerprint:
+        self.values = saved["values"]
+        logging.info("Resuming the robustness sweep: %d conditions done.",
+                     len(self.values))
+
+  def get(self, key: str) -> Any:
+    return self.values.get(key)
+
+  def put(self, key: str, value: Any) -> Any:
+    self.values[key] = value
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = self.path.with_name(self.path.name + ".tmp")
+    tmp.write_text(json.dumps({"fingerprint": self.fingerprint,
+                               "values": self.values}, allow_nan=True))
+    tmp.replace(self.path)
+    return json.loads(json.dumps(value))  # As a resumed run would see it.
+
+  def remove(self) -> None:
+    self.path.unlink(missing_ok=True)
 
 
 def build_attack(rcfg: ml_collections.ConfigDict, name: str):
@@ -429,10 +470,11 @@ class Evaluator:
 
 def run(config: ml_collections.ConfigDict, workdir: str,
         log: Callable[[str], Any] = logging.info):
-  """The whole sweep -> (results, examples) for `report.write`.
+  """The whole sweep -> (results, examples, finished) for `report.write`.
 
   results: every number (JSON-ready); examples: {condition: arrays} of a
-  few images for the example grid.
+  few images for the example grid; finished: the on-disk record of finished
+  conditions (remove it once the report is written).
   """
   rcfg = config.robustness
   if jax.process_count() > 1:
@@ -480,32 +522,40 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   }
   steps = 1 + len(names) * len(severities) + len(attack_names) * len(targets)
   bar = ProgressBar(total=steps, start=0, batch_size=num_images)
+  store = Finished(Path(workdir) / "robustness" / "finished.json",
+                   {"robustness": components.to_dict(rcfg),
+                    "members": results["members"], "dataset": results["dataset"],
+                    "images": data.index.tolist()})
   done = 0
-  results["clean"] = evaluator.metrics(data, batch)
-  done += 1
-  bar.update(done)
+
+  def measure(key: str, compute: Callable[[], Any]) -> Any:
+    nonlocal done
+    value = store.get(key)
+    if value is None:
+      value = store.put(key, compute())
+    done += 1
+    bar.update(done)
+    return value
+
+  results["clean"] = measure("clean", lambda: evaluator.metrics(data, batch))
   for name in names:
     spec = corruptions_lib.SPECS[name]
     entry = {"group": spec.group, "monotone": spec.monotone, "severities": {}}
     for severity in severities:
       fn = make_corrupt_fn(name, severity, scale, rcfg.seed)
-      entry["severities"][str(severity)] = evaluator.metrics(data, batch, fn)
-      done += 1
-      bar.update(done)
+      entry["severities"][str(severity)] = measure(
+          f"{name}/{severity}", lambda: evaluator.metrics(data, batch, fn))
     results["corruptions"][name] = entry
   epsilons = [float(e) for e in rcfg.epsilons]
   for attack_name in attack_names:
     attack_fn, kwargs = build_attack(rcfg, attack_name)
     entry = {"epsilons": epsilons, "kwargs": kwargs, "crafted_on": {}}
     for target in targets:
-      metrics, norms = evaluator.attack(
+      metrics, norms = measure(f"{attack_name}/{target}", lambda: evaluator.attack(
           data, rcfg.attack_batch_size, attack_fn, epsilons, rcfg.attack_goal,
-          target,
-          rcfg.attack_gradient, rcfg.seed, f"{attack_name}/{target}",
-          results["clean"])
+          target, rcfg.attack_gradient, rcfg.seed, f"{attack_name}/{target}",
+          results["clean"]))
       entry["crafted_on"][target] = {"metrics": metrics, "norms": norms}
-      done += 1
-      bar.update(done)
     results["attacks"][attack_name] = entry
   bar.close()
   other = rcfg.other_data
@@ -514,7 +564,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
                                                 members, other, batch)
   log(f"Robustness sweep done: {steps} conditions on {num_images} images.")
   shown = _example_conditions(names, severities, attack_names, epsilons)
-  return results, examples(evaluator, data, rcfg, scale, shown)
+  return results, examples(evaluator, data, rcfg, scale, shown), store
 
 
 def _example_conditions(names, severities, attack_names, epsilons):
