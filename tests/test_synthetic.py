@@ -38,3 +38,20 @@ def test_variable_sizes_and_colour():
   assert len(shapes) > 5
   for h, w, c in shapes:
     assert 40 <= h <= 80 and 50 <= w <= 120 and c == 3
+
+
+def test_binary_source_merges_defect_classes_at_a_fixed_fraction():
+  from chameleon_jax.data import sources
+  kwargs = dict(num_images=60, seed=3, min_defect_fraction=0.005,
+                max_defect_fraction=0.005, max_defects_per_image=1)
+  info, items = sources.synthetic_source(binary=True, **kwargs)
+  _, multi = sources.synthetic_source(**kwargs)
+  assert info.class_names == ("background", "defect")
+  fractions = []
+  for item, reference in zip(items, multi):
+    assert np.array_equal(item.mask, (reference.mask > 0).astype(np.uint8))
+    assert set(np.unique(item.mask)) <= {0, 1}
+    if item.mask.any():
+      fractions.append(item.mask.mean())
+  # Every defect image holds one defect of ~0.5% of its pixels (rasterised).
+  assert fractions and 0.003 < np.median(fractions) < 0.008

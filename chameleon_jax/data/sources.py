@@ -218,18 +218,28 @@ def synthetic_source(
     empty_fraction: float = 0.7,
     min_defect_fraction: float = 0.001,
     max_defect_fraction: float = 0.02,
+    max_defects_per_image: int = 2,
+    binary: bool = False,
 ) -> tuple[SourceInfo, Iterator[Item | Rejected]]:
-  """The built-in synthetic defect data (crack, spot, stain), see synthetic.py."""
+  """The built-in synthetic defect data (crack, spot, stain), see synthetic.py.
+
+  `binary=True` merges the three defect classes into one ("defect").
+  """
   spec = synthetic.SyntheticSpec(
       num_images=num_images, seed=seed, channels=channels,
       min_size=tuple(min_size), max_size=tuple(max_size),
       empty_fraction=empty_fraction, min_defect_fraction=min_defect_fraction,
-      max_defect_fraction=max_defect_fraction)
+      max_defect_fraction=max_defect_fraction,
+      max_defects_per_image=max_defects_per_image)
+  class_names = (("background", "defect") if binary
+                 else synthetic.CLASS_NAMES)
 
   def items():
     for item_id, image, mask in synthetic.generate(spec):
+      if binary:
+        mask = (mask > 0).astype(np.uint8)
       yield Item(item_id, image, mask, _dominant_class(mask), "synthetic",
                  _sha256(image.tobytes(), mask.tobytes(),
                          repr(image.shape).encode()))
 
-  return SourceInfo(synthetic.CLASS_NAMES, channels), items()
+  return SourceInfo(class_names, channels), items()
