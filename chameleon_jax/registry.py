@@ -65,6 +65,7 @@ class Registry:
 
 
 MODELS = Registry("models")
+ENCODERS = Registry("encoders")  # backbones shared by models (models/encoders)
 LOSSES = Registry("losses")
 DATASETS = Registry("datasets")
 CORRUPTIONS = Registry("corruptions")  # robustness: image corruptions

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -52,3 +54,45 @@ class ConvBlock(nnx.Module):
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     x = nnx.relu(self.norm1(self.conv1(x), train))
     return nnx.relu(self.norm2(self.conv2(x), train))
+
+
+def conv(cin: int, cout: int, kernel: int, stride: int = 1, *, groups: int = 1,
+         bias: bool = False, dilation: int = 1, dtype, rngs: nnx.Rngs
+         ) -> nnx.Conv:
+  """A conv with PyTorch's symmetric padding (k // 2 * dilation per side).
+
+  Flax's "SAME" pads strided convs asymmetrically; symmetric padding keeps
+  imported torchvision/timm weights numerically identical and the feature
+  grid aligned with the input (pixel centres at stride * i).
+  """
+  pad = (kernel // 2) * dilation
+  return nnx.Conv(cin, cout, (kernel, kernel), strides=(stride, stride),
+                  padding=((pad, pad), (pad, pad)), feature_group_count=groups,
+                  kernel_dilation=(dilation, dilation), use_bias=bias,
+                  dtype=dtype, rngs=rngs)
+
+
+def drop_path(rate: float, rngs: nnx.Rngs, rank: int = 4) -> nnx.Dropout:
+  """Stochastic depth: drops a residual branch for whole samples.
+
+  nnx.Dropout with every non-batch axis broadcast, which rescales kept
+  samples by 1 / (1 - rate) as timm's DropPath does. Active only when called
+  with deterministic=False (train).
+  """
+  return nnx.Dropout(rate, broadcast_dims=tuple(range(1, rank)), rngs=rngs)
+
+
+def normalise_input(x: jnp.ndarray, mean, std, dtype) -> jnp.ndarray:
+  """(x - mean) / std per channel, cast to the compute dtype."""
+  return ((x - mean) / std).astype(dtype)
+
+
+def per_channel(values: Sequence[float], channels: int, name: str) -> jax.Array:
+  """A per-channel constant from 1 value (broadcast) or one per channel."""
+  values = tuple(float(v) for v in values)
+  if len(values) == 1:
+    values = values * channels
+  if len(values) != channels:
+    raise ValueError(f"{name} has {len(values)} values for {channels} input "
+                     "channels; give 1 or one per channel.")
+  return jnp.asarray(values, jnp.float32)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from chameleon_jax.models.layers import ConvBlock
+from chameleon_jax.models.layers import ConvBlock, per_channel
 from chameleon_jax.registry import MODELS
 
 
@@ -31,8 +31,8 @@ class UNet(nnx.Module):
     compute = jnp.dtype(dtype)
     self.stride = 2 ** (len(widths) - 1)
     self.num_classes = num_classes
-    self.mean = nnx.Variable(_per_channel(input_mean, in_channels, "input_mean"))
-    self.std = nnx.Variable(_per_channel(input_std, in_channels, "input_std"))
+    self.mean = nnx.Variable(per_channel(input_mean, in_channels, "input_mean"))
+    self.std = nnx.Variable(per_channel(input_std, in_channels, "input_std"))
     self.down = nnx.List()
     cin = in_channels
     for w in widths:
@@ -64,16 +64,6 @@ class UNet(nnx.Module):
     for up, merge, skip in zip(self.up, self.merge, skips[-2::-1]):
       x = merge(jnp.concatenate([up(x), skip], axis=-1), train)
     return self.head(x).astype(jnp.float32)
-
-
-def _per_channel(values: Sequence[float], channels: int, name: str) -> jax.Array:
-  values = tuple(float(v) for v in values)
-  if len(values) == 1:
-    values = values * channels
-  if len(values) != channels:
-    raise ValueError(f"{name} has {len(values)} values for {channels} input "
-                     "channels; give 1 or one per channel.")
-  return jnp.asarray(values, jnp.float32)
 
 
 @MODELS.register("unet")
