@@ -5,6 +5,11 @@
 
 Modes (comma-separated, run in order): ingest, train, eval, predict,
 robustness (corruptions, attacks, ensembles -> <workdir>/robustness/report.html).
+
+  python main.py --mode=zoo [--zoo_size=224 --zoo_channels=3 --zoo_classes=1000
+      --zoo_filter='fpn/*']
+
+lists every model x encoder with parameters and FLOPs (needs no config).
 """
 
 import json
@@ -17,13 +22,16 @@ from ml_collections import config_flags
 from chameleon_jax import components
 from chameleon_jax.train import sharding
 
-MODES = ("ingest", "train", "eval", "predict", "robustness")
+MODES = ("ingest", "train", "eval", "predict", "robustness", "zoo")
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file "
                                 "(path[:variant]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, outputs.")
 flags.DEFINE_list("mode", ["train"], f"Stages to run, in order: {MODES}.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.DEFINE_integer("zoo_size", 224, "--mode=zoo: square input size.")
+flags.DEFINE_integer("zoo_channels", 3, "--mode=zoo: input channels.")
+flags.DEFINE_integer("zoo_classes", 1000, "--mode=zoo: output classes.")
+flags.DEFINE_string("zoo_filter", "*", "--mode=zoo: glob on model/encoder.")
 FLAGS = flags.FLAGS
 
 
@@ -33,6 +41,14 @@ def main(argv):
   unknown = [m for m in FLAGS.mode if m not in MODES]
   if unknown:
     raise app.UsageError(f"Unknown --mode {unknown}; expected {MODES}.")
+  if FLAGS.mode == ["zoo"]:
+    from chameleon_jax.models import listing
+    print(listing.table(FLAGS.zoo_size, FLAGS.zoo_channels, FLAGS.zoo_classes,
+                        FLAGS.zoo_filter))
+    return
+  if FLAGS.config is None or FLAGS.workdir is None:
+    raise app.UsageError("--config and --workdir are required (except for "
+                         "--mode=zoo alone).")
   logging.getLogger().setLevel(logging.INFO)
   config, workdir = FLAGS.config, FLAGS.workdir
   components.parse_gin(config)
@@ -59,6 +75,8 @@ def main(argv):
       from chameleon_jax.evaluation import inference
       _report("predict", {}, outputs=str(inference.predict_folder(config,
                                                                   workdir)))
+    elif mode == "zoo":
+      raise app.UsageError("--mode=zoo runs alone.")
     elif mode == "robustness":
       from chameleon_jax.robustness import report as robustness_report
       page, headline = robustness_report.run(config, workdir)

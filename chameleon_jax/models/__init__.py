@@ -11,6 +11,7 @@ from flax import nnx
 
 from chameleon_jax.models import classifier  # noqa: F401  (registers models)
 from chameleon_jax.models import encoders  # noqa: F401  (registers encoders)
+from chameleon_jax.models import segmentation  # noqa: F401
 from chameleon_jax.models import unet  # noqa: F401
 from chameleon_jax.registry import MODELS
 

@@ -96,3 +96,36 @@ def per_channel(values: Sequence[float], channels: int, name: str) -> jax.Array:
     raise ValueError(f"{name} has {len(values)} values for {channels} input "
                      "channels; give 1 or one per channel.")
   return jnp.asarray(values, jnp.float32)
+
+
+class ConvNormAct(nnx.Module):
+  """kxk conv (symmetric padding, optional dilation / depthwise-separable)
+  -> norm -> ReLU. The decoders' basic layer."""
+
+  def __init__(self, cin: int, cout: int, kernel: int, norm: str,
+               groups: int, dtype, *, dilation: int = 1,
+               separable: bool = False, rngs: nnx.Rngs):
+    self.depthwise = (conv(cin, cin, kernel, groups=cin, dilation=dilation,
+                           dtype=dtype, rngs=rngs) if separable else None)
+    self.conv = conv(cin, cout, 1 if separable else kernel,
+                     dilation=1 if separable else dilation,
+                     bias=norm == "none", dtype=dtype, rngs=rngs)
+    self.norm = Norm(cout, norm, groups, dtype, rngs=rngs)
+
+  def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+    if self.depthwise is not None:
+      x = self.depthwise(x)
+    return nnx.relu(self.norm(self.conv(x), train))
+
+
+def upsample(x: jnp.ndarray, size: tuple[int, int],
+             method: str = "bilinear") -> jnp.ndarray:
+  """Resizes (B, h, w, C) to (B, *size, C); "nearest" by an integer factor is
+  an exact repeat, "bilinear" uses half-pixel centres (torch's
+  align_corners=False)."""
+  h, w = x.shape[1:3]
+  if (h, w) == tuple(size):
+    return x
+  if method == "nearest" and size[0] % h == 0 and size[1] % w == 0:
+    return jnp.repeat(jnp.repeat(x, size[0] // h, axis=1), size[1] // w, axis=2)
+  return jax.image.resize(x, (x.shape[0], *size, x.shape[3]), method)

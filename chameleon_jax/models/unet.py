@@ -68,10 +68,27 @@ class UNet(nnx.Module):
 
 @MODELS.register("unet")
 def unet(num_classes: int, in_channels: int, *, rngs: nnx.Rngs,
-         widths: Sequence[int] = (16, 32, 64, 128), norm: str = "group",
+         encoder: str | None = None,
+         widths: Sequence[int] = (16, 32, 64, 128), norm: str | None = "group",
          norm_groups: int = 8, input_mean: Sequence[float] = (0.5,),
-         input_std: Sequence[float] = (0.25,), dtype: str = "float32") -> UNet:
-  """UNet. Defaults: GroupNorm (stable at the small per-device batches of
-  real-world data), 4 levels of 16-128 channels (fits CPU and small data)."""
-  return UNet(num_classes, in_channels, tuple(widths), norm, norm_groups,
-              input_mean, input_std, dtype, rngs=rngs)
+         input_std: Sequence[float] = (0.25,), dtype: str = "float32",
+         decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
+         drop_path_rate: float | None = None,
+         deep_supervision: bool = False) -> nnx.Module:
+  """UNet. encoder=None: the plain UNet above (`widths`; defaults: GroupNorm,
+  stable at the small per-device batches of real-world data, 4 levels of
+  16-128 channels, which fit CPU and small data). encoder="resnet34" etc.:
+  that encoder with the UNet decoder (`decoder_channels`, SMP's defaults)."""
+  if encoder is None:
+    if deep_supervision or drop_path_rate:
+      raise ValueError("deep_supervision / drop_path_rate need an encoder; "
+                       "the plain UNet (encoder=None) has neither.")
+    return UNet(num_classes, in_channels, tuple(widths), norm, norm_groups,
+                input_mean, input_std, dtype, rngs=rngs)
+  from chameleon_jax.models.segmentation import build_segmentation  # pylint: disable=import-outside-toplevel
+  return build_segmentation(
+      "unet", num_classes, in_channels, rngs=rngs, encoder=encoder, norm=norm,
+      norm_groups=norm_groups, drop_path_rate=drop_path_rate,
+      input_mean=input_mean, input_std=input_std, dtype=dtype,
+      deep_supervision=deep_supervision,
+      decoder_kwargs={"decoder_channels": tuple(decoder_channels)})

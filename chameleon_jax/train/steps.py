@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from chameleon_jax.losses import deep_supervision
 from chameleon_jax.train import metrics as metrics_lib
 from chameleon_jax.train.state import TrainState, eval_params, merge, model_variables
 
@@ -29,6 +30,8 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: Callable,
       model = merge(graphdef, params, state.model_state)
       logits = model(batch["image"], train=True)
       _, new_model_state = model_variables(model)
+      if isinstance(logits, (list, tuple)):  # Deep supervision outputs.
+        return deep_supervision(loss_fn)(logits, batch["mask"]), new_model_state
       return loss_fn(logits, batch["mask"]), new_model_state
 
     (loss, model_state), grads = jax.value_and_grad(
