@@ -1,0 +1,155 @@
+"""The model zoo: published parameter counts, and one shared tester run on
+every registered model (shapes at two sizes, jit, finite gradients, an Orbax
+save/restore round trip, jax.export with a symbolic batch size).
+
+The default run covers every architecture (with ResNet-18) and every light
+encoder; `-m slow` runs the tester on every architecture x encoder pair.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from chameleon_jax.losses import build_loss
+from chameleon_jax.models import build_model, listing
+from chameleon_jax.models.weights import load_weights, save_weights
+from chameleon_jax.registry import ENCODERS, MODELS
+from chameleon_jax.train.state import merge, model_variables
+
+# Published counts (torchvision; timm for ViT) with a 1000-class RGB head.
+PUBLISHED = {"resnet18": 11_689_512, "resnet34": 21_797_672,
+             "resnet50": 25_557_032, "resnet101": 44_549_160,
+             "convnext_tiny": 28_589_128, "convnext_small": 50_223_688,
+             "convnext_base": 88_591_464, "vit_tiny": 5_717_416,
+             "vit_small": 22_050_664, "vit_base": 86_567_656,
+             "efficientnet_b0": 5_288_548}
+LIGHT = ("resnet18", "convnext_atto", "efficientnet_b0", "vit_tiny")
+SEGMENTATION = [a for a in MODELS.names() if a != "classifier"]
+
+
+@pytest.mark.parametrize("encoder", sorted(PUBLISHED))
+def test_published_parameter_counts(encoder):
+  norm = "batch" if encoder.startswith(("resnet", "efficientnet")) else None
+  model = nnx.eval_shape(lambda: build_model(
+      "classifier", encoder=encoder, num_classes=1000, in_channels=3,
+      norm=norm))
+  assert listing.count_params(model) == PUBLISHED[encoder]
+
+
+def test_groupnorm_has_batchnorm_parameter_count():
+  counts = [listing.count_params(nnx.eval_shape(lambda n=n: build_model(
+      "classifier", encoder="resnet50", num_classes=1000, in_channels=3,
+      norm=n))) for n in ("group", "batch")]
+  assert counts[0] == counts[1] == PUBLISHED["resnet50"]
+
+
+def _spec(architecture, encoder):
+  return dict(encoder=encoder, num_classes=3, in_channels=1)
+
+
+def check_model(architecture, encoder, tmp_path):
+  """The shared tester; every registered model must pass it."""
+  spec = _spec(architecture, encoder)
+  model = build_model(architecture, seed=0, **spec)
+  classify = architecture == "classifier"
+  sizes = ((32, 32), (64, 32)) if classify else ((32, 32), (32, 64))
+  graphdef, state = nnx.split(model)
+
+  @jax.jit
+  def forward(state, x):
+    return nnx.merge(graphdef, state)(x)
+
+  key = jax.random.key(0)
+  for h, w in sizes:
+    x = jax.random.uniform(key, (2, h, w, 1))
+    y = forward(state, x)
+    assert y.shape == ((2, 3) if classify else (2, h, w, 3))
+    assert y.dtype == jnp.float32 and bool(jnp.isfinite(y).all())
+
+  # Finite gradients for every parameter, through the train-mode forward.
+  x = jax.random.uniform(key, (2, *sizes[0], 1))
+  labels = (jnp.array([0, 2]) if classify else
+            jax.random.randint(key, (2, *sizes[0]), 0, 3))
+  loss_fn = build_loss("cross_entropy")
+
+  @jax.jit
+  def loss_and_grad(params, rest):
+    def loss(p):  # As the train step does: merge pure dicts, train mode.
+      logits = merge(graphdef, p, rest)(x, train=True)
+      if classify:
+        return -jnp.mean(jnp.take_along_axis(
+            jax.nn.log_softmax(logits), labels[:, None], axis=1))
+      return loss_fn(logits, labels)
+    return jax.value_and_grad(loss)(params)
+
+  params, rest = model_variables(model)
+  value, grads = loss_and_grad(params, rest)
+  leaves = jax.tree.leaves(grads)
+  assert np.isfinite(float(value))
+  assert all(bool(jnp.isfinite(g).all()) for g in leaves)
+  nonzero = np.mean([bool(jnp.any(g != 0)) for g in leaves])
+  assert nonzero > 0.9, f"only {nonzero:.0%} of parameters get a gradient"
+
+  # Orbax round trip into a differently initialised model.
+  reference = forward(state, x)
+  save_weights(model, tmp_path / "w", {"name": architecture, **spec})
+  other = build_model(architecture, seed=1, **spec)
+  assert not np.allclose(nnx.split(other)[1]["head"]["kernel"].get_value(),
+                         state["head"]["kernel"].get_value())
+  load_weights(other, tmp_path / "w")
+  np.testing.assert_array_equal(forward(nnx.split(other)[1], x), reference)
+
+  # jax.export with a symbolic batch dimension, serialised and called at a
+  # batch size (1) other than the one used above.
+  b, = jax.export.symbolic_shape("b")
+  exported = jax.export.export(jax.jit(lambda x: forward(state, x)))(
+      jax.ShapeDtypeStruct((b, *sizes[0], 1), jnp.float32))
+  assert str(exported.in_avals[0].shape[0]) == "b"
+  restored = jax.export.deserialize(exported.serialize())
+  np.testing.assert_allclose(restored.call(x[:1]), reference[:1], rtol=1e-5,
+                             atol=1e-5)
+
+
+@pytest.mark.parametrize("architecture", SEGMENTATION)
+def test_every_architecture(architecture, tmp_path):
+  check_model(architecture, "resnet18", tmp_path)
+
+
+@pytest.mark.parametrize("encoder", ENCODERS.names())
+def test_encoder_feature_contract(encoder):
+  """Every encoder returns the maps it declares, at two input sizes
+  (abstractly: jax.eval_shape, no weights or compute)."""
+  enc = nnx.eval_shape(lambda: ENCODERS.build(encoder, in_channels=2,
+                                              rngs=nnx.Rngs(0)))
+  channels, strides = enc.feature_channels, enc.feature_strides
+  graphdef, state = nnx.split(enc)
+  assert len(channels) == len(strides) >= 4
+  assert list(strides) == sorted(strides) and strides[-1] == 32
+  for h, w in ((64, 64), (96, 128)):
+    out = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x), state,
+                         jax.ShapeDtypeStruct((1, h, w, 2), jnp.float32))
+    assert [f.shape for f in out] == [(1, h // s, w // s, c)
+                                      for c, s in zip(channels, strides)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("encoder", [e for e in LIGHT if e != "resnet18"])
+def test_every_light_encoder(encoder, tmp_path):
+  check_model("fpn", encoder, tmp_path)
+
+
+def test_classifier(tmp_path):
+  check_model("classifier", "convnext_atto", tmp_path)
+
+
+def test_plain_unet(tmp_path):
+  check_model("unet", None, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("architecture", MODELS.names())
+@pytest.mark.parametrize("encoder", ENCODERS.names())
+def test_every_pair(architecture, encoder, tmp_path):
+  check_model(architecture, encoder, tmp_path)
