@@ -57,6 +57,10 @@ def main(argv):
       dist.coordinator_address or None, dist.num_processes or None,
       None if dist.process_id < 0 else dist.process_id)
 
+  if components.task(config) == "classification" and (
+      {"predict", "robustness"} & set(FLAGS.mode)):
+    raise app.UsageError("--mode=predict and --mode=robustness support "
+                         "task=segmentation only (so far).")
   for mode in FLAGS.mode:
     if mode == "ingest":
       ds = components.ingest(config, workdir, log=logging.info)

@@ -85,6 +85,22 @@ def loss(config: ml_collections.ConfigDict):
   return build_loss(config.loss.name, **to_dict(config.loss.kwargs))
 
 
+TASKS = ("segmentation", "classification")
+
+
+def task(config: ml_collections.ConfigDict) -> str:
+  """The experiment's task; decides targets, metrics and eval outputs."""
+  name = config.get("task", "segmentation")
+  if name not in TASKS:
+    raise ValueError(f"task={name!r}; expected one of {TASKS}.")
+  return name
+
+
+def target_key(config: ml_collections.ConfigDict) -> str:
+  """The batch entry the loss is computed against."""
+  return "label" if task(config) == "classification" else "mask"
+
+
 def image_size(config: ml_collections.ConfigDict) -> tuple[int, int] | None:
   size = tuple(config.data.image_size)
   return (int(size[0]), int(size[1])) if size else None

@@ -13,6 +13,9 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
+  # segmentation (masks -> per-pixel logits) | classification (class-by-
+  # folder labels -> per-image logits; model "classifier").
+  config.task = "segmentation"
   config.seed = 0
   config.gin_files = []
   config.gin_bindings = []

@@ -22,4 +22,10 @@ def get_config(variant: str = ""):
   config.eval.batch_size = 8
   if variant == "unet_wide":  # Another model, for the mismatch test.
     config.model.kwargs = {"widths": (16, 32), "norm": "group"}
+  if variant == "classification":  # Per-image labels (dominant class).
+    config.task = "classification"
+    config.model.name = "classifier"
+    config.model.kwargs = {"encoder": "resnet18"}
+    config.loss.name = "cross_entropy"
+    config.train.best_metric = "balanced_accuracy"
   return config

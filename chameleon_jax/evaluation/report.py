@@ -32,8 +32,9 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if ds.dataset_hash != card["dataset_hash"]:
     logging.warning("Evaluating on dataset %s, the model was trained on %s.",
                     ds.dataset_hash[:16], card["dataset_hash"][:16])
+  task = components.task(config)
   eval_step = jax.jit(steps.make_eval_step(graphdef,
-                                           config.eval.min_defect_area))
+                                           config.eval.min_defect_area, task))
   metrics, per_image = evaluate_split(eval_step, state, ds, split, config, mesh)
   metrics["checkpoint_step"] = card["step"]
   metrics["checkpoint"] = card["checkpoint"]
@@ -41,6 +42,10 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if jax.process_index() == 0:
     out.mkdir(parents=True, exist_ok=True)
     ids = [a["id"] for a in ds.manifest["items"] if a["split"] == split]
+    if task == "classification":
+      _write_classification(out, split, metrics, per_image, ids,
+                            ds.class_names)
+      return metrics
     rows = [{"id": ids[int(i)], "dice": float(d), "defect": bool(t),
              "false_alarm": bool(f), "predicted_defect_pixels": int(a)}
             for i, d, t, f, a in zip(per_image["index"], per_image["dice"],
@@ -74,6 +79,23 @@ def _write_worst(config, graphdef, state, ds, split, ids, per_image,
       name = ids[index].replace("/", "_")
       imio.save_png(folder / f"{kind}_{rank:02d}_{name}.png",
                     overlays.panel(example["image"], example["mask"], pred))
+
+
+def _write_classification(out: Path, split: str, metrics: dict, per_image,
+                          ids, class_names) -> None:
+  """Metrics, per-image predictions (most confident mistakes first) and the
+  confusion matrix plot (rows: true class, columns: predicted)."""
+  rows = [{"id": ids[int(i)], "label": class_names[int(t)],
+           "pred": class_names[int(p)], "confidence": float(c)}
+          for i, t, p, c in zip(per_image["index"], per_image["label"],
+                                per_image["pred"], per_image["confidence"])]
+  rows.sort(key=lambda r: (r["label"] == r["pred"], -r["confidence"]))
+  _write_json(out / f"{split}_metrics.json", metrics)
+  _write_json(out / f"{split}_per_image.json", rows)
+  overlays.confusion_plot(np.asarray(metrics["confusion"]), class_names,
+                          out / f"{split}_confusion.png",
+                          title=f"{split}: accuracy {metrics['accuracy']:.3f}, "
+                          f"balanced {metrics['balanced_accuracy']:.3f}")
 
 
 def _write_json(path: Path, payload) -> None:

@@ -82,11 +82,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
 
   train_step = jax.jit(
       steps.make_train_step(graphdef, components.loss(config), tx,
-                            cfg.ema_decay or None),
+                            cfg.ema_decay or None,
+                            target=components.target_key(config)),
       donate_argnums=0,
       out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)))
   eval_step = jax.jit(steps.make_eval_step(graphdef,
-                                           config.eval.min_defect_area))
+                                           config.eval.min_defect_area,
+                                           components.task(config)))
   writer = MetricWriter(workdir)
   bar = ProgressBar(cfg.steps, start, cfg.batch_size)
   val_metrics: dict[str, float] = {}
@@ -156,7 +158,8 @@ def read_model_card(workdir: str) -> dict:
 
 
 def _brief(metrics: dict[str, float]) -> str:
-  keys = ("mean_defect_iou", "defect_image_dice", "false_alarm_rate")
+  keys = ("mean_defect_iou", "defect_image_dice", "accuracy",
+          "balanced_accuracy", "false_alarm_rate")
   return " ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
 
 

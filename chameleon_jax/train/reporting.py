@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Mapping, TextIO
 
 import jax
+import numpy as np
 
 
 class MetricWriter:
@@ -33,7 +34,8 @@ class MetricWriter:
   def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
     if not self.enabled:
       return
-    clean = {k: float(v) for k, v in metrics.items()}
+    clean = {k: float(v) for k, v in metrics.items()  # Scalars only (not
+             if isinstance(v, (int, float, np.floating, np.integer))}  # matrices).
     self._jsonl.write(json.dumps({"step": step, "split": split, **{
         k: (v if math.isfinite(v) else None) for k, v in clean.items()}}) + "\n")
     self._jsonl.flush()

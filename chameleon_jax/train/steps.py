@@ -11,13 +11,18 @@ from flax import nnx
 
 from chameleon_jax.losses import deep_supervision
 from chameleon_jax.train import metrics as metrics_lib
+from chameleon_jax.train.classification_metrics import classification_sums
 from chameleon_jax.train.state import TrainState, eval_params, merge, model_variables
 
 
 def make_train_step(graphdef: nnx.GraphDef, loss_fn: Callable,
-                    tx: optax.GradientTransformation, ema_decay: float | None
+                    tx: optax.GradientTransformation, ema_decay: float | None,
+                    target: str = "mask"
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """Returns `train_step(state, batch) -> (state, metrics)`.
+
+  `target`: the batch key the loss compares with ("mask" for segmentation,
+  "label" for classification).
 
   Metrics are device scalars (loss, grad norm, learning-rate-free), read by the
   host only at logging steps, so dispatch stays asynchronous. `finite` is 0 if
@@ -31,8 +36,8 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: Callable,
       logits = model(batch["image"], train=True)
       _, new_model_state = model_variables(model)
       if isinstance(logits, (list, tuple)):  # Deep supervision outputs.
-        return deep_supervision(loss_fn)(logits, batch["mask"]), new_model_state
-      return loss_fn(logits, batch["mask"]), new_model_state
+        return deep_supervision(loss_fn)(logits, batch[target]), new_model_state
+      return loss_fn(logits, batch[target]), new_model_state
 
     (loss, model_state), grads = jax.value_and_grad(
         compute_loss, has_aux=True)(state.params)
@@ -52,13 +57,16 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: Callable,
   return train_step
 
 
-def make_eval_step(graphdef: nnx.GraphDef, min_defect_area: int
+def make_eval_step(graphdef: nnx.GraphDef, min_defect_area: int,
+                   task: str = "segmentation"
                    ) -> Callable[[TrainState, dict], tuple[dict, dict]]:
   """Returns `eval_step(state, batch) -> (metric sums, per-image values)`."""
 
   def eval_step(state: TrainState, batch: dict):
     model = merge(graphdef, eval_params(state), state.model_state)
     logits = model(batch["image"], train=False)
+    if task == "classification":
+      return classification_sums(logits, batch["label"], batch["weight"])
     return metrics_lib.segmentation_sums(logits, batch["mask"], batch["weight"],
                                          min_defect_area)
 
