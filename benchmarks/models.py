@@ -1,0 +1,109 @@
+"""Per-model cost: forward and forward+backward time, FLOPs, peak memory.
+
+  python benchmarks/models.py [--sizes=224,512 --batch=8 --repeats=3
+      --models='fpn/resnet18,unet/-,classifier/*' --channels=3]
+
+`--models` is a comma-separated list of globs on "architecture/encoder"
+("unet/-" is the plain UNet); the default is every architecture with
+ResNet-18 plus every encoder as a classifier. For each model and size: the
+best of `repeats` wall-clock times of the jit-compiled forward pass
+(inference mode) and of a training step's forward+backward (train mode,
+cross-entropy, gradients w.r.t. all parameters); XLA's FLOP count of both;
+and the peak memory of the forward+backward executable from XLA's buffer
+assignment (arguments + outputs + temporaries, minus aliased; the same
+accounting on CPU and GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import time
+
+import jax
+import jax.numpy as jnp
+
+from chameleon_jax.losses import build_loss
+from chameleon_jax.models import build_model, listing
+from chameleon_jax.train.state import merge, model_variables
+from flax import nnx
+
+DEFAULT = ("unet/-,unet/resnet18,unetplusplus/resnet18,fpn/resnet18,"
+           "deeplabv3plus/resnet18,segformer/resnet18,classifier/*")
+
+
+def best_seconds(fn, *args, repeats: int) -> float:
+  jax.block_until_ready(fn(*args))
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    best = min(best, time.perf_counter() - start)
+  return best
+
+
+def measure(architecture: str, encoder: str | None, size: int, batch: int,
+            channels: int, repeats: int) -> dict:
+  classify = architecture == "classifier"
+  kwargs = {} if encoder is None else {"encoder": encoder}
+  model = build_model(architecture, num_classes=1000 if classify else 2,
+                      in_channels=channels, **kwargs)
+  graphdef = nnx.graphdef(model)
+  params, rest = model_variables(model)
+  key = jax.random.key(0)
+  x = jax.random.uniform(key, (batch, size, size, channels))
+  y = (jax.random.randint(key, (batch,), 0, 1000) if classify else
+       jax.random.randint(key, (batch, size, size), 0, 2))
+  ce = build_loss("cross_entropy")
+
+  forward = jax.jit(lambda p, r, x: merge(graphdef, p, r)(x))
+
+  def loss(p, r, x, y):
+    logits = merge(graphdef, p, r)(x, train=True)
+    return ce(logits[0] if isinstance(logits, list) else logits, y)
+
+  backward = jax.jit(jax.grad(loss))
+  fwd_c = forward.lower(params, rest, x).compile()
+  bwd_c = backward.lower(params, rest, x, y).compile()
+  mem = bwd_c.memory_analysis()
+  peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes +
+          mem.temp_size_in_bytes - mem.alias_size_in_bytes) if mem else 0
+  return {
+      "params": listing.count_params(model),
+      "forward_ms": 1e3 * best_seconds(fwd_c, params, rest, x,
+                                       repeats=repeats),
+      "train_ms": 1e3 * best_seconds(bwd_c, params, rest, x, y,
+                                     repeats=repeats),
+      "forward_gflops": (fwd_c.cost_analysis() or {}).get("flops", 0) / 1e9,
+      "train_gflops": (bwd_c.cost_analysis() or {}).get("flops", 0) / 1e9,
+      "peak_mb": peak / 2**20}
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--models", default=DEFAULT)
+  parser.add_argument("--sizes", default="224,512")
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--channels", type=int, default=3)
+  parser.add_argument("--repeats", type=int, default=3)
+  args = parser.parse_args()
+  patterns = args.models.split(",")
+  chosen = [(a, e) for a, e in listing.entries()
+            if any(fnmatch.fnmatch(f"{a}/{e or '-'}", p) for p in patterns)]
+  print(f"devices: {jax.devices()}; batch {args.batch}, {args.channels} "
+        "channels, float32")
+  print("| model | encoder | size | params | forward ms | fwd+bwd ms | "
+        "forward GFLOP | fwd+bwd GFLOP | peak MB (fwd+bwd) |")
+  print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+  for size in map(int, args.sizes.split(",")):
+    for architecture, encoder in chosen:
+      r = measure(architecture, encoder, size, args.batch, args.channels,
+                  args.repeats)
+      print(f"| {architecture} | {encoder or '-'} | {size} | "
+            f"{r['params']:,} | {r['forward_ms']:.0f} | {r['train_ms']:.0f} | "
+            f"{r['forward_gflops']:.1f} | {r['train_gflops']:.1f} | "
+            f"{r['peak_mb']:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+  main()
