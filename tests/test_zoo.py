@@ -62,11 +62,12 @@ def check_model(architecture, encoder, tmp_path):
     return nnx.merge(graphdef, state)(x)
 
   key = jax.random.key(0)
-  for h, w in sizes:
+  for i, (h, w) in enumerate(sizes):  # The second size by shape inference.
     x = jax.random.uniform(key, (2, h, w, 1))
-    y = forward(state, x)
+    y = forward(state, x) if i == 0 else jax.eval_shape(forward, state, x)
     assert y.shape == ((2, 3) if classify else (2, h, w, 3))
-    assert y.dtype == jnp.float32 and bool(jnp.isfinite(y).all())
+    assert y.dtype == jnp.float32
+    assert i or bool(jnp.isfinite(y).all())
 
   # Finite gradients for every parameter, through the train-mode forward.
   x = jax.random.uniform(key, (2, *sizes[0], 1))
@@ -153,3 +154,67 @@ def test_plain_unet(tmp_path):
 @pytest.mark.parametrize("encoder", ENCODERS.names())
 def test_every_pair(architecture, encoder, tmp_path):
   check_model(architecture, encoder, tmp_path)
+
+
+def test_bfloat16_compute_keeps_float32_parameters():
+  x = jax.random.uniform(jax.random.key(3), (2, 64, 64, 1))
+  full = build_model("fpn", encoder="resnet18", num_classes=2, in_channels=1)
+  half = build_model("fpn", encoder="resnet18", num_classes=2, in_channels=1,
+                     dtype="bfloat16")
+  assert {p.dtype for p in jax.tree.leaves(nnx.state(half, nnx.Param))} == {
+      jnp.dtype(jnp.float32)}
+  y_full, y_half = full(x), half(x)
+  assert y_half.dtype == jnp.float32
+  # Same initial weights (same seed); bf16 has an 8-bit mantissa.
+  scale = float(jnp.abs(y_full).max())
+  assert float(jnp.abs(y_half - y_full).max()) < 0.05 * scale
+
+
+def test_stochastic_depth_drops_whole_samples():
+  from chameleon_jax.models.layers import drop_path
+  layer = drop_path(0.25, nnx.Rngs(0))
+  y = layer(jnp.ones((4000, 2, 2, 3)), deterministic=False)
+  per_sample = y.reshape(4000, -1)
+  assert bool(jnp.all((per_sample == 0) | (per_sample == 1 / 0.75)))
+  assert bool(jnp.all(per_sample.min(1) == per_sample.max(1)))
+  assert abs(float(jnp.mean(per_sample[:, 0] == 0)) - 0.25) < 0.03
+  # (ResNet: ConvNeXt's 1e-6 layer scale makes fresh blocks near-identities.)
+  model = build_model("classifier", encoder="resnet18", num_classes=2,
+                      in_channels=1, drop_path_rate=0.5)
+  x = jax.random.uniform(jax.random.key(0), (4, 32, 32, 1))
+  assert not np.allclose(model(x, train=True), model(x, train=True))
+  np.testing.assert_array_equal(model(x), model(x))
+
+
+def test_vit_position_embeddings_resample():
+  model = build_model("classifier", encoder="vit_tiny", num_classes=2,
+                      in_channels=1)
+  vit = model.encoder
+  np.testing.assert_array_equal(vit.position_embedding(14, 14),
+                                vit.pos_embed.get_value())
+  vit.pos_embed.set_value(jnp.full_like(vit.pos_embed.get_value(), 0.3))
+  resampled = vit.position_embedding(6, 10)
+  assert resampled.shape == (1, 61, vit.pooled_features)
+  np.testing.assert_allclose(resampled, 0.3, atol=1e-6)
+
+
+def test_deep_supervision_through_the_train_step():
+  import optax
+  from chameleon_jax.train import state as state_lib
+  from chameleon_jax.train import steps
+  model = build_model("unet", encoder="resnet18", num_classes=2,
+                      in_channels=1, deep_supervision=True,
+                      decoder_channels=(32, 32, 16, 16, 8))
+  x = jax.random.uniform(jax.random.key(0), (2, 64, 64, 1))
+  outputs = model(x, train=True)
+  assert [o.shape[1] for o in outputs] == [64, 32, 16, 8]
+  assert model(x).shape == (2, 64, 64, 2)  # Inference: logits alone.
+  graphdef, state = state_lib.create(model, optax.adam(1e-3), use_ema=False)
+  step = jax.jit(steps.make_train_step(graphdef, build_loss("dice_ce"),
+                                       optax.adam(1e-3), None))
+  mask = (x[..., 0] > 0.7).astype(jnp.int32)
+  losses = []
+  for _ in range(5):
+    state, metrics = step(state, {"image": x, "mask": mask})
+    losses.append(float(metrics["loss"]))
+  assert all(np.isfinite(losses)) and losses[-1] < losses[0]
