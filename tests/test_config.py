@@ -48,6 +48,24 @@ def test_gin_defaults_file_parses_and_config_values_win():
     gin.clear_config()
 
 
+def test_gin_binds_encoder_defaults_of_any_architecture():
+  config = _load("tests/tiny_config.py").get_config()
+  config.model.name = "fpn"
+  config.model.kwargs = {"encoder": "resnet18"}
+  config.gin_files = [str(REPO / "configs" / "defaults.gin")]
+  config.gin_bindings = ["encoders.resnet18.norm_groups = 16"]
+  components.parse_gin(config)
+  try:
+    model = components.model(config, num_classes=2, in_channels=1)
+    assert model.encoder.bn1.layer.num_groups == 16
+    config.model.kwargs = {"encoder": "resnet18", "norm_groups": 4}
+    model = components.model(config, num_classes=2, in_channels=1)
+    assert model.encoder.bn1.layer.num_groups == 4  # The config wins.
+  finally:
+    import gin
+    gin.clear_config()
+
+
 def test_magnetic_tile_variants():
   module = _load("experiments/magnetic_tile.py")
   assert module.get_config("multiclass").data.source_kwargs.binary is False

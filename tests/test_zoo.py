@@ -6,6 +6,10 @@ The default run covers every architecture (with ResNet-18) and every light
 encoder; `-m slow` runs the tester on every architecture x encoder pair.
 """
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +21,7 @@ from chameleon_jax.models import build_model, listing
 from chameleon_jax.models.weights import load_weights, save_weights
 from chameleon_jax.registry import ENCODERS, MODELS
 from chameleon_jax.train.state import merge, model_variables
+from tests.conftest import REPO
 
 # Published counts (torchvision; timm for ViT) with a 1000-class RGB head.
 PUBLISHED = {"resnet18": 11_689_512, "resnet34": 21_797_672,
@@ -218,3 +223,46 @@ def test_deep_supervision_through_the_train_step():
     state, metrics = step(state, {"image": x, "mask": mask})
     losses.append(float(metrics["loss"]))
   assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+_BATCHNORM_SYNC = r"""
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+from chameleon_jax.models import build_model
+from chameleon_jax.train import sharding
+from chameleon_jax.train.state import merge, model_variables
+from tests.conftest import REPO
+from flax import nnx
+assert jax.device_count() == 4
+model = build_model("fpn", encoder="resnet18", num_classes=2, in_channels=1,
+                    norm="batch")
+graphdef = nnx.graphdef(model)
+params, rest = model_variables(model)
+def step(p, r, x):
+  m = merge(graphdef, p, r)
+  y = m(x, train=True)
+  return y, model_variables(m)[1]
+x = jax.random.uniform(jax.random.key(0), (8, 64, 64, 1))
+# Images differ in brightness per device shard: per-device statistics would
+# differ from the global ones.
+x = x + jnp.repeat(jnp.arange(4.0), 2)[:, None, None, None]
+y1, r1 = jax.jit(step)(params, rest, x)
+mesh = sharding.make_mesh()
+xs = jax.device_put(x, NamedSharding(mesh, P("data")))
+y4, r4 = jax.jit(step)(params, rest, xs)
+assert len(xs.sharding.device_set) == 4
+np.testing.assert_allclose(y4, y1, rtol=1e-4, atol=1e-4)
+for a, b in zip(jax.tree.leaves(r1), jax.tree.leaves(r4)):
+  if a.dtype == jnp.float32:
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+print("synchronised")
+"""
+
+
+def test_batchnorm_statistics_are_global_under_data_parallel_jit():
+  result = subprocess.run(
+      [sys.executable, "-c", _BATCHNORM_SYNC], cwd=REPO, capture_output=True,
+      text=True, timeout=600,
+      env={**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+  assert "synchronised" in result.stdout, result.stderr[-3000:]
