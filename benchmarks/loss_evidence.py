@@ -26,10 +26,7 @@ a rerun skips finished runs, so the sweep resumes after an interruption.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from chameleon_jax import components  # noqa: E402
 from chameleon_jax.data import dataset  # noqa: E402
+from benchmarks import harness  # noqa: E402
 from configs import segmentation  # noqa: E402
 
 # name -> (registry loss, kwargs). Region losses use their registered
@@ -98,34 +96,13 @@ def setting_config(setting: str, steps: int):
 
 
 def run_one(config, out: Path, data_root: Path, loss: str, seed: int) -> dict:
-  from chameleon_jax.evaluation import report  # pylint: disable=import-outside-toplevel
-  from chameleon_jax.train import loop  # pylint: disable=import-outside-toplevel
-  workdir = out / loss / f"seed{seed}"
-  result_path = workdir / "result.json"
-  if result_path.exists():
-    return json.loads(result_path.read_text())
   config = config.copy_and_resolve_references()
   config.data.root = str(data_root)
   config.seed = seed
   config.loss.name, kwargs = LOSSES[loss]
   config.loss.kwargs = kwargs
-  start = time.perf_counter()
-  loop.train(config, str(workdir))
-  train_s = time.perf_counter() - start
-  metrics = report.run_eval(config, str(workdir))
-  rows = json.loads((workdir / "eval" / "test_per_image.json").read_text())
-  clean = [r["predicted_defect_pixels"] for r in rows if not r["defect"]]
-  result = {"loss": loss, "seed": seed, "train_seconds": train_s,
-            "steps": config.train.steps,
-            "defect_iou": metrics["mean_defect_iou"],
-            "defect_image_dice": metrics["defect_image_dice"],
-            "false_alarm_rate": metrics["false_alarm_rate"],
-            "fp_pixels_per_clean_image": float(np.mean(clean)) if clean else 0.0,
-            "metrics": metrics}
-  tmp = result_path.with_suffix(".tmp")
-  tmp.write_text(json.dumps(result, indent=1))
-  os.replace(tmp, result_path)
-  return result
+  return harness.train_and_evaluate(config, out / loss / f"seed{seed}",
+                                    loss=loss, seed=seed)
 
 
 def table(results: dict[str, dict[str, list[dict]]]) -> str:
@@ -141,11 +118,10 @@ def table(results: dict[str, dict[str, list[dict]]]) -> str:
       if not runs:
         cells.append("")
         continue
-      iou = np.array([r["defect_iou"] for r in runs])
       fa = np.mean([r["false_alarm_rate"] for r in runs])
       fp = np.mean([r["fp_pixels_per_clean_image"] for r in runs])
       seconds += [r["train_seconds"] for r in runs]
-      cells.append(f"{np.nanmean(iou):.3f} ± {np.nanstd(iou):.3f} / "
+      cells.append(f"{harness.mean_std([r['defect_iou'] for r in runs])} / "
                    f"{fa:.2f} / {fp:.1f}")
     lines.append(f"| {loss} | " + " | ".join(cells) +
                  f" | {np.mean(seconds):.0f} |")
