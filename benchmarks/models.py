@@ -18,28 +18,21 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import time
+import sys
+from pathlib import Path
 
-import jax
-import jax.numpy as jnp
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from chameleon_jax.losses import build_loss
-from chameleon_jax.models import build_model, listing
-from chameleon_jax.train.state import merge, model_variables
-from flax import nnx
+import jax  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from benchmarks.losses import best_ms  # noqa: E402
+from chameleon_jax.losses import build_loss  # noqa: E402
+from chameleon_jax.models import build_model, listing  # noqa: E402
+from chameleon_jax.train.state import merge, model_variables  # noqa: E402
 
 DEFAULT = ("unet/-,unet/resnet18,unetplusplus/resnet18,fpn/resnet18,"
            "deeplabv3plus/resnet18,segformer/resnet18,classifier/*")
-
-
-def best_seconds(fn, *args, repeats: int) -> float:
-  jax.block_until_ready(fn(*args))
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    best = min(best, time.perf_counter() - start)
-  return best
 
 
 def measure(architecture: str, encoder: str | None, size: int, batch: int,
@@ -70,10 +63,8 @@ def measure(architecture: str, encoder: str | None, size: int, batch: int,
           mem.temp_size_in_bytes - mem.alias_size_in_bytes) if mem else 0
   return {
       "params": listing.count_params(model),
-      "forward_ms": 1e3 * best_seconds(fwd_c, params, rest, x,
-                                       repeats=repeats),
-      "train_ms": 1e3 * best_seconds(bwd_c, params, rest, x, y,
-                                     repeats=repeats),
+      "forward_ms": best_ms(fwd_c, params, rest, x, repeats=repeats),
+      "train_ms": best_ms(bwd_c, params, rest, x, y, repeats=repeats),
       "forward_gflops": (fwd_c.cost_analysis() or {}).get("flops", 0) / 1e9,
       "train_gflops": (bwd_c.cost_analysis() or {}).get("flops", 0) / 1e9,
       "peak_mb": peak / 2**20}
