@@ -266,3 +266,14 @@ def test_batchnorm_statistics_are_global_under_data_parallel_jit():
       env={**os.environ, "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
   assert "synchronised" in result.stdout, result.stderr[-3000:]
+
+
+def test_zoo_listing_through_main():
+  from tests.conftest import run_main
+  out = run_main("--mode=zoo", "--zoo_filter=classifier/resnet50",
+                 "--zoo_size=224").stdout
+  assert "| classifier | resnet50 | 25,557,032 |" in out
+  gflops = float(out.strip().splitlines()[-1].split("|")[4])
+  assert 7.5 < gflops < 8.5  # ~4.1 GMACs, the published figure.
+  refused = run_main("--mode=zoo,train", check=False)
+  assert refused.returncode != 0
