@@ -34,8 +34,9 @@ class MetricWriter:
   def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
     if not self.enabled:
       return
-    clean = {k: float(v) for k, v in metrics.items()  # Scalars only (not
-             if isinstance(v, (int, float, np.floating, np.integer))}  # matrices).
+    # Scalars only (a confusion matrix stays in the eval JSON).
+    clean = {k: float(v) for k, v in metrics.items()
+             if not isinstance(v, (list, tuple, dict)) and np.ndim(v) == 0}
     self._jsonl.write(json.dumps({"step": step, "split": split, **{
         k: (v if math.isfinite(v) else None) for k, v in clean.items()}}) + "\n")
     self._jsonl.flush()
