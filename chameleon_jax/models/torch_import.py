@@ -33,6 +33,7 @@ import numpy as np
 from flax import nnx
 
 from chameleon_jax.models.encoders import convnext, efficientnet, resnet, vit
+from chameleon_jax.models.weights import flat_paths
 
 Transform = Callable[[np.ndarray], np.ndarray]
 
@@ -208,17 +209,6 @@ def adapt_input_channels(kernel: np.ndarray, channels: int) -> np.ndarray:
   return kernel[:, :, index] * (source / channels)
 
 
-def _flat(tree, prefix=""):
-  out = {}
-  for k, v in tree.items():
-    path = f"{prefix}{k}"
-    if isinstance(v, dict):
-      out.update(_flat(v, path + "/"))
-    else:
-      out[path] = v
-  return out
-
-
 def _set(tree, path, value):
   *parents, leaf = path.split("/")
   key = lambda t, p: int(p) if p.isdigit() and int(p) in t else p
@@ -242,7 +232,7 @@ def import_torch_weights(model: nnx.Module, path: str | os.PathLike[str]
     raise ValueError(f"No torch name mapping for {type(encoder).__name__}.")
   names = family.names(encoder)
   state = nnx.to_pure_dict(nnx.state(encoder))
-  flat = _flat(state)
+  flat = flat_paths(state)
   targets = {p for p in flat if not p.endswith(("rngs/key", "rngs/count"))
              and not p.startswith(family.new_layers)}
   head_names = {f"{family.head}.weight", f"{family.head}.bias"}

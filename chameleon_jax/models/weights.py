@@ -21,7 +21,8 @@ from flax import nnx
 SPEC_FILE = "model_spec.json"
 
 
-def _flat(tree: Any) -> dict[str, Any]:
+def flat_paths(tree: Any) -> dict[str, Any]:
+  """{'a/0/b': leaf} for a nested (pure-dict) state."""
   return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path):
           leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
@@ -55,7 +56,7 @@ def load_weights(model: nnx.Module, directory: str | os.PathLike[str]
   target = nnx.to_pure_dict(nnx.state(model))
   with ocp.StandardCheckpointer() as checkpointer:
     stored = checkpointer.metadata(directory / "state").item_metadata
-    want, have = _flat(target), _flat(stored)
+    want, have = flat_paths(target), flat_paths(stored)
     missing = sorted(set(want) - set(have))
     unexpected = sorted(set(have) - set(want))
     # Typed PRNG keys are stored as raw key data (one more axis): skip them.
