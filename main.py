@@ -66,6 +66,7 @@ def main(argv):
       ds = components.ingest(config, workdir, log=logging.info)
       _report("ingest", {"dataset": str(ds.path),
                          "quarantined": ds.manifest["num_quarantined"],
+                         "report": str(ds.path / "report.md"),
                          **{s: v["count"] for s, v in ds.manifest["splits"].items()}})
     elif mode == "train":
       from chameleon_jax.train import loop

@@ -119,7 +119,8 @@ def main():
     info, items = sources.synthetic_source(
         num_images=120, seed=0, channels=1, min_size=(args.size, args.size),
         max_size=(args.size, args.size))
-    ds = dataset.build(info, items, tmp, "bench", {"train": 1.0},
+    ds = dataset.build(info, items, tmp, "bench",
+                       dataset.IngestOptions({"train": 1.0}),
                        log=lambda *_: None)
     print(f"\ninput pipeline (decode + augment + batch), {args.size}px:")
     for workers in (0, 1, 2):

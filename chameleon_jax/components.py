@@ -14,6 +14,7 @@ import gin
 import ml_collections
 
 from chameleon_jax.data import dataset as dataset_lib
+from chameleon_jax.data import formats  # noqa: F401  (registers formats)
 from chameleon_jax.data import sources  # noqa: F401  (registers sources)
 from chameleon_jax import robustness  # noqa: F401  (corruptions, attacks)
 from chameleon_jax.data.transforms import AugmentConfig
@@ -52,18 +53,26 @@ def ingest(config: ml_collections.ConfigDict, workdir: str,
                                **to_dict(config.data.source_kwargs))
   return dataset_lib.build(
       info, items, data_root(config, workdir), config.data.name,
-      split_fractions=to_dict(config.data.splits),
-      split_seed=config.data.split_seed,
-      max_bad_fraction=config.data.max_bad_fraction, log=log)
+      ingest_options(config), log=log)
+
+
+def ingest_options(config: ml_collections.ConfigDict) -> dataset_lib.IngestOptions:
+  data = config.data
+  return dataset_lib.IngestOptions(
+      split_fractions=to_dict(data.splits), split_seed=data.split_seed,
+      max_bad_fraction=data.max_bad_fraction, folds=data.get("folds", 0),
+      group_pattern=data.get("group_pattern", ""),
+      near_duplicate_bits=data.get("near_duplicate_bits", 4))
 
 
 def open_dataset(config: ml_collections.ConfigDict,
                  workdir: str) -> dataset_lib.Dataset:
   root = data_root(config, workdir)
+  fold = config.data.get("fold", 0)
   if config.data.version:
     return dataset_lib.Dataset.open(root / config.data.name /
-                                    config.data.version)
-  return dataset_lib.latest(root, config.data.name)
+                                    config.data.version, fold)
+  return dataset_lib.latest(root, config.data.name, fold)
 
 
 def model_signature(config: ml_collections.ConfigDict, num_classes: int,

@@ -30,6 +30,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.splits = ml_collections.ConfigDict(
       {"train": 0.7, "val": 0.15, "test": 0.15})
   config.data.split_seed = 0
+  # k-fold: >= 2 splits train+val into k folds at ingest ("test" stays held
+  # out); `fold` picks the validation fold when training/evaluating.
+  config.data.folds = 0
+  config.data.fold = 0
+  # Items whose ids share this regex's group 1 (e.g. r"^(part\d+)_") stay in
+  # one split (same part / patient); "" = no groups. Duplicates always do.
+  config.data.group_pattern = ""
+  config.data.near_duplicate_bits = 4  # pHash distance of near duplicates.
   config.data.max_bad_fraction = 0.05  # Ingest fails above this share.
   config.data.scale = 1.0  # Resampling factor for every image, first.
   config.data.image_size = (96, 96)  # (H, W) for eval; () = native (train).

@@ -37,7 +37,8 @@ def tiny_dataset(tmp_path_factory):
       num_images=120, seed=3, channels=1, min_size=(32, 32), max_size=(32, 32),
       min_defect_fraction=0.01, max_defect_fraction=0.05)
   return dataset.build(info, items, root, "tiny",
-                       {"train": 0.7, "val": 0.15, "test": 0.15},
+                       dataset.IngestOptions(
+                           {"train": 0.7, "val": 0.15, "test": 0.15}),
                        log=lambda *_: None)
 
 

@@ -24,8 +24,9 @@ def _folder_dataset(root: Path, n: int = 30) -> Path:
 def _build(root: Path, out: Path, **kwargs):
   info, items = sources.image_mask_folders(
       str(root), class_names=synthetic.CLASS_NAMES, **kwargs)
-  return dataset.build(info, items, out, "folders", FRACTIONS,
-                       max_bad_fraction=0.5, log=lambda *_: None)
+  return dataset.build(info, items, out, "folders",
+                       dataset.IngestOptions(FRACTIONS, max_bad_fraction=0.5),
+                       log=lambda *_: None)
 
 
 def _quarantine(ds) -> dict[str, str]:
@@ -52,8 +53,8 @@ def test_multiple_shards_keep_manifest_order(tmp_path, monkeypatch):
   monkeypatch.setattr(dataset, "ITEMS_PER_SHARD", 7)
   info, items = sources.synthetic_source(num_images=40, min_size=(16, 16),
                                          max_size=(16, 16))
-  ds = dataset.build(info, items, tmp_path, "sharded", FRACTIONS,
-                     log=lambda *_: None)
+  ds = dataset.build(info, items, tmp_path, "sharded",
+                     dataset.IngestOptions(FRACTIONS), log=lambda *_: None)
   import grain
   paths = ds.shard_paths("train")
   assert len(paths) == 4  # 28 train items in shards of at most 7.
@@ -114,8 +115,9 @@ def test_too_many_bad_files_fail_the_build(tmp_path):
   info, items = sources.image_mask_folders(str(root),
                                            class_names=synthetic.CLASS_NAMES)
   with pytest.raises(dataset.BadInputError, match="4 of 8 inputs"):
-    dataset.build(info, items, tmp_path / "out", "x", FRACTIONS,
-                  max_bad_fraction=0.1, log=lambda *_: None)
+    dataset.build(info, items, tmp_path / "out", "x",
+                  dataset.IngestOptions(FRACTIONS, max_bad_fraction=0.1),
+                  log=lambda *_: None)
 
 
 def test_empty_folder_is_a_clear_error(tmp_path):
@@ -181,9 +183,9 @@ def test_magnetic_tile_ingests_with_nothing_lost(magnetic_tile, tmp_path):
   classes = {"MT_Free": 0, "MT_Blowhole": 1, "MT_Break": 2, "MT_Crack": 3,
              "MT_Fray": 4, "MT_Uneven": 5}
   info, items = sources.class_folders(str(magnetic_tile), classes=classes,
-                                      images_subdir="Imgs", binary=True)
-  ds = dataset.build(info, items, tmp_path, "mt", FRACTIONS,
-                     log=lambda *_: None)
+                                      images_subdir="Imgs")
+  ds = dataset.build(info, items, tmp_path, "mt",
+                     dataset.IngestOptions(FRACTIONS), log=lambda *_: None)
   m = ds.manifest
   assert m["num_items"] + m["num_quarantined"] == 1344
   assert m["num_items"] == 1344
@@ -193,3 +195,25 @@ def test_magnetic_tile_ingests_with_nothing_lost(magnetic_tile, tmp_path):
   # Stratification: every class is present in every split.
   for split in FRACTIONS:
     assert len(m["splits"][split]["label_counts"]) == 6
+  # The fingerprint reproduces ../shared/data/DATA.md.
+  fp = ds.read_json("fingerprint.json")
+  assert fp["images"]["count"] == 1344 and fp["masks"]["empty"] == 956
+  assert fp["images"]["distinct_sizes"] == 1225
+  assert (fp["images"]["width"]["min"], fp["images"]["width"]["max"]) == (
+      103, 632)
+  assert (fp["images"]["height"]["min"], fp["images"]["height"]["max"]) == (
+      222, 403)
+  published = {"MT_Blowhole": (115, 0.0021, 0.0014),
+               "MT_Break": (85, 0.043, 0.013), "MT_Crack": (57, 0.0049, 0.0031),
+               "MT_Fray": (32, 0.17, 0.15), "MT_Uneven": (99, 0.25, 0.25)}
+  for name, (images, mean, median) in published.items():
+    entry = fp["classes"][name]
+    assert entry["images"] == images  # 4 MT_Uneven masks are empty.
+    assert entry["share_of_image"]["mean"] == pytest.approx(mean, rel=0.05)
+    assert entry["share_of_image"]["median"] == pytest.approx(median, rel=0.05)
+  # The same tiles were photographed several times (expN_num_*): pHash finds
+  # them, and they never straddle splits.
+  report = ds.read_json("duplicates.json")
+  assert len(report["near"]) > 500
+  assert report["leakage"] == {"exact": 0, "near": 0}
+  assert (ds.path / "report.md").is_file()

@@ -72,7 +72,7 @@ def test_processes_read_their_rows_of_the_same_global_batch(tiny_dataset):
 
 
 def test_defect_image_fraction_is_exact_per_batch(tiny_dataset):
-  items = [a for a in tiny_dataset.manifest["items"] if a["split"] == "train"]
+  items = tiny_dataset.items("train")
   defect_ids = {i for i, a in enumerate(items) if a["foreground_fraction"] > 0}
   none = transforms.AugmentConfig(crop_size=None, flip=False, rotate90=False,
                                   brightness=0, contrast=0, noise_std=0)

@@ -5,15 +5,21 @@ a crash never leaves a half-written version visible):
 
   <root>/<name>/<dataset_hash[:16]>/
       manifest.json        counts, classes, splits, shard hashes, every item
+                           (with its split, group, quality flags, hashes)
+      fingerprint.json     the dataset fingerprint (fingerprint.py)
       quarantine.json      every rejected input with the reason
-      train-00000-of-00001.array_record   (and val-*, test-*)
+      duplicates.json      exact and near-duplicate groups, leakage check
+      quality.json         items per quality flag (quality.py)
+      report.md            the data report, with its plots in report/
+      train-00000-of-00001.array_record   (and val-*, test-*, or fold*-*)
   <root>/<name>/LATEST     the hash of the most recent version
 
 The dataset hash covers the content hash of every accepted item, the class
 names and the split parameters, so re-ingesting unchanged input gives the same
-hash and is a no-op. Ingestion streams: images are staged to an ArrayRecord
-file during validation and copied to their split's shards afterwards, so
-memory stays bounded whatever the dataset size.
+hash and is a no-op; adding or changing a file makes a new version. Ingestion
+streams: images are staged to an ArrayRecord file during validation (the
+fingerprint and quality measures are taken on the way) and copied to their
+split's shards afterwards, so memory stays bounded whatever the dataset size.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -30,10 +37,12 @@ import msgpack
 import numpy as np
 from array_record.python import array_record_module
 
+from chameleon_jax.data import duplicates as dup
+from chameleon_jax.data import fingerprint as fp
+from chameleon_jax.data import quality, splits as splits_lib
 from chameleon_jax.data.sources import Item, Rejected, SourceInfo
-from chameleon_jax.data.splits import stratified_split
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ITEMS_PER_SHARD = 2000
 
 
@@ -47,6 +56,8 @@ def encode_record(item: Item) -> bytes:
       "label": item.label,
       "source": item.source,
       "hash": item.content_hash,
+      "has_mask": item.has_mask,
+      "annotations": item.annotations,
   })
 
 
@@ -58,6 +69,18 @@ def decode_record(record: bytes) -> dict[str, Any]:
   mask = np.frombuffer(raw["mask"], dtype=np.uint8).reshape(shape[:2])
   return {"image": image, "mask": mask, "label": np.int32(raw["label"]),
           "id": raw["id"]}
+
+
+def decode_annotations(record: bytes) -> dict | None:
+  """The format extras stored with a record (e.g. COCO instances), if any."""
+  return msgpack.unpackb(record).get("annotations")
+
+
+def pixel_hash(image: np.ndarray) -> str:
+  """Identifies decoded pixels (exact duplicates, whatever the file format)."""
+  digest = hashlib.sha256(repr((image.shape, image.dtype.str)).encode())
+  digest.update(np.ascontiguousarray(image).tobytes())
+  return digest.hexdigest()
 
 
 def _write_records(path: Path, records: Iterator[bytes]) -> int:
@@ -99,19 +122,30 @@ class BadInputError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """A written dataset version, opened for reading."""
+  """A written dataset version, opened for reading.
+
+  For a k-fold version, `fold` picks the validation fold: split "val" is that
+  fold and "train" the others (in fold order); "test" is the held-out split.
+  """
   path: Path
   manifest: dict
+  fold: int = 0
 
   @classmethod
-  def open(cls, path: str | os.PathLike[str]) -> "Dataset":
+  def open(cls, path: str | os.PathLike[str], fold: int = 0) -> "Dataset":
     path = Path(path)
     manifest_path = path / "manifest.json"
     if not manifest_path.is_file():
       raise FileNotFoundError(
           f"{path} is not a dataset version (no manifest.json). Run "
           "`python main.py --mode=ingest` first.")
-    return cls(path, json.loads(manifest_path.read_text()))
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format_version") != FORMAT_VERSION:
+      raise ValueError(
+          f"{path} was written in dataset format "
+          f"{manifest.get('format_version')}; this version reads format "
+          f"{FORMAT_VERSION}. Re-run `python main.py --mode=ingest`.")
+    return cls(path, manifest, fold)
 
   @property
   def class_names(self) -> list[str]:
@@ -129,15 +163,70 @@ class Dataset:
   def dataset_hash(self) -> str:
     return self.manifest["dataset_hash"]
 
-  def shard_paths(self, split: str) -> list[str]:
-    if split not in self.manifest["splits"]:
+  def _stored(self, split: str) -> list[str]:
+    folds = self.manifest.get("folds", 0)
+    stored = (splits_lib.fold_members(split, self.fold, folds) if folds
+              else [split])
+    missing = [s for s in stored if s not in self.manifest["splits"]]
+    if missing:
       raise KeyError(f"Dataset {self.path} has no split {split!r}; it has "
-                     f"{sorted(self.manifest['splits'])}.")
-    return [str(self.path / s["file"])
-            for s in self.manifest["splits"][split]["shards"]]
+                     f"{self.split_names()}.")
+    return stored
+
+  def split_names(self) -> list[str]:
+    names = list(self.manifest["splits"])
+    if self.manifest.get("folds", 0):
+      names = ["train", "val"] + [n for n in names if not n.startswith("fold")]
+    return names
+
+  def shard_paths(self, split: str) -> list[str]:
+    return [str(self.path / s["file"]) for stored in self._stored(split)
+            for s in self.manifest["splits"][stored]["shards"]]
 
   def num_examples(self, split: str) -> int:
-    return self.manifest["splits"][split]["count"]
+    return sum(self.manifest["splits"][s]["count"]
+               for s in self._stored(split))
+
+  def items(self, split: str) -> list[dict]:
+    """Manifest entries of `split`, in the order its shards hold them."""
+    by_split: dict[str, list[dict]] = {}
+    for item in self.manifest["items"]:
+      by_split.setdefault(item["split"], []).append(item)
+    return [a for s in self._stored(split) for a in by_split.get(s, [])]
+
+  def read_json(self, name: str) -> Any:
+    return json.loads((self.path / name).read_text())
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestOptions:
+  """How `build` splits and checks; every field is part of the dataset hash."""
+  split_fractions: Mapping[str, float]
+  split_seed: int = 0
+  max_bad_fraction: float = 0.05
+  folds: int = 0  # >= 2: k-fold over train+val, "test" held out.
+  group_pattern: str = ""  # Regex on item ids; group 1 (or the match) = key.
+  near_duplicate_bits: int = 4  # pHash Hamming distance; -1 = off.
+  thresholds: quality.Thresholds = quality.Thresholds()  # Quality flags.
+
+  def stored_fractions(self) -> dict[str, float]:
+    fractions = dict(self.split_fractions)
+    return (splits_lib.kfold_fractions(fractions, self.folds) if self.folds
+            else fractions)
+
+  def group_of(self, item: Item) -> str:
+    if item.group or not self.group_pattern:
+      return item.group
+    match = re.search(self.group_pattern, item.item_id)
+    if not match:
+      return ""
+    return match.group(1) if match.groups() else match.group(0)
+
+  def identity(self) -> dict:
+    return {"splits": self.stored_fractions(), "split_seed": self.split_seed,
+            "group_pattern": self.group_pattern,
+            "near_duplicate_bits": self.near_duplicate_bits,
+            "quality_thresholds": dataclasses.asdict(self.thresholds)}
 
 
 def build(
@@ -145,9 +234,7 @@ def build(
     items: Iterator[Item | Rejected],
     root: str | os.PathLike[str],
     name: str,
-    split_fractions: Mapping[str, float],
-    split_seed: int = 0,
-    max_bad_fraction: float = 0.05,
+    options: IngestOptions,
     log=print,
 ) -> Dataset:
   """Validates, splits and writes `items`; returns the (new or existing) version."""
@@ -160,6 +247,7 @@ def build(
     accepted: list[dict] = []
     quarantine: list[dict] = []
     seen_ids: set[str] = set()
+    fingerprint = fp.Fingerprint(info.class_names, info.channels)
 
     def staged_records():
       for entry in items:
@@ -172,14 +260,22 @@ def build(
                              "reason": f"duplicate item id {entry.item_id!r}."})
           continue
         seen_ids.add(entry.item_id)
+        fingerprint.add(entry.image, entry.mask, entry.has_mask, entry.label,
+                        entry.content_hash)
+        foreground = (entry.mask > 0) & (entry.mask != 255)
         accepted.append({
             "id": entry.item_id, "hash": entry.content_hash,
+            "pixel_hash": pixel_hash(entry.image),
             "label": entry.label, "height": int(entry.image.shape[0]),
             "width": int(entry.image.shape[1]),
-            "foreground_fraction": float((entry.mask > 0).mean()),
+            "channels": int(entry.image.shape[2]),
+            "bit_depth": int(entry.image.dtype.itemsize * 8),
+            "has_mask": entry.has_mask,
+            "group": options.group_of(entry),
+            "foreground_fraction": float(foreground.mean()),
             "classes_present": sorted(int(c) for c in np.unique(entry.mask)
-                                      if c),
-            "source": entry.source})
+                                      if c and c != 255),
+            "source": entry.source, **quality.measure(entry.image)})
         yield encode_record(entry)
 
     staged = staging / "staged.array_record"
@@ -188,44 +284,67 @@ def build(
     if not accepted:
       raise BadInputError(f"No valid item among {total} inputs; quarantine: "
                           f"{quarantine[:5]}")
-    if len(quarantine) > max_bad_fraction * total:
+    if len(quarantine) > options.max_bad_fraction * total:
       _atomic_write_json(base / "quarantine-rejected-build.json", quarantine)
       raise BadInputError(
           f"{len(quarantine)} of {total} inputs were rejected (more than "
-          f"max_bad_fraction={max_bad_fraction}); see "
+          f"max_bad_fraction={options.max_bad_fraction}); see "
           f"{base / 'quarantine-rejected-build.json'}.")
 
-    assignment = stratified_split(
-        [(a["id"], (a["label"], a["foreground_fraction"] == 0), a["hash"])
-         for a in accepted], split_fractions, split_seed)
+    fractions = options.stored_fractions()
     dataset_hash = hashlib.sha256(json.dumps({
         "format": FORMAT_VERSION,
         "items": sorted((a["id"], a["hash"]) for a in accepted),
         "class_names": list(info.class_names), "channels": info.channels,
-        "splits": dict(split_fractions), "split_seed": split_seed,
+        **options.identity(),
     }, sort_keys=True).encode()).hexdigest()
     final = base / dataset_hash[:16]
     if (final / "manifest.json").is_file():
       log(f"dataset unchanged: {final} (hash {dataset_hash[:16]})")
       return Dataset.open(final)
 
-    members = {split: [i for i, a in enumerate(accepted)
-                       if assignment[a["id"]] == split]
-               for split in split_fractions}
-    splits = _write_splits(staging, staged, members, accepted)
-    for a in accepted:
+    duplicates = _duplicates(accepted, options)
+    units = dup.split_groups(len(accepted), duplicates["exact_groups_index"],
+                             duplicates["near_pairs_index"],
+                             [a["group"] for a in accepted])
+    assignment = splits_lib.stratified_split(
+        [(a["id"], (a["label"], a["foreground_fraction"] == 0), a["hash"])
+         for a in accepted], fractions, options.split_seed,
+        groups=[str(u) for u in units])
+    for a, unit in zip(accepted, units):
       a["split"] = assignment[a["id"]]
+      a["split_unit"] = accepted[unit]["id"]  # Items kept together.
+    leaks = dup.leaks([a["split"] for a in accepted],
+                      duplicates["exact_groups_index"],
+                      duplicates["near_pairs_index"])
+    if any(leaks.values()):  # Impossible by construction; checked anyway.
+      raise AssertionError(f"duplicates cross splits: {leaks}")
+    flags = quality.flag(accepted, options.thresholds)
+    for a, item_flags in zip(accepted, flags):
+      a["quality_flags"] = item_flags
+    members = {split: [i for i, a in enumerate(accepted)
+                       if a["split"] == split] for split in fractions}
+    splits = _write_splits(staging, staged, members, accepted)
     staged.unlink()
     manifest = {
         "format_version": FORMAT_VERSION, "name": name,
         "dataset_hash": dataset_hash, "class_names": list(info.class_names),
         "channels": info.channels, "num_items": len(accepted),
         "num_quarantined": len(quarantine),
-        "split_fractions": dict(split_fractions), "split_seed": split_seed,
-        "splits": splits, "items": accepted,
+        "split_fractions": dict(options.split_fractions),
+        "split_seed": options.split_seed, "folds": options.folds,
+        "group_pattern": options.group_pattern,
+        "leakage": leaks, "splits": splits, "items": accepted,
     }
     _atomic_write_json(staging / "quarantine.json", quarantine)
+    _atomic_write_json(staging / "duplicates.json", _duplicate_report(
+        accepted, duplicates, leaks))
+    _atomic_write_json(staging / "quality.json",
+                       _quality_report(accepted, options.thresholds))
+    (staging / "fingerprint.json").write_text(fp.dumps(fingerprint.result()))
     _atomic_write_json(staging / "manifest.json", manifest)
+    from chameleon_jax.data import report  # matplotlib only when writing.
+    report.write(Dataset(staging, manifest), quarantine)
     os.replace(staging, final)
     (base / "LATEST.tmp").write_text(dataset_hash[:16] + "\n")
     os.replace(base / "LATEST.tmp", base / "LATEST")
@@ -235,6 +354,45 @@ def build(
     return Dataset.open(final)
   finally:
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def _duplicates(accepted: list[dict], options: IngestOptions) -> dict:
+  exact = dup.exact_groups([a["pixel_hash"] for a in accepted])
+  near = dup.near_pairs([a["phash"] for a in accepted],
+                        [a["width"] / a["height"] for a in accepted],
+                        options.near_duplicate_bits)
+  in_exact = {(g[0], j) for g in exact for j in g[1:]}
+  near = [p for p in near if (p[0], p[1]) not in in_exact and
+          accepted[p[0]]["pixel_hash"] != accepted[p[1]]["pixel_hash"]]
+  return {"exact_groups_index": exact, "near_pairs_index": near}
+
+
+def _duplicate_report(accepted: list[dict], duplicates: dict,
+                      leaks: dict) -> dict:
+  def describe(i: int) -> dict:
+    a = accepted[i]
+    return {"id": a["id"], "split": a["split"], "label": a["label"],
+            "source": a["source"]}
+
+  exact = []
+  for group in duplicates["exact_groups_index"]:
+    labels = {accepted[i]["hash"] for i in group}
+    exact.append({"items": [describe(i) for i in group],
+                  # Same pixels but different files/annotations: check labels.
+                  "annotations_differ": len(labels) > 1})
+  near = [{"a": describe(i), "b": describe(j), "hamming_bits": d}
+          for i, j, d in duplicates["near_pairs_index"]]
+  return {"exact": exact, "near": near, "leakage": leaks}
+
+
+def _quality_report(accepted: list[dict],
+                    thresholds: quality.Thresholds) -> dict:
+  by_flag: dict[str, list[str]] = {}
+  for a in accepted:
+    for flag in a["quality_flags"]:
+      by_flag.setdefault(flag, []).append(a["id"])
+  return {"thresholds": dataclasses.asdict(thresholds),
+          "flags": by_flag}
 
 
 def _write_splits(staging: Path, staged: Path, members: dict[str, list[int]],
@@ -275,11 +433,11 @@ def _write_splits(staging: Path, staged: Path, members: dict[str, list[int]],
   return splits
 
 
-def latest(root: str | os.PathLike[str], name: str) -> Dataset:
+def latest(root: str | os.PathLike[str], name: str, fold: int = 0) -> Dataset:
   """The most recently written version of dataset `name` under `root`."""
   pointer = Path(root) / name / "LATEST"
   if not pointer.is_file():
     raise FileNotFoundError(
         f"No dataset {name!r} under {root} (missing {pointer}); run "
         "`python main.py --mode=ingest --config=...` first.")
-  return Dataset.open(Path(root) / name / pointer.read_text().strip())
+  return Dataset.open(Path(root) / name / pointer.read_text().strip(), fold)

@@ -1,4 +1,9 @@
-"""Decoding, encoding and geometric resizing of images and masks (PIL + NumPy).
+"""Decoding, encoding and geometric resizing of images and masks.
+
+PIL decodes PNG/JPEG/BMP; tifffile decodes TIFF, which is where real sensor
+data lives (16-bit grey microscopy, multi-channel false-colour stacks that PIL
+cannot represent). Bit depth is kept: uint8 and uint16 arrays leave here
+unchanged and are only scaled to [0, 1] by the pipeline's normalisation.
 
 Every decoder forces a full decode so that truncated or corrupt files fail here,
 at ingest, with the file named, instead of later inside a training worker.
@@ -11,9 +16,12 @@ import os
 from pathlib import Path
 
 import numpy as np
+import tifffile
 from PIL import Image
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+TIFF_EXTENSIONS = (".tif", ".tiff")
+SUPPORTED_DTYPES = (np.uint8, np.uint16)
 
 
 class DecodeError(ValueError):
@@ -24,6 +32,39 @@ def _open(path, data: bytes | None):
   return Image.open(io.BytesIO(data) if data is not None else path)
 
 
+def _load_tiff(path, data: bytes | None) -> np.ndarray:
+  """A TIFF's first page (series 0) as (H, W) or (H, W, C), any channel count.
+
+  Planar (C, H, W) stacks, as microscopy and multispectral tools write them,
+  are transposed to channels-last when the first axis is the short one.
+  """
+  try:
+    array = tifffile.imread(io.BytesIO(data) if data is not None else path,
+                            series=0, level=0)
+  except Exception as e:  # tifffile raises many types on corrupt input.
+    raise DecodeError(f"{path}: cannot decode TIFF ({type(e).__name__}: "
+                      f"{e}).") from e
+  if array.size == 0:
+    raise DecodeError(f"{path}: cannot decode TIFF (no readable image data).")
+  if array.ndim == 3 and array.shape[0] < min(array.shape[1:]) and \
+      array.shape[0] <= 16 and array.shape[2] > 16:
+    array = np.moveaxis(array, 0, -1)
+  if array.ndim not in (2, 3):
+    raise DecodeError(f"{path}: TIFF has shape {array.shape}; expected one "
+                      "2-D image (H, W) or (H, W, C) / (C, H, W).")
+  if array.dtype == bool:
+    array = array.astype(np.uint8)
+  if array.dtype not in SUPPORTED_DTYPES:
+    raise DecodeError(f"{path}: TIFF sample type {array.dtype} is not "
+                      "supported; expected 8- or 16-bit unsigned integers.")
+  return array
+
+
+def bit_depth(image: np.ndarray) -> int:
+  """Bits per sample of a decoded image (8 or 16)."""
+  return np.dtype(image.dtype).itemsize * 8
+
+
 def load_image(path: str | os.PathLike[str],
                data: bytes | None = None) -> np.ndarray:
   """Decodes an image file to an (H, W, C) array, keeping 8/16-bit depth.
@@ -31,6 +72,9 @@ def load_image(path: str | os.PathLike[str],
   `data`, when given, are the file's bytes already read (`path` then only
   names the file in errors).
   """
+  if Path(path).suffix.lower() in TIFF_EXTENSIONS:
+    array = _load_tiff(path, data)
+    return np.ascontiguousarray(array[:, :, None] if array.ndim == 2 else array)
   try:
     with _open(path, data) as img:
       img.load()  # Forces the full decode: truncated files raise here.
@@ -52,6 +96,14 @@ def load_image(path: str | os.PathLike[str],
 def load_mask(path: str | os.PathLike[str],
               data: bytes | None = None) -> np.ndarray:
   """Decodes a single-channel mask file to an (H, W) integer array."""
+  if Path(path).suffix.lower() in TIFF_EXTENSIONS:
+    array = _load_tiff(path, data)
+    if array.ndim == 3 and array.shape[2] == 1:
+      array = array[:, :, 0]
+    if array.ndim != 2:
+      raise DecodeError(f"{path}: a mask must be single-channel, got shape "
+                        f"{array.shape}.")
+    return np.ascontiguousarray(array)
   try:
     with _open(path, data) as img:
       img.load()

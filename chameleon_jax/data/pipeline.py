@@ -85,7 +85,7 @@ def _defect_mix(ds: dataset_lib.Dataset, split: str, source: grain.MapDataset,
   """Endless examples whose every global batch has a fixed defect share."""
   if not 0.0 <= fraction <= 1.0:
     raise ValueError(f"defect_image_fraction={fraction} must be in [0, 1].")
-  items = [a for a in ds.manifest["items"] if a["split"] == split]
+  items = ds.items(split)
   defect = [i for i, a in enumerate(items) if a["foreground_fraction"] > 0]
   clean = [i for i, a in enumerate(items) if a["foreground_fraction"] == 0]
   per_batch = int(round(fraction * global_batch_size))

@@ -8,6 +8,10 @@ from `config.data.source` / `config.data.source_kwargs`:
   class_folders       one folder per class, masks beside the images
                       (e.g. MT_Blowhole/Imgs/x.jpg + x.png): mask = (png >= 128)
                       * class index of the folder.
+
+Annotation-tool formats (labelme, COCO, Pascal VOC, CSV/JSON lists) live in
+`data/formats/` and build their items with the helpers here (`read_image`,
+`check_mask`), so every format validates the same way.
 """
 
 from __future__ import annotations
@@ -24,15 +28,27 @@ from chameleon_jax.data import synthetic
 from chameleon_jax.registry import DATASETS
 
 
+IGNORE_VALUE = 255  # Mask value for "not labelled" (VOC void); never a class.
+
+
 @dataclasses.dataclass
 class Item:
-  """One validated example. `label` is the image-level class (0: defect-free)."""
+  """One validated example. `label` is the image-level class (0: defect-free).
+
+  `has_mask` is False for classification-only sources (the mask is then all
+  zeros and carries no information); `group` keeps items of one part/patient
+  in one split; `annotations` holds format extras kept for later tasks (COCO
+  instances: category, box, RLE), stored with the record.
+  """
   item_id: str
   image: np.ndarray  # (H, W, C) uint8 or uint16.
-  mask: np.ndarray  # (H, W) uint8 class indices.
+  mask: np.ndarray  # (H, W) uint8 class indices (IGNORE_VALUE: unlabelled).
   label: int
   source: str
-  content_hash: str  # sha256 of the source bytes (image + mask).
+  content_hash: str  # sha256 of the source bytes (image + annotation).
+  has_mask: bool = True
+  group: str = ""
+  annotations: dict | None = None
 
 
 @dataclasses.dataclass
@@ -48,16 +64,17 @@ class SourceInfo:
   channels: int
 
 
-def _sha256(*chunks: bytes) -> str:
+def sha256(*chunks: bytes) -> str:
   digest = hashlib.sha256()
   for chunk in chunks:
     digest.update(hashlib.sha256(chunk).digest())
   return digest.hexdigest()
 
 
-def _dominant_class(mask: np.ndarray) -> int:
-  counts = np.bincount(mask.ravel(), minlength=2)
-  counts[0] = 0
+def dominant_class(mask: np.ndarray) -> int:
+  """The most frequent non-background class of a mask (0 when empty)."""
+  counts = np.bincount(mask.ravel(), minlength=IGNORE_VALUE + 1)
+  counts[0] = counts[IGNORE_VALUE] = 0
   return int(counts.argmax()) if counts.any() else 0
 
 
@@ -74,35 +91,69 @@ def _to_channels(image: np.ndarray, channels: int, path: Path) -> np.ndarray:
   raise ValueError(f"{path}: image has {have} channels, expected {channels}.")
 
 
+def read_image(path: Path, channels: int,
+               data: bytes | None = None) -> tuple[np.ndarray, bytes] | Rejected:
+  """Reads and decodes an image file -> ((H, W, channels) array, file bytes).
+
+  `data` are the bytes when the image does not come from `path` itself (e.g.
+  labelme's embedded imageData); `path` then names it in errors.
+  """
+  if data is None and not path.is_file():
+    return Rejected(str(path), "missing image file.")
+  try:
+    data = path.read_bytes() if data is None else data
+    return _to_channels(imio.load_image(path, data), channels, path), data
+  except OSError as e:
+    return Rejected(str(path), f"cannot read ({e}).")
+  except (imio.DecodeError, ValueError) as e:
+    return Rejected(str(path), str(e))
+
+
+def check_mask(mask: np.ndarray, image: np.ndarray, labels: Sequence[int],
+               where: str, image_name: str,
+               allow_ignore: bool = False) -> Rejected | None:
+  """The checks every segmentation item passes: size match, declared labels."""
+  if mask.shape[:2] != image.shape[:2]:
+    return Rejected(
+        where, f"mask size {mask.shape[1]}x{mask.shape[0]} differs from "
+        f"image {image_name} size {image.shape[1]}x{image.shape[0]} "
+        "(width x height).")
+  allowed = list(labels) + ([IGNORE_VALUE] if allow_ignore else [])
+  bad = np.setdiff1d(np.unique(mask), np.asarray(allowed))
+  if bad.size:
+    return Rejected(
+        where, f"mask values {bad.tolist()[:10]} are outside the declared "
+        f"labels {list(labels)}" + (f" (+ {IGNORE_VALUE} = ignore)"
+                                    if allow_ignore else "") + ".")
+  return None
+
+
 def _validated(image_path: Path, mask_path: Path | None, channels: int,
                labels: Sequence[int], to_classes, item_id: str,
                label: int | None = None) -> Item | Rejected:
   """Decodes and checks one image/mask pair. `to_classes` maps raw mask values."""
   if mask_path is None or not mask_path.is_file():
     return Rejected(str(image_path), f"missing mask (expected {mask_path}).")
+  loaded = read_image(image_path, channels)
+  if isinstance(loaded, Rejected):
+    return loaded
+  image, image_bytes = loaded
   try:
-    image_bytes, mask_bytes = image_path.read_bytes(), mask_path.read_bytes()
-    image = _to_channels(imio.load_image(image_path, image_bytes), channels,
-                         image_path)
+    mask_bytes = mask_path.read_bytes()
     raw_mask = imio.load_mask(mask_path, mask_bytes)
   except OSError as e:
-    return Rejected(str(image_path), f"cannot read ({e}).")
-  except (imio.DecodeError, ValueError) as e:
-    return Rejected(str(image_path), str(e))
+    return Rejected(str(mask_path), f"cannot read ({e}).")
+  except imio.DecodeError as e:
+    return Rejected(str(mask_path), str(e))
   if raw_mask.shape[:2] != image.shape[:2]:
-    return Rejected(
-        str(mask_path), f"mask size {raw_mask.shape[1]}x{raw_mask.shape[0]} "
-        f"differs from image {image_path.name} size "
-        f"{image.shape[1]}x{image.shape[0]} (width x height).")
+    return check_mask(raw_mask, image, labels, str(mask_path), image_path.name)
   mask = to_classes(raw_mask)
-  bad = np.setdiff1d(np.unique(mask), np.asarray(labels))
-  if bad.size:
-    return Rejected(
-        str(mask_path), f"mask values {bad.tolist()[:10]} are outside the "
-        f"declared labels {list(labels)}.")
-  content_hash = _sha256(image_bytes, mask_bytes)
+  rejected = check_mask(mask, image, labels, str(mask_path), image_path.name)
+  if rejected:
+    return rejected
+  content_hash = sha256(image_bytes, mask_bytes)
   return Item(item_id, image, mask.astype(np.uint8),
-              _dominant_class(mask) if label is None else label,
+              dominant_class(mask) if label is None else label,
               str(image_path), content_hash)
 
 
@@ -165,13 +216,16 @@ def class_folders(
     threshold: int = 128,
     binary: bool = False,
     channels: int = 1,
+    masks: bool = True,
 ) -> tuple[SourceInfo, Iterator[Item | Rejected]]:
   """One folder per class; mask = (mask >= threshold) * class index of folder.
 
   `classes` maps folder name -> class index, 0 for defect-free folders (default:
   every sub-folder, in sorted order, starting at 1). With `binary=True` all
   defect classes become class 1 ("defect") in the mask, while the image-level
-  label keeps the folder's class for stratified splitting.
+  label keeps the folder's class for stratified splitting. `masks=False` is
+  plain classification by folder: no mask files, every image file with
+  `image_ext` ("" = any image type) is an item.
   """
   root_path = Path(root)
   _require_folder(root_path, "Dataset")
@@ -193,13 +247,27 @@ def class_folders(
     image_folder = root_path / folder / images_subdir
     _require_folder(image_folder, f"Class {folder!r}")
     listing += [(folder, index, p) for p in sorted(image_folder.iterdir())
-                if p.is_file() and p.suffix.lower() == image_ext.lower()]
+                if p.is_file() and (
+                    p.suffix.lower() == image_ext.lower() if image_ext else
+                    p.suffix.lower() in imio.IMAGE_EXTENSIONS)]
   if not listing:
     raise ValueError(f"No {image_ext} images found under {root_path} in "
                      f"folders {sorted(classes)}.")
 
+  def unmasked(folder: str, index: int, path: Path) -> Item | Rejected:
+    loaded = read_image(path, channels)
+    if isinstance(loaded, Rejected):
+      return loaded
+    image, data = loaded
+    return Item(f"{folder}/{path.stem}", image,
+                np.zeros(image.shape[:2], np.uint8), index, str(path),
+                sha256(data, folder.encode()), has_mask=False)
+
   def items():
     for folder, index, path in listing:
+      if not masks:
+        yield unmasked(folder, index, path)
+        continue
       value = 1 if (binary and index) else index
       to_classes = lambda raw, v=value: (raw >= threshold).astype(np.uint8) * v
       yield _validated(path, path.with_suffix(mask_ext), channels, labels,
@@ -238,8 +306,8 @@ def synthetic_source(
     for item_id, image, mask in synthetic.generate(spec):
       if binary:
         mask = (mask > 0).astype(np.uint8)
-      yield Item(item_id, image, mask, _dominant_class(mask), "synthetic",
-                 _sha256(image.tobytes(), mask.tobytes(),
+      yield Item(item_id, image, mask, dominant_class(mask), "synthetic",
+                 sha256(image.tobytes(), mask.tobytes(),
                          repr(image.shape).encode()))
 
   return SourceInfo(class_names, channels), items()

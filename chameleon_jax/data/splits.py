@@ -1,16 +1,49 @@
-"""Deterministic train/val/test splits, stratified by class and empty vs not."""
+"""Deterministic splits: stratified, group-aware, optionally k-fold.
+
+The unit of assignment is a group of items that must stay together (the same
+part or patient, duplicates of one image); a lone item is its own group. Each
+group has a stratum (image class, mask empty or not: the rarest stratum among
+its members), and within a stratum groups are dealt, in an order fixed by the
+seed and their content hashes, to the split furthest below its target item
+count. Singleton groups therefore reproduce the fractions exactly (up to
+rounding); large groups make them approximate, never broken.
+
+k-fold: `kfold_fractions` turns {"train", "val", "test"} fractions into a
+held-out "test" plus k equal folds "fold0".."fold{k-1}"; a dataset opened with
+fold=i reads fold i as "val" and the other folds as "train".
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Mapping, Sequence
+
+
+def _check(fractions: Mapping[str, float]) -> None:
+  total = sum(fractions.values())
+  if abs(total - 1.0) > 1e-6 or any(f < 0 for f in fractions.values()):
+    raise ValueError(f"Split fractions {dict(fractions)} must be >= 0 and sum "
+                     "to 1.")
+
+
+def _targets(n: int, fractions: Mapping[str, float]) -> dict[str, int]:
+  """Rounded item counts per split; the first split takes the remainder."""
+  names = list(fractions)
+  counts = {name: int(round(n * fractions[name])) for name in names[1:]}
+  counts[names[0]] = n - sum(counts.values())
+  while counts[names[0]] < 0:  # Rounding overshoot on tiny strata.
+    largest = max(names[1:], key=counts.get)
+    counts[largest] -= 1
+    counts[names[0]] += 1
+  return counts
 
 
 def stratified_split(
     items: Sequence[tuple[str, tuple, str]],
     fractions: Mapping[str, float],
     seed: int,
+    groups: Sequence[str] | None = None,
 ) -> dict[str, str]:
   """Assigns every item to a split.
 
@@ -21,32 +54,61 @@ def stratified_split(
       receives the rounding remainder of every stratum.
     seed: changes the assignment; the same seed and items give the same split
       whatever their input order.
+    groups: per item, the key of the group it belongs to (items with equal
+      keys land in one split); None: every item alone.
 
   Returns:
     item_id -> split name.
   """
-  total = sum(fractions.values())
-  if abs(total - 1.0) > 1e-6 or any(f < 0 for f in fractions.values()):
-    raise ValueError(f"Split fractions {dict(fractions)} must be >= 0 and sum "
-                     "to 1.")
+  _check(fractions)
   names = list(fractions)
-  strata: dict[tuple, list[tuple[str, str]]] = defaultdict(list)
-  for item_id, stratum, content_hash in items:
-    strata[stratum].append((item_id, content_hash))
+  keys = list(groups) if groups is not None else [i for i, _, _ in items]
+  frequency = Counter(stratum for _, stratum, _ in items)
+  members: dict[str, list[int]] = defaultdict(list)
+  for index, key in enumerate(keys):
+    members[key].append(index)
+  strata: dict[tuple, list[tuple[str, list[int]]]] = defaultdict(list)
+  for key, indices in members.items():
+    stratum = min((items[i][1] for i in indices),
+                  key=lambda s: (frequency[s], repr(s)))
+    order = hashlib.sha256(
+        f"{seed}:{sorted(items[i][2] + items[i][0] for i in indices)}".encode()
+    ).hexdigest()
+    strata[stratum].append((order, indices))
   assignment: dict[str, str] = {}
-  for members in strata.values():
-    members.sort(key=lambda m: hashlib.sha256(
-        f"{seed}:{m[1]}:{m[0]}".encode()).hexdigest())
-    n = len(members)
-    counts = {name: int(round(n * fractions[name])) for name in names[1:]}
-    counts[names[0]] = n - sum(counts.values())
-    while counts[names[0]] < 0:  # Rounding overshoot on tiny strata.
-      largest = max(names[1:], key=counts.get)
-      counts[largest] -= 1
-      counts[names[0]] += 1
-    start = 0
-    for name in names:
-      for item_id, _ in members[start:start + counts[name]]:
-        assignment[item_id] = name
-      start += counts[name]
+  for stratum in sorted(strata, key=repr):
+    units = sorted(strata[stratum])
+    target = _targets(sum(len(u) for _, u in units), fractions)
+    filled = dict.fromkeys(names, 0)
+    # Largest groups first (they are hardest to place), then the seeded order.
+    for _, indices in sorted(units, key=lambda u: -len(u[1])):
+      name = max(names, key=lambda s: (target[s] - filled[s],
+                                       -names.index(s)))
+      filled[name] += len(indices)
+      for i in indices:
+        assignment[items[i][0]] = name
   return assignment
+
+
+def kfold_fractions(fractions: Mapping[str, float],
+                    folds: int) -> dict[str, float]:
+  """{"train", "val", "test"} -> {"fold0", ..., "test"} for k-fold ingest."""
+  _check(fractions)
+  if folds < 2:
+    raise ValueError(f"folds={folds}; k-fold needs at least 2 folds.")
+  test = float(fractions.get("test", 0.0))
+  out = {f"fold{k}": (1.0 - test) / folds for k in range(folds)}
+  if test:
+    out["test"] = test
+  return out
+
+
+def fold_members(split: str, fold: int, folds: int) -> list[str]:
+  """The stored splits that make up `split` when fold `fold` is validation."""
+  if not 0 <= fold < folds:
+    raise ValueError(f"fold={fold} is outside 0..{folds - 1}.")
+  if split == "val":
+    return [f"fold{fold}"]
+  if split == "train":
+    return [f"fold{k}" for k in range(folds) if k != fold]
+  return [split]

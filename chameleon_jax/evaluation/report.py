@@ -41,7 +41,7 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
   out = Path(workdir) / "eval"
   if jax.process_index() == 0:
     out.mkdir(parents=True, exist_ok=True)
-    ids = [a["id"] for a in ds.manifest["items"] if a["split"] == split]
+    ids = [a["id"] for a in ds.items(split)]
     if task == "classification":
       _write_classification(out, split, metrics, per_image, ids,
                             ds.class_names)

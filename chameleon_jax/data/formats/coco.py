@@ -1,0 +1,157 @@
+"""COCO instances JSON -> semantic masks, with instances and boxes kept.
+
+Classes are the file's categories in order of category id (class 0 is the
+background). Each annotation's segmentation is a list of polygons or an RLE
+(compressed or not, as `iscrowd` regions are stored); pycocotools decodes
+both. The semantic mask paints instances largest first, so a small defect
+inside a large one stays visible. Every instance (class, box, RLE) is kept in
+the record's annotations for later detection / instance-segmentation work.
+
+Refused with a reason: an image entry whose file is missing or does not
+decode, whose recorded size differs from the file, an annotation with an
+unknown category, a malformed segmentation, polygon points or a box outside
+the image, an RLE of the wrong size, and annotations that refer to an image id
+the file does not list.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from chameleon_jax.data import sources
+from chameleon_jax.data.formats import geometry
+from chameleon_jax.data.sources import Item, Rejected, SourceInfo
+from chameleon_jax.registry import DATASETS
+
+
+def _rle(segmentation, height: int, width: int, where: str) -> dict | str:
+  """A segmentation -> one compressed RLE, or the reason it is malformed."""
+  if isinstance(segmentation, list):
+    if not segmentation or not all(
+        isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and
+        all(isinstance(v, (int, float)) for v in p) for p in segmentation):
+      return (f"{where}: polygons must be lists of >= 3 x, y pairs, got "
+              f"{str(segmentation)[:80]}")
+    for polygon in segmentation:
+      problem = geometry.outside(np.asarray(polygon, np.float64), width, height)
+      if problem:
+        return f"{where}: polygon {problem}"
+    return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+  if isinstance(segmentation, dict) and "counts" in segmentation:
+    size = list(segmentation.get("size", []))
+    if size != [height, width]:
+      return (f"{where}: RLE size {size} differs from the image size "
+              f"[{height}, {width}]")
+    counts = segmentation["counts"]
+    try:
+      if isinstance(counts, list):
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+      else:
+        rle = {"size": size, "counts": counts.encode("ascii")
+               if isinstance(counts, str) else counts}
+        mask_utils.area(rle)
+    except Exception as e:  # pycocotools raises bare Exceptions.
+      return f"{where}: RLE does not decode ({e})"
+    if isinstance(counts, list) and sum(counts) != height * width:
+      return (f"{where}: RLE counts sum to {sum(counts)}, expected "
+              f"{height * width} pixels")
+    return rle
+  return f"{where}: segmentation is neither polygons nor an RLE"
+
+
+def _item(entry: dict, annotations: list[dict], images_dir: Path,
+          classes: dict[int, int], channels: int, file: Path) -> Item | Rejected:
+  name = str(entry.get("file_name", ""))
+  path = images_dir / name
+  loaded = sources.read_image(path, channels)
+  if isinstance(loaded, Rejected):
+    return loaded
+  image, image_bytes = loaded
+  height, width = image.shape[:2]
+  recorded = (entry.get("height"), entry.get("width"))
+  if recorded != (height, width):
+    return Rejected(str(path), f"{file.name} records height x width "
+                    f"{recorded[0]}x{recorded[1]}, the file is "
+                    f"{height}x{width}.")
+  instances = []
+  for ann in annotations:
+    where = f"annotation {ann.get('id')}"
+    if ann.get("category_id") not in classes:
+      return Rejected(str(path), f"{where}: category_id "
+                      f"{ann.get('category_id')!r} is not among the "
+                      f"categories {sorted(classes)}.")
+    rle = _rle(ann.get("segmentation"), height, width, where)
+    if isinstance(rle, str):
+      return Rejected(str(path), rle + ".")
+    bbox = ann.get("bbox")
+    if bbox is not None:
+      if not (isinstance(bbox, list) and len(bbox) == 4):
+        return Rejected(str(path), f"{where}: bbox {bbox!r} is not "
+                        "[x, y, width, height].")
+      x, y, w, h = map(float, bbox)
+      problem = geometry.outside(np.array([[x, y], [x + w, y + h]]),
+                                 width, height)
+      if problem or w < 0 or h < 0:
+        return Rejected(str(path), f"{where}: bbox {bbox} "
+                        f"{problem or 'has a negative size'}.")
+    instances.append({
+        "id": ann.get("id"), "category": classes[ann["category_id"]],
+        "bbox": [float(v) for v in (bbox or mask_utils.toBbox(rle))],
+        "iscrowd": int(ann.get("iscrowd", 0)),
+        "area": float(mask_utils.area(rle)),
+        "rle": rle["counts"].decode("ascii")})
+  mask = np.zeros((height, width), np.uint8)
+  for inst in sorted(instances, key=lambda i: -i["area"]):
+    rle = {"size": [height, width], "counts": inst["rle"].encode("ascii")}
+    mask[mask_utils.decode(rle).astype(bool)] = inst["category"]
+  record = json.dumps({"image": entry, "annotations": annotations},
+                      sort_keys=True).encode()
+  return Item(Path(name).with_suffix("").as_posix(), image, mask,
+              sources.dominant_class(mask), str(path),
+              sources.sha256(image_bytes, record),
+              annotations={"instances": instances})
+
+
+@DATASETS.register("coco")
+def coco(
+    annotation_file: str,
+    images_dir: str = "",
+    channels: int = 3,
+) -> tuple[SourceInfo, Iterator[Item | Rejected]]:
+  """A COCO JSON; images under `images_dir` (default: beside the JSON file)."""
+  file = Path(annotation_file)
+  try:
+    doc = json.loads(file.read_text())
+  except (OSError, ValueError) as e:
+    raise ValueError(f"{file}: cannot read the COCO annotation file "
+                     f"({e}).") from e
+  for key in ("images", "annotations", "categories"):
+    if not isinstance(doc.get(key), list):
+      raise ValueError(f"{file}: missing the {key!r} list of a COCO file.")
+  categories = sorted(doc["categories"], key=lambda c: c["id"])
+  classes = {c["id"]: i + 1 for i, c in enumerate(categories)}
+  class_names = ("background", *(str(c["name"]) for c in categories))
+  by_image: dict = defaultdict(list)
+  for ann in doc["annotations"]:
+    by_image[ann.get("image_id")].append(ann)
+  entries = sorted(doc["images"], key=lambda e: str(e.get("file_name")))
+  known = {e.get("id") for e in entries}
+  root = Path(images_dir) if images_dir else file.parent
+
+  def items():
+    for image_id in sorted(set(by_image) - known, key=str):
+      ids = [a.get("id") for a in by_image[image_id]]
+      yield Rejected(f"{file}#image_id={image_id}",
+                     f"annotations {ids[:10]} refer to image_id {image_id!r}, "
+                     "which is not in 'images'.")
+    for entry in entries:
+      yield _item(entry, by_image.get(entry.get("id"), []), root, classes,
+                  channels, file)
+
+  return SourceInfo(class_names, channels), items()
