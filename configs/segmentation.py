@@ -92,6 +92,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.predict = ml_collections.ConfigDict()
   config.predict.input_dir = ""
   config.predict.output_dir = ""  # "" = <workdir>/predictions.
+  # Sliding-window inference for large images: (H, W) window, usually the
+  # training crop; () = the whole image at once. Windows overlap by
+  # `overlap` and are blended with Gaussian weights.
+  config.predict.window = ()
+  config.predict.overlap = 0.5
 
   # --- Robustness (--mode=robustness; chameleon_jax/robustness/) --------------
   config.robustness = ml_collections.ConfigDict()

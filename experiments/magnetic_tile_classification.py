@@ -35,8 +35,8 @@ def get_config(encoder: str = "resnet18"):
   config.loss.name = "cross_entropy"
   config.loss.kwargs = {"label_smoothing": 0.1}
   config.train.batch_size = 16
-  config.train.steps = 600
-  config.train.eval_every = 200
-  config.train.checkpoint_every = 200
+  config.train.steps = 1200
+  config.train.eval_every = 300
+  config.train.checkpoint_every = 300
   config.train.best_metric = "balanced_accuracy"
   return config

@@ -59,6 +59,15 @@ def test_ingest_train_eval_predict(ingested, tmp_path):
   assert len(masks) == 3
   from PIL import Image
   assert np.asarray(Image.open(masks[0])).shape == (37, 45)
+  # The same images by sliding windows of the training size.
+  run_main(CONFIG, f"--workdir={workdir}", "--mode=predict",
+           f"--config.data.root={ingested}",
+           f"--config.predict.input_dir={tmp_path / 'new' / 'images'}",
+           f"--config.predict.output_dir={tmp_path / 'windowed'}",
+           "--config.predict.window=(16,16)")
+  windowed = sorted((tmp_path / "windowed").glob("*_mask.png"))
+  assert [m.name for m in windowed] == [m.name for m in masks]
+  assert np.asarray(Image.open(windowed[0])).shape == (37, 45)
 
 
 def test_training_never_imports_tensorflow(ingested, tmp_path):

@@ -14,6 +14,7 @@ from chameleon_jax import components
 from chameleon_jax.data import images as imio
 from chameleon_jax.data.transforms import to_unit_float
 from chameleon_jax.evaluation import overlays
+from chameleon_jax.evaluation.sliding_window import sliding_window
 from chameleon_jax.train import checkpoint as ckpt_lib
 from chameleon_jax.train import sharding, steps
 from chameleon_jax.train.state import eval_params, merge
@@ -48,7 +49,13 @@ def restore(config: ml_collections.ConfigDict, workdir: str, which: str):
 
 
 def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> Path:
-  """Writes <stem>_mask.png (class indices) and <stem>_overlay.png per image."""
+  """Writes <stem>_mask.png (class indices) and <stem>_overlay.png per image.
+
+  With `predict.window` set (the training crop size), images are predicted
+  by Gaussian-blended sliding windows (sliding_window.py), so an image many
+  times the training size gets the context the model was trained with;
+  otherwise the whole image goes through the model at once.
+  """
   input_dir = config.predict.input_dir
   if not input_dir:
     raise ValueError("Set --config.predict.input_dir to a folder of images.")
@@ -62,6 +69,10 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> Path:
   stride = getattr(merge(graphdef, eval_params(state), state.model_state),
                    "stride", 1)
   channels = card["signature"]["in_channels"]
+  window = tuple(int(v) for v in config.predict.get("window", ()))
+  if window and any(v % stride for v in window):
+    raise ValueError(f"predict.window={window} must be a multiple of the "
+                     f"model stride {stride}.")
   summary = []
   for path in files:
     image = imio.load_image(path)
@@ -76,8 +87,13 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> Path:
       x = imio.resize_image(x, max(1, round(x.shape[0] * config.data.scale)),
                             max(1, round(x.shape[1] * config.data.scale)))
     h, w = x.shape[:2]
-    x = np.pad(x, ((0, -h % stride), (0, -w % stride), (0, 0)))
-    probs = np.asarray(predict(state, x[None]))[0, :h, :w]
+    if window:
+      probs = np.asarray(sliding_window(
+          predict, x, window, overlap=config.predict.get("overlap", 0.5),
+          batch_size=config.eval.batch_size, args=(state,)))
+    else:
+      x = np.pad(x, ((0, -h % stride), (0, -w % stride), (0, 0)))
+      probs = np.asarray(predict(state, x[None]))[0, :h, :w]
     pred = imio.resize_mask(probs.argmax(-1).astype(np.uint8),
                             *image.shape[:2])
     imio.save_png(out / f"{path.stem}_mask.png", pred)
