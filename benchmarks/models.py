@@ -11,13 +11,15 @@ best of `repeats` wall-clock times of the jit-compiled forward pass
 cross-entropy, gradients w.r.t. all parameters); XLA's FLOP count of both;
 and the peak memory of the forward+backward executable from XLA's buffer
 assignment (arguments + outputs + temporaries, minus aliased; the same
-accounting on CPU and GPU).
+accounting on CPU and GPU). Models whose peak exceeds `--max_memory_gb`
+are compiled and counted but not timed.
 """
 
 from __future__ import annotations
 
 import argparse
 import fnmatch
+import os
 import sys
 from pathlib import Path
 
@@ -36,7 +38,7 @@ DEFAULT = ("unet/-,unet/resnet18,unetplusplus/resnet18,fpn/resnet18,"
 
 
 def measure(architecture: str, encoder: str | None, size: int, batch: int,
-            channels: int, repeats: int) -> dict:
+            channels: int, repeats: int, max_memory_mb: float) -> dict:
   classify = architecture == "classifier"
   kwargs = {} if encoder is None else {"encoder": encoder}
   model = build_model(architecture, num_classes=1000 if classify else 2,
@@ -61,10 +63,13 @@ def measure(architecture: str, encoder: str | None, size: int, batch: int,
   mem = bwd_c.memory_analysis()
   peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes +
           mem.temp_size_in_bytes - mem.alias_size_in_bytes) if mem else 0
+  fits = peak / 2**20 <= max_memory_mb  # Else running it would swap or OOM.
   return {
       "params": listing.count_params(model),
-      "forward_ms": best_ms(fwd_c, params, rest, x, repeats=repeats),
-      "train_ms": best_ms(bwd_c, params, rest, x, y, repeats=repeats),
+      "forward_ms": (best_ms(fwd_c, params, rest, x, repeats=repeats)
+                     if fits else None),
+      "train_ms": (best_ms(bwd_c, params, rest, x, y, repeats=repeats)
+                   if fits else None),
       "forward_gflops": (fwd_c.cost_analysis() or {}).get("flops", 0) / 1e9,
       "train_gflops": (bwd_c.cost_analysis() or {}).get("flops", 0) / 1e9,
       "peak_mb": peak / 2**20}
@@ -77,6 +82,12 @@ def main():
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--channels", type=int, default=3)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument(
+      "--max_memory_gb", type=float,
+      default=0.6 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+      / 2**30,
+      help="skip timing (report FLOPs and memory only) when XLA's peak for "
+      "the training step exceeds this; default 60%% of physical memory")
   args = parser.parse_args()
   patterns = args.models.split(",")
   chosen = [(a, e) for a, e in listing.entries()
@@ -89,9 +100,11 @@ def main():
   for size in map(int, args.sizes.split(",")):
     for architecture, encoder in chosen:
       r = measure(architecture, encoder, size, args.batch, args.channels,
-                  args.repeats)
+                  args.repeats, args.max_memory_gb * 1024)
+      ms = [f"{r[k]:.0f}" if r[k] is not None else "not run (memory)"
+            for k in ("forward_ms", "train_ms")]
       print(f"| {architecture} | {encoder or '-'} | {size} | "
-            f"{r['params']:,} | {r['forward_ms']:.0f} | {r['train_ms']:.0f} | "
+            f"{r['params']:,} | {ms[0]} | {ms[1]} | "
             f"{r['forward_gflops']:.1f} | {r['train_gflops']:.1f} | "
             f"{r['peak_mb']:.0f} |", flush=True)
 

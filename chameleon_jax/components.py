@@ -17,7 +17,8 @@ from chameleon_jax.data import dataset as dataset_lib
 from chameleon_jax.data import formats  # noqa: F401  (registers formats)
 from chameleon_jax.data import sources  # noqa: F401  (registers sources)
 from chameleon_jax import robustness  # noqa: F401  (corruptions, attacks)
-from chameleon_jax.data.transforms import AugmentConfig
+from chameleon_jax.data import augment as augment_lib
+from chameleon_jax.data.augment import AugmentConfig
 from chameleon_jax.losses import build_loss
 from chameleon_jax.models import build_model
 from chameleon_jax.registry import DATASETS
@@ -116,8 +117,9 @@ def image_size(config: ml_collections.ConfigDict) -> tuple[int, int] | None:
 
 
 def augment(config: ml_collections.ConfigDict) -> AugmentConfig:
-  options = to_dict(config.data.augment)
+  """The preset `data.augment_preset`, with `data.augment` keys on top."""
   crop = tuple(config.data.crop_size)
-  return AugmentConfig(
+  return augment_lib.from_preset(
+      config.data.get("augment_preset", "default"),
       crop_size=(int(crop[0]), int(crop[1])) if crop else None,
-      **{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+      **to_dict(config.data.augment))

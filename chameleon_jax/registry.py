@@ -68,5 +68,6 @@ MODELS = Registry("models")
 ENCODERS = Registry("encoders")  # backbones shared by models (models/encoders)
 LOSSES = Registry("losses")
 DATASETS = Registry("datasets")
+AUGMENTATIONS = Registry("augmentations")  # training augmentation presets
 CORRUPTIONS = Registry("corruptions")  # robustness: image corruptions
 ATTACKS = Registry("attacks")  # robustness: white-box attacks

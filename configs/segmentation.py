@@ -9,6 +9,7 @@ A value given here always wins over a gin binding.
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder as _unset
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -47,14 +48,25 @@ def get_config() -> ml_collections.ConfigDict:
   # Share of every batch drawn from images with a defect (exact per batch);
   # -1 = sample images uniformly. Real data is ~70% defect-free.
   config.data.defect_image_fraction = -1.0
+  # Training augmentation: a preset from data/augment.py (default | none |
+  # geometric | photometric | industrial | medical; gin-rebindable), then any
+  # key below that is set (not None) overrides the preset's value.
+  config.data.augment_preset = "default"
   config.data.augment = ml_collections.ConfigDict({
-      "foreground_crop_fraction": 0.33,
-      "crop_scale": (1.0, 1.0),
-      "flip": True,
-      "rotate90": True,
-      "brightness": 0.1,
-      "contrast": 0.1,
-      "noise_std": 0.02,
+      "foreground_crop_fraction": 0.33,  # nnU-Net's share of crops on fg.
+      "crop_scale": _unset(tuple),  # (min, max) random resized crop.
+      "flip": _unset(bool),
+      "rotate90": _unset(bool),
+      "rotate": _unset(float),  # degrees
+      "elastic_alpha": _unset(float),  # pixels
+      "elastic_sigma": _unset(float),
+      "elastic_p": _unset(float),
+      "gamma": _unset(tuple),  # (min, max)
+      "brightness": _unset(float),
+      "contrast": _unset(float),
+      "blur_sigma": _unset(float),
+      "blur_p": _unset(float),
+      "noise_std": _unset(float),
   })
 
   # --- Model and loss (registry names + their options) ----------------------

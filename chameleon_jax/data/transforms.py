@@ -1,8 +1,8 @@
 """Per-example transforms run inside Grain workers (NumPy only, no JAX/TF).
 
 Training: rescale by `scale` -> (resize policy only: resize) ->
-foreground-aware random resized crop -> flips and 90-degree rotations ->
-brightness/contrast -> Gaussian noise. Evaluation: rescale by `scale` -> bring
+foreground-aware random resized crop -> augment.py's geometric then
+photometric ops (flips, rotations, elastic; gamma, contrast, blur, noise). Evaluation: rescale by `scale` -> bring
 to the fixed size by the policy. Under the pad and crop policies, training
 crops come from the rescaled image itself, so training and evaluation see the
 same pixel scale whatever each image's size. Images leave as float32 in [0, 1] (normalisation happens inside
@@ -12,15 +12,17 @@ the model, so attacks and export work in pixel space); masks as int32 with
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import grain
 import numpy as np
 
 from chameleon_jax.data import images as imio
+from chameleon_jax.data.sources import IGNORE_VALUE
+from chameleon_jax.data.augment import (AugmentConfig, geometric_ops,
+                                        photometric_ops)
 
-IGNORE_INDEX = 255
+IGNORE_INDEX = IGNORE_VALUE  # Mask value that losses and metrics skip.
 SIZE_POLICIES = ("resize", "pad", "crop")
 
 
@@ -89,19 +91,6 @@ def fit_size(image: np.ndarray, mask: np.ndarray, size: tuple[int, int],
                    f"{SIZE_POLICIES}.")
 
 
-@dataclasses.dataclass(frozen=True)
-class AugmentConfig:
-  """Training augmentation; every probability/range is per example."""
-  crop_size: tuple[int, int] | None = None  # None: the whole (fitted) image.
-  foreground_crop_fraction: float = 0.33  # nnU-Net forces 1/3 of crops on fg.
-  crop_scale: tuple[float, float] = (1.0, 1.0)  # Random resized crop range.
-  flip: bool = True
-  rotate90: bool = True
-  brightness: float = 0.1  # Additive shift, uniform in [-b, b].
-  contrast: float = 0.1  # Multiplicative, uniform in [1 - c, 1 + c].
-  noise_std: float = 0.02  # Gaussian noise std drawn in [0, noise_std].
-
-
 def _crop_origin(rng: np.random.Generator, mask: np.ndarray, ch: int, cw: int,
                  foreground_fraction: float) -> tuple[int, int]:
   h, w = mask.shape
@@ -139,22 +128,9 @@ class TrainTransform(grain.transforms.RandomMap):
     mask = mask[top:top + sh, left:left + sw]
     if (sh, sw) != (ch, cw):
       image, mask = imio.resize_image(image, ch, cw), imio.resize_mask(mask, ch, cw)
-    x = to_unit_float(image)
-    if aug.flip:
-      if rng.random() < 0.5:
-        x, mask = x[:, ::-1], mask[:, ::-1]
-      if rng.random() < 0.5:
-        x, mask = x[::-1], mask[::-1]
-    if aug.rotate90:
-      k = int(rng.integers(4)) if ch == cw else 2 * int(rng.integers(2))
-      x, mask = np.rot90(x, k), np.rot90(mask, k)
-    if aug.contrast or aug.brightness:
-      mean = x.mean()
-      x = ((x - mean) * rng.uniform(1 - aug.contrast, 1 + aug.contrast)
-           + mean + rng.uniform(-aug.brightness, aug.brightness))
-    if aug.noise_std:
-      x = x + rng.normal(0, rng.uniform(0, aug.noise_std), x.shape)
-    return {"image": np.clip(x, 0, 1).astype(np.float32),
+    x, mask = geometric_ops(to_unit_float(image), mask, rng, aug)
+    x = photometric_ops(x, rng, aug)
+    return {"image": x,
             "mask": np.ascontiguousarray(mask, dtype=np.int32),
             "label": element["label"]}
 
