@@ -4,7 +4,9 @@
       --mode=ingest,train,eval [--config.train.steps=100 ...]
 
 Modes (comma-separated, run in order): ingest, train, eval, predict,
-robustness (corruptions, attacks, ensembles -> <workdir>/robustness/report.html).
+robustness (corruptions, attacks, ensembles -> <workdir>/robustness/report.html),
+export (verified jax2tf SavedModel published in TF Serving layout under
+export.model_base_path; the only mode that imports TensorFlow).
 
   python main.py --mode=zoo [--zoo_size=224 --zoo_channels=3 --zoo_classes=1000
       --zoo_filter='fpn/*']
@@ -22,7 +24,7 @@ from ml_collections import config_flags
 from chameleon_jax import components
 from chameleon_jax.train import sharding
 
-MODES = ("ingest", "train", "eval", "predict", "robustness", "zoo")
+MODES = ("ingest", "train", "eval", "predict", "robustness", "export", "zoo")
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file "
                                 "(path[:variant]).", lock_config=True)
@@ -80,6 +82,9 @@ def main(argv):
       from chameleon_jax.evaluation import inference
       _report("predict", {}, outputs=str(inference.predict_folder(config,
                                                                   workdir)))
+    elif mode == "export":
+      from export import run as export_run  # The only TensorFlow import.
+      _report("export", export_run.run(config, workdir))
     elif mode == "zoo":
       raise app.UsageError("--mode=zoo runs alone.")
     elif mode == "robustness":

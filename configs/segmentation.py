@@ -110,6 +110,22 @@ def get_config() -> ml_collections.ConfigDict:
   config.predict.window = ()
   config.predict.overlap = 0.5
 
+  # --- Export to TF Serving (--mode=export; export/) ---------------------------
+  config.export = ml_collections.ConfigDict()
+  config.export.model_name = ""  # "" = data.name.
+  config.export.model_base_path = ""  # "" = <workdir>/serving.
+  config.export.checkpoint = "best"  # best | latest
+  # XlaCallModule platforms compiled into the SavedModel ("tpu" on request).
+  config.export.platforms = ("cpu", "cuda")
+  # Input buckets (H, W), multiples of the model stride: a request of any
+  # size up to the largest is edge-padded to the smallest bucket that holds
+  # it, so the server compiles one program per bucket and batch size.
+  config.export.buckets = ((256, 256), (512, 512))
+  config.export.warmup_batch_sizes = (1, 4)  # Warmup requests per bucket.
+  config.export.input_dtype = "uint8"  # uint8 | uint16 | float32 ([0, 1]).
+  config.export.top_k = 3  # Classification: classes returned per image.
+  config.export.version_label = "canary"  # Label of the new version.
+
   # --- Robustness (--mode=robustness; chameleon_jax/robustness/) --------------
   config.robustness = ml_collections.ConfigDict()
   config.robustness.split = "test"

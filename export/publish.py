@@ -1,0 +1,207 @@
+"""TF Serving layout: versions, warmup, metadata, labels and server files.
+
+  <model_base_path>/
+    <NAME>/<version>/          saved_model.pb, variables/, assets.extra/
+        assets.extra/tf_serving_warmup_requests   PredictionLog TFRecords
+        assets.extra/export_metadata.json         versions, platforms,
+                                                  hashes, input contract
+    <NAME>/labels.json         version labels (stable, canary, ...)
+    models.config              model_config_file (every model, its version
+                               policy and labels), from the official proto
+    batching_parameters.txt    --batching_parameters_file
+    monitoring.config          --monitoring_config_file (Prometheus)
+    serving_command.txt        the production command line for the official
+                               image
+
+A version is copied to a hidden temporary directory inside NAME/ and renamed
+to its number only when complete (the server ignores non-numeric names and
+never sees half a model); an existing version is never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+WARMUP_FILE = "tf_serving_warmup_requests"
+MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many.
+
+
+def versions(model_dir: Path) -> list[int]:
+  if not model_dir.is_dir():
+    return []
+  return sorted(int(p.name) for p in model_dir.iterdir()
+                if p.is_dir() and p.name.isdigit())
+
+
+def warmup_requests(name: str, contract, batch_sizes) -> list:
+  """One PredictRequest per bucket (or model input size) and batch size."""
+  from export.savedmodel import INPUT_DTYPES
+  dtype, top = INPUT_DTYPES[contract.input_dtype]
+  sizes = (contract.buckets if contract.task == "segmentation"
+           else [contract.image_size])
+  out = []
+  for batch in batch_sizes:
+    for h, w in sizes:
+      request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
+          name=name, signature_name="serving_default"))
+      images = np.full((batch, h, w, contract.channels), 0.5 * top,
+                       dtype=dtype.as_numpy_dtype)
+      request.inputs["images"].CopyFrom(tf.make_tensor_proto(images))
+      out.append(request)
+  if len(out) > MAX_WARMUP_RECORDS:
+    raise ValueError(f"{len(out)} warmup requests; TF Serving reads at most "
+                     f"{MAX_WARMUP_RECORDS}.")
+  return out
+
+
+def write_warmup(path: Path, requests: list) -> None:
+  with tf.io.TFRecordWriter(str(path)) as writer:
+    for request in requests:
+      log = prediction_log_pb2.PredictionLog(
+          predict_log=prediction_log_pb2.PredictLog(request=request))
+      writer.write(log.SerializeToString())
+
+
+def publish(saved_model: Path, model_base_path: Path, name: str,
+            requests: list, metadata: dict, label: str = "canary") -> int:
+  """Copies a verified SavedModel in as the next version; returns it."""
+  model_dir = Path(model_base_path) / name
+  model_dir.mkdir(parents=True, exist_ok=True)
+  version = (versions(model_dir) or [0])[-1] + 1
+  tmp = model_dir / f".tmp-{version}-{os.getpid()}"
+  shutil.rmtree(tmp, ignore_errors=True)
+  shutil.copytree(saved_model, tmp)
+  extra = tmp / "assets.extra"
+  extra.mkdir(exist_ok=True)
+  write_warmup(extra / WARMUP_FILE, requests)
+  (extra / "export_metadata.json").write_text(
+      json.dumps({**metadata, "version": version}, indent=1, sort_keys=True)
+      + "\n")
+  final = model_dir / str(version)
+  if final.exists():  # Another publisher won the race: never overwrite.
+    shutil.rmtree(tmp)
+    raise FileExistsError(f"{final} appeared while publishing; retry.")
+  os.rename(tmp, final)
+  labels = read_labels(model_dir)
+  if "stable" not in labels:  # The first version is stable.
+    labels["stable"] = version
+  elif label:
+    labels[label] = version
+  write_labels(model_dir, labels)
+  write_server_files(Path(model_base_path))
+  return version
+
+
+def read_labels(model_dir: Path) -> dict[str, int]:
+  path = model_dir / "labels.json"
+  return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_labels(model_dir: Path, labels: dict[str, int]) -> None:
+  missing = {k: v for k, v in labels.items() if v not in versions(model_dir)}
+  if missing:
+    raise ValueError(f"labels {missing} point to versions that do not exist "
+                     f"in {model_dir} ({versions(model_dir)}).")
+  tmp = model_dir / "labels.json.tmp"
+  tmp.write_text(json.dumps(labels, indent=1, sort_keys=True) + "\n")
+  os.replace(tmp, model_dir / "labels.json")
+
+
+def set_label(model_base_path: Path, name: str, label: str,
+              version: int) -> None:
+  """Points `label` at `version` (promote a canary, roll back) and rewrites
+  models.config, which the server polls."""
+  model_dir = Path(model_base_path) / name
+  labels = read_labels(model_dir)
+  labels[label] = version
+  write_labels(model_dir, labels)
+  write_server_files(Path(model_base_path))
+
+
+def model_server_config(model_base_path: Path,
+                        container_base_path: str | None = None):
+  """The ModelServerConfig for every model under the base path.
+
+  Served versions are the labelled ones (so stable and canary are both
+  loaded); `container_base_path` replaces the local path in base_path when
+  the server mounts the directory elsewhere (e.g. /models).
+  """
+  config = model_server_config_pb2.ModelServerConfig()
+  for model_dir in sorted(p for p in Path(model_base_path).iterdir()
+                          if p.is_dir() and versions(p)):
+    labels = read_labels(model_dir)
+    served = sorted(set(labels.values())) or versions(model_dir)[-1:]
+    entry = config.model_config_list.config.add()
+    entry.name = model_dir.name
+    entry.base_path = (f"{container_base_path.rstrip('/')}/{model_dir.name}"
+                       if container_base_path else str(model_dir.resolve()))
+    entry.model_platform = "tensorflow"
+    entry.model_version_policy.specific.versions.extend(served)
+    for label, version in sorted(labels.items()):
+      entry.version_labels[label] = version
+  return config
+
+
+BATCHING_PARAMETERS = """\
+max_batch_size { value: 16 }
+batch_timeout_micros { value: 2000 }
+max_enqueued_batches { value: 100 }
+num_batch_threads { value: 4 }
+allowed_batch_sizes: 1
+allowed_batch_sizes: 4
+allowed_batch_sizes: 16
+pad_variable_length_inputs: false
+"""
+
+MONITORING_CONFIG = """\
+prometheus_config {
+  enable: true
+  path: "/monitoring/prometheus/metrics"
+}
+"""
+
+
+def serving_command(container_base_path: str = "/models",
+                    device: str = "gpu") -> list[str]:
+  """The official image's command line for this layout."""
+  xla = ("--xla_gpu_compilation_enabled=true" if device == "gpu"
+         else "--xla_cpu_compilation_enabled=true")
+  base = container_base_path.rstrip("/")
+  return ["tensorflow_model_server", "--port=8500", "--rest_api_port=8501",
+          f"--model_config_file={base}/models.config",
+          "--model_config_file_poll_wait_seconds=60",
+          "--enable_model_warmup=true", "--enable_batching=true",
+          f"--batching_parameters_file={base}/batching_parameters.txt",
+          f"--monitoring_config_file={base}/monitoring.config", xla]
+
+
+def write_server_files(model_base_path: Path,
+                       container_base_path: str = "/models") -> None:
+  """models.config (local paths), models.container.config (container
+  paths), batching, monitoring and the command lines, written atomically."""
+  base = Path(model_base_path)
+  files = {
+      "models.config": text_format.MessageToString(
+          model_server_config(base)),
+      "models.container.config": text_format.MessageToString(
+          model_server_config(base, container_base_path)),
+      "batching_parameters.txt": BATCHING_PARAMETERS,
+      "monitoring.config": MONITORING_CONFIG,
+      "serving_command.txt": "\n".join(
+          f"# {device}: " + " ".join(serving_command(container_base_path,
+                                                     device))
+          for device in ("gpu", "cpu")) + "\n",
+  }
+  for name, text in files.items():
+    tmp = base / f"{name}.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, base / name)

@@ -1,0 +1,187 @@
+"""Export: jax2tf SavedModel, verification, TF Serving layout and publishing.
+
+One tiny model is trained per module (through main.py, as a user would) and
+exported through `--mode=export`; the SavedModel is then inspected with
+TensorFlow directly.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_main
+
+tf = pytest.importorskip("tensorflow")
+
+CONFIG = "--config=tests/tiny_config.py"
+BUCKETS = "--config.export.buckets=((32,32),(64,96))"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("export")
+  run_main(CONFIG, f"--workdir={workdir}", "--mode=ingest,train",
+           f"--config.data.root={workdir / 'data'}",
+           "--config.train.steps=5")
+  result = run_main(CONFIG, f"--workdir={workdir}", "--mode=export",
+                    f"--config.data.root={workdir / 'data'}", BUCKETS)
+  return workdir, result.stdout
+
+
+def test_export_publishes_a_verified_version(exported):
+  workdir, stdout = exported
+  assert "== export ==" in stdout and "version: 1" in stdout
+  base = workdir / "serving"
+  version = base / "tiny" / "1"
+  assert (version / "saved_model.pb").is_file()
+  assert (version / "variables").is_dir()
+  # Parameters are variables, not constants: the variables hold exactly the
+  # model's float state (parameters + the input normalisation constants).
+  import jax
+  from flax import nnx
+  from chameleon_jax.models import build_model
+  model = build_model("unet", num_classes=4, in_channels=1, widths=(8, 16),
+                      norm="group")
+  floats = sum(x.size for x in jax.tree.leaves(nnx.state(model))
+               if np.issubdtype(x.dtype, np.floating))
+  stored = sum(int(np.prod(shape)) for name, shape in tf.train.list_variables(
+      str(version / "variables" / "variables")) if "model_variables" in name)
+  assert stored == floats > 6000
+  meta = json.loads((version / "assets.extra" / "export_metadata.json")
+                    .read_text())
+  assert meta["platforms"] == ["cpu", "cuda"]
+  assert meta["xla_call_module_version"] >= 9
+  assert meta["verification"]["passed"]
+  for check in meta["verification"]["checks"]:
+    assert check["max_abs_logit_diff"] <= 1e-5
+    assert check["class_agreement"] >= 0.999
+  assert meta["input_contract"]["buckets"] == [[32, 32], [64, 96]]
+  assert json.loads((base / "tiny" / "labels.json").read_text()) == {
+      "stable": 1}
+
+
+def test_signatures_take_raw_images_of_any_size_within_buckets(exported):
+  workdir, _ = exported
+  loaded = tf.saved_model.load(str(workdir / "serving" / "tiny" / "1"))
+  serve = loaded.signatures["serving_default"]
+  for shape in ((1, 20, 30, 1), (3, 50, 90, 1)):
+    images = np.random.default_rng(0).integers(0, 256, shape, np.uint8)
+    out = serve(images=tf.constant(images))
+    assert out["class_map"].shape == shape[:3]
+    assert out["class_map"].dtype == tf.int32
+    assert out["probabilities"].shape == shape[:3] + (4,)
+    np.testing.assert_allclose(out["probabilities"].numpy().sum(-1), 1,
+                               atol=1e-5)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="larger than"):
+    serve(images=tf.zeros((1, 65, 20, 1), tf.uint8))
+  with pytest.raises(tf.errors.InvalidArgumentError, match="uint8"):
+    serve(images=tf.zeros((1, 20, 20, 1), tf.float32))  # Declared uint8.
+
+
+def test_warmup_records_cover_every_bucket_and_batch_size(exported):
+  from tensorflow_serving.apis import prediction_log_pb2
+  workdir, _ = exported
+  path = (workdir / "serving" / "tiny" / "1" / "assets.extra" /
+          "tf_serving_warmup_requests")
+  shapes = []
+  for record in tf.data.TFRecordDataset(str(path)):
+    log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+    request = log.predict_log.request
+    assert request.model_spec.name == "tiny"
+    shapes.append(tuple(d.size for d in
+                        request.inputs["images"].tensor_shape.dim))
+  assert sorted(shapes) == sorted(
+      [(b, h, w, 1) for b in (1, 4) for h, w in ((32, 32), (64, 96))])
+
+
+def test_second_export_is_a_new_canary_version_and_configs_parse(exported):
+  from google.protobuf import text_format
+  from tensorflow_serving.config import model_server_config_pb2
+  workdir, _ = exported
+  run_main(CONFIG, f"--workdir={workdir}", "--mode=export",
+           f"--config.data.root={workdir / 'data'}", BUCKETS,
+           "--config.export.platforms=('cpu',)")
+  base = workdir / "serving"
+  assert sorted(p.name for p in (base / "tiny").iterdir()) == [
+      "1", "2", "labels.json"]
+  assert json.loads((base / "tiny" / "labels.json").read_text()) == {
+      "stable": 1, "canary": 2}
+  config = text_format.Parse((base / "models.config").read_text(),
+                             model_server_config_pb2.ModelServerConfig())
+  (entry,) = config.model_config_list.config
+  assert entry.name == "tiny" and list(
+      entry.model_version_policy.specific.versions) == [1, 2]
+  assert dict(entry.version_labels) == {"stable": 1, "canary": 2}
+  container = text_format.Parse(
+      (base / "models.container.config").read_text(),
+      model_server_config_pb2.ModelServerConfig())
+  assert container.model_config_list.config[0].base_path == "/models/tiny"
+  command = (base / "serving_command.txt").read_text()
+  assert "--xla_gpu_compilation_enabled=true" in command
+  assert "--enable_model_warmup=true" in command
+  assert "prometheus_config" in (base / "monitoring.config").read_text()
+
+
+def test_promote_and_rollback_labels(exported, tmp_path):
+  from export import publish
+  workdir, _ = exported
+  base = workdir / "serving"
+  publish.set_label(base, "tiny", "stable", 2)
+  assert publish.read_labels(base / "tiny")["stable"] == 2
+  publish.set_label(base, "tiny", "stable", 1)  # Roll back.
+  assert publish.read_labels(base / "tiny")["stable"] == 1
+  with pytest.raises(ValueError, match="versions that do not exist"):
+    publish.set_label(base, "tiny", "canary", 7)
+
+
+def _module(task: str, tmp_path: Path):
+  from chameleon_jax.models import build_model
+  from chameleon_jax.train.state import model_variables
+  from flax import nnx
+  from export import savedmodel
+  if task == "classification":
+    model = build_model("classifier", num_classes=3, in_channels=3,
+                        encoder="resnet18")
+  else:
+    model = build_model("unet", num_classes=3, in_channels=3, widths=(8, 16),
+                        norm="batch")
+  graphdef = nnx.graphdef(model)
+  params, model_state = model_variables(model)
+  contract = savedmodel.Contract(
+      task=task, class_names=("ok", "scratch", "dent"), channels=3,
+      input_dtype="float32", buckets=((32, 32),),
+      stride=getattr(model, "stride", 1),
+      scale=1.0, image_size=(32, 32) if task == "classification" else None,
+      top_k=2, platforms=("cpu",))
+  module = savedmodel.ServingModule(graphdef, params, model_state, contract)
+  directory = str(tmp_path / task)
+  savedmodel.save(module, directory)
+  return directory, graphdef, params, model_state, contract
+
+
+def test_classification_signature_returns_top_k_labels(tmp_path):
+  from export import savedmodel
+  directory, graphdef, params, state, contract = _module("classification",
+                                                         tmp_path)
+  report = savedmodel.verify(directory, graphdef, params, state, contract)
+  assert report["passed"]
+  out = tf.saved_model.load(directory).signatures["serving_default"](
+      images=tf.random.uniform((2, 50, 40, 3)))
+  assert out["top_k_classes"].shape == (2, 2)
+  labels = out["top_k_labels"].numpy()
+  names = np.array([b"ok", b"scratch", b"dent"])
+  np.testing.assert_array_equal(labels, names[out["top_k_classes"].numpy()])
+
+
+def test_verification_refuses_a_model_that_disagrees(tmp_path):
+  import jax
+  from export import savedmodel
+  directory, graphdef, params, state, contract = _module("segmentation",
+                                                         tmp_path)
+  assert savedmodel.verify(directory, graphdef, params, state, contract)[
+      "passed"]  # BatchNorm statistics are variables too.
+  drifted = jax.tree.map(lambda p: p * 1.01, params)
+  with pytest.raises(savedmodel.VerificationError, match="max \\|logit"):
+    savedmodel.verify(directory, graphdef, drifted, state, contract)
