@@ -1,0 +1,185 @@
+"""TF Serving's REST API on the local server (development stand-in).
+
+  GET  /v1/models/NAME[/versions/N | /labels/L]           model status
+  GET  /v1/models/NAME[/versions/N | /labels/L]/metadata  signature defs
+  POST /v1/models/NAME[/versions/N | /labels/L]:predict   {"instances": rows}
+                                                          or {"inputs": cols}
+  GET  /monitoring/prometheus/metrics                     Prometheus text
+
+Tensors travel as nested JSON lists and are cast to the signature's dtypes;
+errors come back as {"error": message} with the HTTP status TF Serving uses.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler
+
+import grpc
+import numpy as np
+import prometheus_client as prom
+import tensorflow as tf
+from google.protobuf import json_format
+from tensorflow_serving.apis import (get_model_metadata_pb2,
+                                     get_model_status_pb2, predict_pb2)
+
+from export.models import ServingError, State
+
+PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)"
+                  r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+                  r"(?P<rest>/metadata|:predict)?$")
+HTTP = {grpc.StatusCode.NOT_FOUND: HTTPStatus.NOT_FOUND,
+        grpc.StatusCode.INVALID_ARGUMENT: HTTPStatus.BAD_REQUEST,
+        grpc.StatusCode.FAILED_PRECONDITION: HTTPStatus.BAD_REQUEST,
+        grpc.StatusCode.INTERNAL: HTTPStatus.INTERNAL_SERVER_ERROR}
+
+
+def _spec(target, match) -> None:
+  target.name = match["name"]
+  if match["version"]:
+    target.version.value = int(match["version"])
+  if match["label"]:
+    target.version_label = match["label"]
+
+
+def _tensor(value, dtype) -> np.ndarray:
+  try:
+    return np.asarray(value, dtype=tf.as_dtype(dtype).as_numpy_dtype)
+  except (TypeError, ValueError, OverflowError) as e:
+    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                       f"cannot convert JSON to a {tf.as_dtype(dtype).name} "
+                       f"tensor: {e}") from e
+
+
+def _predict(service, match, body: dict) -> dict:
+  request = predict_pb2.PredictRequest()
+  _spec(request.model_spec, match)
+  request.model_spec.signature_name = body.get("signature_name", "")
+  version = service._version(request.model_spec)  # pylint: disable=protected-access
+  name = request.model_spec.signature_name or "serving_default"
+  if name not in version.signature_defs:
+    raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                       f"Serving signature key \"{name}\" not found.")
+  specs = version.signature_defs[name].inputs
+  if ("instances" in body) == ("inputs" in body):
+    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                       "Request must have exactly one of \"instances\" (row "
+                       "format) or \"inputs\" (columnar format).")
+  rows = "instances" in body
+  data = body["instances"] if rows else body["inputs"]
+  if rows:
+    if not isinstance(data, list) or not data:
+      raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                         "\"instances\" must be a non-empty list.")
+    if all(isinstance(r, dict) for r in data):
+      data = {k: [r.get(k) for r in data] for k in data[0]}
+  if not isinstance(data, dict):
+    if len(specs) != 1:
+      raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                         f"unnamed input, but the signature has inputs "
+                         f"{sorted(specs)}.")
+    data = {next(iter(specs)): data}
+  for key, value in data.items():
+    dtype = specs[key].dtype if key in specs else tf.float32
+    request.inputs[key].CopyFrom(tf.make_tensor_proto(_tensor(value, dtype)))
+  response = service.predict(request)
+  outputs = {k: tf.make_ndarray(v).tolist() for k, v in
+             response.outputs.items()}
+  outputs = {k: [x.decode() if isinstance(x, bytes) else x for x in v]
+             if isinstance(v, list) and v and isinstance(v[0], bytes) else v
+             for k, v in outputs.items()}
+  if not rows:
+    return {"outputs": outputs if len(outputs) > 1
+            else next(iter(outputs.values()))}
+  if len(outputs) == 1:
+    return {"predictions": next(iter(outputs.values()))}
+  count = len(next(iter(outputs.values())))
+  return {"predictions": [{k: v[i] for k, v in outputs.items()}
+                          for i in range(count)]}
+
+
+def _status(service, match) -> dict:
+  request = get_model_status_pb2.GetModelStatusRequest()
+  _spec(request.model_spec, match)
+  response = service.status(request)
+  return {"model_version_status": [
+      {"version": str(v.version),
+       "state": State.Name(v.state),
+       "status": {"error_code": "OK" if not v.status.error_code else
+                  "UNKNOWN", "error_message": v.status.error_message}}
+      for v in response.model_version_status]}
+
+
+def _metadata(service, match) -> dict:
+  request = get_model_metadata_pb2.GetModelMetadataRequest()
+  _spec(request.model_spec, match)
+  request.metadata_field.append("signature_def")
+  response = service.metadata(request)
+  signatures = get_model_metadata_pb2.SignatureDefMap()
+  response.metadata["signature_def"].Unpack(signatures)
+  return {"model_spec": json_format.MessageToDict(response.model_spec),
+          "metadata": {"signature_def": json_format.MessageToDict(signatures)}}
+
+
+class BaseHandler(BaseHTTPRequestHandler):
+  service = None
+  protocol_version = "HTTP/1.1"
+
+  def log_message(self, *args):  # Quiet; metrics count requests.
+    pass
+
+  def _send(self, status: int, payload, content_type="application/json"):
+    body = (payload if isinstance(payload, bytes)
+            else json.dumps(payload).encode())
+    self.send_response(status)
+    self.send_header("Content-Type", content_type)
+    self.send_header("Content-Length", str(len(body)))
+    self.end_headers()
+    self.wfile.write(body)
+
+  def _dispatch(self, method: str) -> None:
+    try:
+      if method == "GET" and self.path == "/monitoring/prometheus/metrics":
+        self._send(200, prom.generate_latest(self.service.metrics.registry),
+                   prom.CONTENT_TYPE_LATEST)
+        return
+      match = PATH.match(self.path)
+      if not match:
+        raise ServingError(grpc.StatusCode.NOT_FOUND,
+                           f"Malformed request: {method} {self.path}")
+      rest = match["rest"] or ""
+      if method == "POST" and rest == ":predict":
+        length = int(self.headers.get("Content-Length", 0))
+        try:
+          body = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError as e:
+          raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                             f"JSON Parse error: {e}") from e
+        if not isinstance(body, dict):
+          raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                             "request body must be a JSON object")
+        self._send(200, _predict(self.service, match, body))
+      elif method == "GET" and rest == "/metadata":
+        self._send(200, _metadata(self.service, match))
+      elif method == "GET" and not rest:
+        self._send(200, _status(self.service, match))
+      else:
+        raise ServingError(grpc.StatusCode.NOT_FOUND,
+                           f"Malformed request: {method} {self.path}")
+    except ServingError as e:
+      self._send(HTTP.get(e.code, 500), {"error": e.message})
+    except Exception as e:  # Never crash on a request.
+      self._send(500, {"error": f"{type(e).__name__}: {e}"})
+
+  def do_GET(self):  # noqa: N802
+    self._dispatch("GET")
+
+  def do_POST(self):  # noqa: N802
+    self._dispatch("POST")
+
+
+def handler(service) -> type[BaseHandler]:
+  """A request handler class bound to `service`."""
+  return type("Handler", (BaseHandler,), {"service": service})

@@ -1,0 +1,258 @@
+"""The development stand-in for TF Serving: same protocols, same directories.
+
+  python -m export.server --model_base_path=workdirs/x/serving \\
+      [--port=8500 --rest_api_port=8501 --poll_seconds=2]
+
+Binds to 127.0.0.1 only. Speaks TF Serving's gRPC API (PredictionService:
+Predict, GetModelMetadata; ModelService: GetModelStatus) through the official
+`tensorflow-serving-api` stubs, and its REST API (`GET /v1/models/NAME
+[/versions/N | /labels/L][/metadata]`, `POST ...:predict` with "instances" or
+"inputs"), serves `model_base_path` as publish.py lays it out (several
+models, version policies and labels from models.config), picks up new
+versions without a restart, batches concurrent requests, and exposes
+Prometheus metrics at /monitoring/prometheus/metrics. Errors carry TF
+Serving's status codes; no request can crash it.
+
+This is not TF Serving: it runs the SavedModels with TensorFlow's Python
+runtime. Production uses the official image with the command line in
+<model_base_path>/serving_command.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+import time
+from concurrent import futures
+from http.server import ThreadingHTTPServer
+
+import grpc
+import prometheus_client as prom
+import tensorflow as tf
+from google.protobuf import any_pb2
+from tensorflow_serving.apis import (get_model_metadata_pb2,
+                                     get_model_status_pb2, model_service_pb2_grpc,
+                                     predict_pb2, prediction_service_pb2_grpc)
+
+from export import rest
+from export.batching import Batcher
+from export.models import ModelManager, ServingError
+
+MAX_MESSAGE_BYTES = 256 << 20
+
+
+class Metrics:
+  def __init__(self):
+    self.registry = prom.CollectorRegistry()
+    self.requests = prom.Counter(
+        ":tensorflow:serving:request_count", "Requests by model and status.",
+        ["model_name", "status"], registry=self.registry)
+    self.latency = prom.Histogram(
+        ":tensorflow:serving:request_latency_seconds", "Predict latency.",
+        ["model_name"], registry=self.registry)
+    self.batch_size = prom.Histogram(
+        ":tensorflow:serving:batch_size", "Examples per model call.",
+        buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
+
+
+class Service:
+  """Protocol-independent request handling (gRPC and REST share it)."""
+
+  def __init__(self, manager: ModelManager, max_batch_size: int = 16,
+               batch_timeout_s: float = 0.002):
+    self.manager = manager
+    self.metrics = Metrics()
+    self.batcher = Batcher(max_batch_size, batch_timeout_s,
+                           self.metrics.batch_size)
+
+  def _version(self, spec):
+    version = spec.version.value if spec.HasField("version") else None
+    return self.manager.resolve(spec.name, version, spec.version_label)
+
+  def predict(self, request: predict_pb2.PredictRequest
+              ) -> predict_pb2.PredictResponse:
+    start = time.perf_counter()
+    name = request.model_spec.name
+    try:
+      version = self._version(request.model_spec)
+      signature_name = request.model_spec.signature_name or "serving_default"
+      function = version.signature(signature_name)
+      signature = version.signature_defs[signature_name]
+      expected = set(signature.inputs)
+      if set(request.inputs) != expected:
+        raise ServingError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"input size does not match signature: {len(request.inputs)}!="
+            f"{len(expected)} len({{{', '.join(sorted(request.inputs))}}}) != "
+            f"len({{{', '.join(sorted(expected))}}}). Sent extra: "
+            f"{{{', '.join(sorted(set(request.inputs) - expected))}}}. "
+            f"Missing but required: "
+            f"{{{', '.join(sorted(expected - set(request.inputs)))}}}.")
+      unknown = [o for o in request.output_filter if o not in signature.outputs]
+      if unknown:
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"output tensor alias not found in signature: "
+                           f"{unknown[0]} Outputs expected to be in the set "
+                           f"{{{','.join(sorted(signature.outputs))}}}.")
+      try:
+        inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+      except Exception as e:
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"cannot parse input tensor: {e}") from e
+      outputs = self.batcher.run((name, version.version, signature_name),
+                                 function, inputs)
+      response = predict_pb2.PredictResponse()
+      response.model_spec.name = name
+      response.model_spec.version.value = version.version
+      response.model_spec.signature_name = signature_name
+      wanted = list(request.output_filter) or list(outputs)
+      for key in wanted:
+        response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key]))
+      self.metrics.requests.labels(name, "OK").inc()
+      self.metrics.latency.labels(name).observe(time.perf_counter() - start)
+      return response
+    except ServingError as e:
+      self.metrics.requests.labels(name, e.code.name).inc()
+      raise
+    except tf.errors.OpError as e:  # The graph's own errors (shape, dtype).
+      self.metrics.requests.labels(name, "INVALID_ARGUMENT").inc()
+      raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, e.message) from e
+    except Exception as e:  # Never crash on a request.
+      logging.exception("predict failed")
+      self.metrics.requests.labels(name, "INTERNAL").inc()
+      raise ServingError(grpc.StatusCode.INTERNAL,
+                         f"{type(e).__name__}: {e}") from e
+
+  def metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest
+               ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    fields = list(request.metadata_field)
+    if fields != ["signature_def"]:
+      raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                         "Metadata field(s) must be exactly ['signature_def'], "
+                         f"got {fields}.")
+    version = self._version(request.model_spec)
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    for key, value in version.signature_defs.items():
+      signature_map.signature_def[key].CopyFrom(value)
+    packed = any_pb2.Any()
+    packed.Pack(signature_map)
+    response = get_model_metadata_pb2.GetModelMetadataResponse()
+    response.model_spec.name = request.model_spec.name
+    response.model_spec.version.value = version.version
+    response.metadata["signature_def"].CopyFrom(packed)
+    return response
+
+  def status(self, request: get_model_status_pb2.GetModelStatusRequest
+             ) -> get_model_status_pb2.GetModelStatusResponse:
+    spec = request.model_spec
+    if spec.version_label:
+      numbers = [self._version(spec).version]
+    else:
+      numbers = [spec.version.value] if spec.HasField("version") else [None]
+    response = get_model_status_pb2.GetModelStatusResponse()
+    for number in numbers:
+      for version in self.manager.status(spec.name, number):
+        entry = response.model_version_status.add()
+        entry.version = version.version
+        entry.state = version.state
+        entry.status.error_code = 0 if not version.error else 13
+        entry.status.error_message = version.error
+    return response
+
+
+def _grpc(method):
+  def handler(self, request, context):
+    try:
+      return method(self.service, request)
+    except ServingError as e:
+      context.abort(e.code, e.message)
+  return handler
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+  def __init__(self, service: Service):
+    self.service = service
+
+  Predict = _grpc(Service.predict)
+  GetModelMetadata = _grpc(Service.metadata)
+
+
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+  def __init__(self, service: Service):
+    self.service = service
+
+  GetModelStatus = _grpc(Service.status)
+
+
+class Server:
+  """gRPC + REST on 127.0.0.1, and the thread that polls for new versions."""
+
+  def __init__(self, model_base_path: str, port: int, rest_api_port: int,
+               poll_seconds: float = 2.0, max_batch_size: int = 16,
+               batch_timeout_s: float = 0.002):
+    self.manager = ModelManager(model_base_path)
+    self.manager.refresh()
+    self.service = Service(self.manager, max_batch_size, batch_timeout_s)
+    options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+               ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+    self.grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=16),
+                            options=options)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionServicer(self.service), self.grpc)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+        ModelServicer(self.service), self.grpc)
+    self.port = self.grpc.add_insecure_port(f"127.0.0.1:{port}")
+    self.http = ThreadingHTTPServer(("127.0.0.1", rest_api_port),
+                                    rest.handler(self.service))
+    self.rest_api_port = self.http.server_address[1]
+    self._stop = threading.Event()
+    self._threads = [
+        threading.Thread(target=self.http.serve_forever, daemon=True),
+        threading.Thread(target=self._poll, args=(poll_seconds,),
+                         daemon=True)]
+
+  def _poll(self, seconds: float) -> None:
+    while not self._stop.wait(seconds):
+      try:
+        self.manager.refresh()
+      except Exception:  # A half-written config must not stop polling.
+        logging.exception("model refresh failed")
+
+  def start(self) -> "Server":
+    self.grpc.start()
+    for thread in self._threads:
+      thread.start()
+    return self
+
+  def stop(self) -> None:
+    self._stop.set()
+    self.http.shutdown()
+    self.http.server_close()
+    self.grpc.stop(grace=None)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--model_base_path", required=True)
+  parser.add_argument("--port", type=int, default=8500)
+  parser.add_argument("--rest_api_port", type=int, default=8501)
+  parser.add_argument("--poll_seconds", type=float, default=2.0)
+  parser.add_argument("--max_batch_size", type=int, default=16)
+  parser.add_argument("--batch_timeout_micros", type=int, default=2000)
+  args = parser.parse_args()
+  logging.basicConfig(level=logging.INFO)
+  server = Server(args.model_base_path, args.port, args.rest_api_port,
+                  args.poll_seconds, args.max_batch_size,
+                  args.batch_timeout_micros / 1e6).start()
+  print(f"serving {args.model_base_path} on 127.0.0.1: gRPC {server.port}, "
+        f"REST {server.rest_api_port} (development stand-in)", flush=True)
+  try:
+    while True:
+      time.sleep(3600)
+  except KeyboardInterrupt:
+    server.stop()
+
+
+if __name__ == "__main__":
+  main()

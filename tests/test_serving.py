@@ -1,0 +1,295 @@
+"""Contract tests: the official TF Serving stubs against the local server.
+
+A tiny UNet is exported (random weights: the contract does not depend on
+training) and published twice (v1 stable, v2 canary); the server serves the
+directory on free ports in this process.
+"""
+
+import json
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+import grpc  # noqa: E402
+import portpicker  # noqa: E402
+from tensorflow_serving.apis import (get_model_metadata_pb2,  # noqa: E402
+                                     get_model_status_pb2,
+                                     model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc)
+
+NAME = "parts"
+
+
+def _saved_model(directory: Path, seed: int) -> None:
+  from flax import nnx
+  from chameleon_jax.models import build_model
+  from chameleon_jax.train.state import model_variables
+  from export import savedmodel
+  model = build_model("unet", num_classes=3, in_channels=1, widths=(8, 16),
+                      norm="group", seed=seed)
+  params, state = model_variables(model)
+  contract = savedmodel.Contract(
+      task="segmentation", class_names=("ok", "scratch", "dent"), channels=1,
+      input_dtype="uint8", buckets=((32, 32), (64, 64)), stride=model.stride,
+      scale=1.0, image_size=None, top_k=1, platforms=("cpu",))
+  savedmodel.save(savedmodel.ServingModule(nnx.graphdef(model), params,
+                                           state, contract), str(directory))
+  return contract
+
+
+def _publish(base: Path, tmp: Path, seed: int, label: str) -> int:
+  from export import publish
+  contract = _saved_model(tmp / f"sm{seed}", seed)
+  requests = publish.warmup_requests(NAME, contract, (1,))
+  return publish.publish(tmp / f"sm{seed}", base, NAME, requests,
+                         {"seed": seed}, label=label)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+  from export.server import Server
+  tmp = tmp_path_factory.mktemp("serving")
+  base = tmp / "models"
+  assert _publish(base, tmp, 0, "canary") == 1
+  assert _publish(base, tmp, 1, "canary") == 2
+  srv = Server(str(base), portpicker.pick_unused_port(),
+               portpicker.pick_unused_port(), poll_seconds=0.3,
+               max_batch_size=8, batch_timeout_s=0.05).start()
+  channel = grpc.insecure_channel(f"127.0.0.1:{srv.port}")
+  yield {"server": srv, "base": base, "tmp": tmp, "channel": channel,
+         "predict": prediction_service_pb2_grpc.PredictionServiceStub(channel),
+         "models": model_service_pb2_grpc.ModelServiceStub(channel),
+         "rest": f"http://127.0.0.1:{srv.rest_api_port}"}
+  channel.close()
+  srv.stop()
+
+
+def _request(images, name=NAME, **spec) -> predict_pb2.PredictRequest:
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = name
+  for key, value in spec.items():
+    if key == "version":
+      request.model_spec.version.value = value
+    else:
+      setattr(request.model_spec, key, value)
+  request.inputs["images"].CopyFrom(tf.make_tensor_proto(images))
+  return request
+
+
+def _image(h=20, w=30, batch=1, seed=0):
+  return np.random.default_rng(seed).integers(0, 256, (batch, h, w, 1),
+                                              np.uint8)
+
+
+def test_predict_latest_and_by_label(server):
+  stub = server["predict"]
+  response = stub.Predict(_request(_image()), timeout=30)
+  assert response.model_spec.version.value == 2  # Latest served version.
+  class_map = tf.make_ndarray(response.outputs["class_map"])
+  assert class_map.shape == (1, 20, 30) and class_map.dtype == np.int32
+  probs = tf.make_ndarray(response.outputs["probabilities"])
+  np.testing.assert_allclose(probs.sum(-1), 1, atol=1e-5)
+  assert stub.Predict(_request(_image(), version_label="stable"),
+                      timeout=30).model_spec.version.value == 1
+  assert stub.Predict(_request(_image(), version_label="canary"),
+                      timeout=30).model_spec.version.value == 2
+  only = stub.Predict(_with_filter(_request(_image()), "class_map"),
+                      timeout=30)
+  assert list(only.outputs) == ["class_map"]
+
+
+def _with_filter(request, *names):
+  request.output_filter.extend(names)
+  return request
+
+
+def test_metadata_and_status(server):
+  request = get_model_metadata_pb2.GetModelMetadataRequest()
+  request.model_spec.name = NAME
+  request.metadata_field.append("signature_def")
+  response = server["predict"].GetModelMetadata(request, timeout=30)
+  signatures = get_model_metadata_pb2.SignatureDefMap()
+  response.metadata["signature_def"].Unpack(signatures)
+  assert {"serving_default", "logits"} <= set(signatures.signature_def)
+  images = signatures.signature_def["serving_default"].inputs["images"]
+  assert images.dtype == tf.uint8.as_datatype_enum
+  assert [d.size for d in images.tensor_shape.dim] == [-1, -1, -1, 1]
+  status = get_model_status_pb2.GetModelStatusRequest()
+  status.model_spec.name = NAME
+  versions = server["models"].GetModelStatus(status, timeout=30)
+  assert [(v.version, v.state) for v in versions.model_version_status] == [
+      (1, 30), (2, 30)]  # 30 = AVAILABLE
+
+
+@pytest.mark.parametrize("request_fn, code, text", [
+    (lambda: _request(_image(), name="nope"), "NOT_FOUND", "nope"),
+    (lambda: _request(_image(), version=9), "NOT_FOUND", "9"),
+    (lambda: _request(_image(), version_label="beta"), "NOT_FOUND", "beta"),
+    (lambda: _request(_image(), signature_name="classify"),
+     "FAILED_PRECONDITION", "Serving signature key \"classify\" not found"),
+    (lambda: _alias(_request(_image())), "INVALID_ARGUMENT",
+     "input size does not match signature"),
+    (lambda: _with_filter(_request(_image()), "mask"), "INVALID_ARGUMENT",
+     "output tensor alias not found"),
+    (lambda: _request(_image().astype(np.float32)), "INVALID_ARGUMENT",
+     "uint8"),
+    (lambda: _request(_image(h=70)), "INVALID_ARGUMENT", "larger than every"),
+    (lambda: _request(np.zeros((1, 20, 20, 3), np.uint8)), "INVALID_ARGUMENT",
+     ""),
+])
+def test_errors_carry_tf_serving_status_codes(server, request_fn, code, text):
+  with pytest.raises(grpc.RpcError) as info:
+    server["predict"].Predict(request_fn(), timeout=30)
+  assert info.value.code().name == code
+  assert text in info.value.details()
+  # The server survives every bad request.
+  assert server["predict"].Predict(_request(_image()), timeout=30).outputs
+
+
+def _alias(request):
+  request.inputs["pixels"].CopyFrom(request.inputs["images"])
+  del request.inputs["images"]
+  return request
+
+
+def test_rest_status_metadata_predict_and_metrics(server):
+  rest = server["rest"]
+
+  def get(path):
+    with urllib.request.urlopen(rest + path, timeout=30) as reply:
+      return json.loads(reply.read())
+
+  def post(path, body):
+    request = urllib.request.Request(rest + path, json.dumps(body).encode())
+    with urllib.request.urlopen(request, timeout=30) as reply:
+      return json.loads(reply.read())
+
+  status = get(f"/v1/models/{NAME}")
+  assert [v["state"] for v in status["model_version_status"]] == [
+      "AVAILABLE", "AVAILABLE"]
+  assert get(f"/v1/models/{NAME}/labels/stable")["model_version_status"][0][
+      "version"] == "1"
+  meta = get(f"/v1/models/{NAME}/versions/2/metadata")
+  assert "serving_default" in meta["metadata"]["signature_def"]["signatureDef"]
+  image = _image(8, 8)[0].tolist()
+  rows = post(f"/v1/models/{NAME}:predict", {"instances": [image, image]})
+  assert len(rows["predictions"]) == 2
+  assert np.asarray(rows["predictions"][0]["class_map"]).shape == (8, 8)
+  cols = post(f"/v1/models/{NAME}/labels/canary:predict",
+              {"inputs": {"images": [image]}})
+  assert np.asarray(cols["outputs"]["probabilities"]).shape == (1, 8, 8, 3)
+  for path, body, status_code in [
+      (f"/v1/models/nope:predict", {"instances": [image]}, 404),
+      (f"/v1/models/{NAME}:predict", {"instances": [[[300]]]}, 400),
+      (f"/v1/models/{NAME}:predict", {"signature_name": "x",
+                                      "instances": [image]}, 400)]:
+    with pytest.raises(urllib.error.HTTPError) as info:
+      post(path, body)
+    assert info.value.code == status_code
+    assert "error" in json.loads(info.value.read())
+  with urllib.request.urlopen(rest + "/monitoring/prometheus/metrics",
+                              timeout=30) as reply:
+    text = reply.read().decode()
+  assert ":tensorflow:serving:request_count" in text and 'status="OK"' in text
+
+
+def test_concurrent_requests_are_batched_and_unchanged(server):
+  images = [_image(seed=k) for k in range(8)]
+  alone = [tf.make_ndarray(server["predict"].Predict(
+      _request(x), timeout=30).outputs["probabilities"]) for x in images]
+  histogram = server["server"].service.metrics.batch_size
+
+  def totals():  # (examples, model calls) so far.
+    samples = {s.name: s.value for metric in histogram.collect()
+               for s in metric.samples}
+    return (samples[":tensorflow:serving:batch_size_sum"],
+            samples[":tensorflow:serving:batch_size_count"])
+
+  before = totals()
+  results = [None] * 8
+
+  def call(k):
+    results[k] = tf.make_ndarray(server["predict"].Predict(
+        _request(images[k]), timeout=30).outputs["probabilities"])
+
+  threads = [threading.Thread(target=call, args=(k,)) for k in range(8)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  for got, want in zip(results, alone):
+    np.testing.assert_allclose(got, want, atol=1e-5)
+  after = totals()
+  assert after[0] - before[0] == 8  # Every example went through the model...
+  assert after[1] - before[1] < 8  # ...in fewer calls than requests.
+
+
+def test_new_version_is_served_without_restart(server):
+  version = _publish(server["base"], server["tmp"], 2, "canary")
+  assert version == 3
+  deadline = time.time() + 60
+  while time.time() < deadline:
+    try:
+      reply = server["predict"].Predict(
+          _request(_image(), version_label="canary"), timeout=30)
+      if reply.model_spec.version.value == 3:
+        break
+    except grpc.RpcError:
+      pass
+    time.sleep(0.2)
+  else:
+    pytest.fail("version 3 was not picked up")
+  assert server["predict"].Predict(_request(_image(), version_label="stable"),
+                                   timeout=30).model_spec.version.value == 1
+
+
+def test_clients_validate_cast_and_retry(server, tmp_path):
+  from export.client import GrpcClient, RequestError, RestClient
+  client = GrpcClient(f"127.0.0.1:{server['server'].port}", NAME,
+                      label="stable")
+  whole = _image().astype(np.float64)  # Whole values in 0..255: cast.
+  out = client.predict(whole)
+  assert out["class_map"].shape == (1, 20, 30)
+  with pytest.raises(RequestError, match="cannot be cast losslessly"):
+    client.predict(whole + 0.5)
+  with pytest.raises(RequestError, match="rank 4"):
+    client.predict(_image()[0])
+  with pytest.raises(RequestError, match="channels|expects"):
+    client.predict(np.zeros((1, 8, 8, 3), np.uint8))
+  assert [s.version for s in client.status()] == [1]
+  client.close()
+  rest = RestClient(server["rest"], NAME, label="stable")
+  assert np.asarray(rest.predict(_image(8, 8))["class_map"]).shape == (1, 8, 8)
+  # Nothing listens here: UNAVAILABLE is retried with backoff, then raised.
+  dead = GrpcClient(f"127.0.0.1:{portpicker.pick_unused_port()}", NAME,
+                    retries=2, backoff_s=0.1, timeout_s=2)
+  start = time.time()
+  with pytest.raises(grpc.RpcError) as info:
+    dead.status()
+  assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+  assert time.time() - start >= 0.3  # Slept 0.1 + 0.2 between attempts.
+  dead.close()
+
+
+def test_cli_writes_masks_for_a_folder(server, tmp_path):
+  import subprocess
+  import sys
+  from PIL import Image
+  folder = tmp_path / "in"
+  folder.mkdir()
+  for k in range(2):
+    Image.fromarray(_image(24, 40, seed=k)[0, :, :, 0]).save(folder / f"{k}.png")
+  subprocess.run([sys.executable, "-m", "export.client",
+                  f"--target=127.0.0.1:{server['server'].port}",
+                  f"--model={NAME}", f"--input_dir={folder}",
+                  f"--output_dir={tmp_path / 'out'}"], check=True,
+                 cwd=Path(__file__).resolve().parents[1], timeout=300)
+  masks = sorted((tmp_path / "out").glob("*_mask.png"))
+  assert len(masks) == 2
+  assert np.asarray(Image.open(masks[0])).shape == (24, 40)
