@@ -76,6 +76,7 @@ def publish(saved_model: Path, model_base_path: Path, name: str,
   """Copies a verified SavedModel in as the next version; returns it."""
   model_dir = Path(model_base_path) / name
   model_dir.mkdir(parents=True, exist_ok=True)
+  _remove_stale(model_dir)
   version = (versions(model_dir) or [0])[-1] + 1
   tmp = model_dir / f".tmp-{version}-{os.getpid()}"
   shutil.rmtree(tmp, ignore_errors=True)
@@ -99,6 +100,18 @@ def publish(saved_model: Path, model_base_path: Path, name: str,
   write_labels(model_dir, labels)
   write_server_files(Path(model_base_path))
   return version
+
+
+def _remove_stale(model_dir: Path) -> None:
+  """Deletes temporary versions left by publishers that died mid-copy."""
+  for tmp in model_dir.glob(".tmp-*-*"):
+    pid = int(tmp.name.rsplit("-", 1)[1])
+    try:
+      os.kill(pid, 0)
+    except ProcessLookupError:
+      shutil.rmtree(tmp, ignore_errors=True)
+    except PermissionError:  # Alive, another user's.
+      pass
 
 
 def read_labels(model_dir: Path) -> dict[str, int]:

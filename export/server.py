@@ -118,6 +118,9 @@ class Service:
     except tf.errors.OpError as e:  # The graph's own errors (shape, dtype).
       self.metrics.requests.labels(name, "INVALID_ARGUMENT").inc()
       raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, e.message) from e
+    except (TypeError, ValueError) as e:  # Rejected by the signature (rank).
+      self.metrics.requests.labels(name, "INVALID_ARGUMENT").inc()
+      raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from e
     except Exception as e:  # Never crash on a request.
       logging.exception("predict failed")
       self.metrics.requests.labels(name, "INTERNAL").inc()

@@ -185,3 +185,42 @@ def test_verification_refuses_a_model_that_disagrees(tmp_path):
   drifted = jax.tree.map(lambda p: p * 1.01, params)
   with pytest.raises(savedmodel.VerificationError, match="max \\|logit"):
     savedmodel.verify(directory, graphdef, drifted, state, contract)
+
+
+def test_killed_publisher_leaves_no_visible_version(exported, tmp_path):
+  """SIGKILL in the middle of publishing (after the copy, while writing the
+  warmup file): the server's view of versions is unchanged, and the next
+  publish removes the leftover and continues the numbering."""
+  import shutil
+  import subprocess
+  import sys
+  from export import publish
+  from export.models import ModelManager
+  workdir, _ = exported
+  base = tmp_path / "serving"
+  shutil.copytree(workdir / "serving", base)
+  source = base / "tiny" / "1"
+  before = publish.versions(base / "tiny")
+  script = (
+      "import os, signal, sys\n"
+      "from pathlib import Path\n"
+      "from export import publish\n"
+      "def die(path, requests):\n"
+      "  Path(path).write_bytes(b'partial')\n"
+      "  os.kill(os.getpid(), signal.SIGKILL)\n"
+      "publish.write_warmup = die\n"
+      f"publish.publish(Path({str(source)!r}), Path({str(base)!r}), 'tiny',"
+      " [], {})\n")
+  result = subprocess.run([sys.executable, "-c", script],
+                          cwd=Path(__file__).resolve().parents[1])
+  assert result.returncode == -9
+  leftovers = list((base / "tiny").glob(".tmp-*"))
+  assert len(leftovers) == 1  # Half-written, under a name no server loads.
+  assert publish.versions(base / "tiny") == before
+  manager = ModelManager(base)
+  manager.refresh()
+  assert [v.version for v in manager.status("tiny")] == sorted(
+      set(publish.read_labels(base / "tiny").values()))
+  version = publish.publish(source, base, "tiny", [], {"again": True})
+  assert version == before[-1] + 1
+  assert not list((base / "tiny").glob(".tmp-*"))

@@ -141,7 +141,11 @@ def test_metadata_and_status(server):
      "uint8"),
     (lambda: _request(_image(h=70)), "INVALID_ARGUMENT", "larger than every"),
     (lambda: _request(np.zeros((1, 20, 20, 3), np.uint8)), "INVALID_ARGUMENT",
-     ""),
+     "1"),  # Three channels into a grey model.
+    (lambda: _request(np.zeros((20, 20, 1), np.uint8)), "INVALID_ARGUMENT",
+     "shape"),  # No batch axis.
+    (lambda: _request(np.zeros((0, 20, 20, 1), np.uint8)), "INVALID_ARGUMENT",
+     "'b'"),  # Batch 0: the dimension variable must be >= 1.
 ])
 def test_errors_carry_tf_serving_status_codes(server, request_fn, code, text):
   with pytest.raises(grpc.RpcError) as info:
@@ -185,7 +189,7 @@ def test_rest_status_metadata_predict_and_metrics(server):
               {"inputs": {"images": [image]}})
   assert np.asarray(cols["outputs"]["probabilities"]).shape == (1, 8, 8, 3)
   for path, body, status_code in [
-      (f"/v1/models/nope:predict", {"instances": [image]}, 404),
+      ("/v1/models/nope:predict", {"instances": [image]}, 404),
       (f"/v1/models/{NAME}:predict", {"instances": [[[300]]]}, 400),
       (f"/v1/models/{NAME}:predict", {"signature_name": "x",
                                       "instances": [image]}, 400)]:
@@ -293,3 +297,35 @@ def test_cli_writes_masks_for_a_folder(server, tmp_path):
   masks = sorted((tmp_path / "out").glob("*_mask.png"))
   assert len(masks) == 2
   assert np.asarray(Image.open(masks[0])).shape == (24, 40)
+
+
+def test_eight_clients_times_200_requests(server):
+  """No errors, and server memory stays bounded under sustained load."""
+  import resource
+  image = _image(32, 32)
+  errors = []
+
+  def client(k):
+    channel = grpc.insecure_channel(f"127.0.0.1:{server['server'].port}")
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    for _ in range(200):
+      try:
+        stub.Predict(_request(image), timeout=60)
+      except grpc.RpcError as e:
+        errors.append(e.code())
+    channel.close()
+
+  def run():
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+      t.start()
+    for t in threads:
+      t.join()
+
+  run()  # Warm: allocator pools, gRPC buffers, compiled shapes.
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  run()
+  growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss -
+               before) / 1024
+  assert not errors
+  assert growth_mb < 100, f"peak RSS grew by {growth_mb:.0f} MB"
