@@ -19,7 +19,7 @@ import grpc
 import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
-from tensorflow_serving.apis import get_model_status_pb2
+from tensorflow_serving.apis import get_model_status_pb2, prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 State = get_model_status_pb2.ModelVersionStatus.State
@@ -45,6 +45,7 @@ class Version:
   error: str = ""
   model: object | None = None
   signature_defs: dict = dataclasses.field(default_factory=dict)
+  warmup: bool = True
 
   def load(self) -> None:
     self.state = State.LOADING
@@ -53,10 +54,30 @@ class Version:
       proto.ParseFromString((self.path / "saved_model.pb").read_bytes())
       self.signature_defs = dict(proto.meta_graphs[0].signature_def)
       self.model = tf.saved_model.load(str(self.path))
+      if self.warmup:
+        self.replay_warmup()
       self.state = State.AVAILABLE
     except Exception as e:  # A broken version must not take the server down.
       self.state, self.error = State.END, f"{type(e).__name__}: {e}"
       logging.error("cannot load %s: %s", self.path, self.error)
+
+  def replay_warmup(self) -> int:
+    """Runs assets.extra/tf_serving_warmup_requests (as --enable_model_warmup
+    does), so the first real request finds its shapes compiled."""
+    path = self.path / "assets.extra" / "tf_serving_warmup_requests"
+    if not path.is_file():
+      return 0
+    count = 0
+    for record in tf.data.TFRecordDataset(str(path)):
+      log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+      request = log.predict_log.request
+      function = self.model.signatures[
+          request.model_spec.signature_name or "serving_default"]
+      function(**{k: tf.constant(tf.make_ndarray(v))
+                  for k, v in request.inputs.items()})
+      count += 1
+    logging.info("%s: replayed %d warmup requests", self.path, count)
+    return count
 
   def signature(self, name: str):
     if self.model is None or name not in self.model.signatures:
@@ -81,8 +102,9 @@ def _numeric_versions(path: Path) -> list[int]:
 class ModelManager:
   """Thread-safe view of the served models."""
 
-  def __init__(self, base_path: str | Path):
+  def __init__(self, base_path: str | Path, warmup: bool = True):
     self.base_path = Path(base_path)
+    self.warmup = warmup
     self._lock = threading.Lock()
     self._models: dict[str, Model] = {}
 
@@ -120,7 +142,7 @@ class ModelManager:
         new = [v for v in chosen if v not in model.versions
                or model.versions[v].state == State.END]
       for number in new:  # Load outside the lock: it takes seconds.
-        version = Version(number, path / str(number))
+        version = Version(number, path / str(number), warmup=self.warmup)
         with self._lock:
           model.versions[number] = version
         version.load()

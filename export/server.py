@@ -193,8 +193,8 @@ class Server:
 
   def __init__(self, model_base_path: str, port: int, rest_api_port: int,
                poll_seconds: float = 2.0, max_batch_size: int = 16,
-               batch_timeout_s: float = 0.002):
-    self.manager = ModelManager(model_base_path)
+               batch_timeout_s: float = 0.002, warmup: bool = True):
+    self.manager = ModelManager(model_base_path, warmup)
     self.manager.refresh()
     self.service = Service(self.manager, max_batch_size, batch_timeout_s)
     options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -243,11 +243,14 @@ def main():
   parser.add_argument("--poll_seconds", type=float, default=2.0)
   parser.add_argument("--max_batch_size", type=int, default=16)
   parser.add_argument("--batch_timeout_micros", type=int, default=2000)
+  parser.add_argument("--enable_model_warmup", type=int, default=1,
+                      help="replay assets.extra warmup requests on load")
   args = parser.parse_args()
   logging.basicConfig(level=logging.INFO)
   server = Server(args.model_base_path, args.port, args.rest_api_port,
                   args.poll_seconds, args.max_batch_size,
-                  args.batch_timeout_micros / 1e6).start()
+                  args.batch_timeout_micros / 1e6,
+                  bool(args.enable_model_warmup)).start()
   print(f"serving {args.model_base_path} on 127.0.0.1: gRPC {server.port}, "
         f"REST {server.rest_api_port} (development stand-in)", flush=True)
   try:
