@@ -215,24 +215,30 @@ def verify(directory: str, graphdef, params, model_state, contract: Contract,
            seed: int = 0) -> dict:
   """Reloads the SavedModel and compares it with the JAX model.
 
-  For every bucket, an input smaller than the bucket (so padding is
-  exercised) goes through the `logits` signature (max |difference| <= atol)
-  and through `serving_default` (class maps / top-1 agree on >= min_agreement
-  of the pixels / images). Raises VerificationError with the figures.
+  At two or more input sizes (segmentation: one per bucket, smaller than it
+  so padding is exercised, and a small one; classification: two raw sizes),
+  inputs go through the `logits` signature (max |difference| <= atol) and
+  through `serving_default` (class maps / top-1 agree on >= min_agreement of
+  the pixels / images). Raises VerificationError with the figures.
   """
   loaded = tf.saved_model.load(directory)
   rng = np.random.default_rng(seed)
   c = contract
-  sizes = ([(max(c.stride, b[0] - 5), max(c.stride, b[1] - 3))
-            for b in c.buckets] if c.task == "segmentation"
-           else [tuple(c.image_size)])
+  if c.task == "segmentation":  # One size per bucket (padding exercised),
+    sizes = [(max(1, b[0] - 5), max(1, b[1] - 3)) for b in c.buckets]
+    smallest = min(c.buckets, key=lambda b: b[0] * b[1])
+    sizes.append((max(1, smallest[0] // 2 + 1), max(1, smallest[1] // 3)))
+  else:  # and for classification two raw sizes around the model's.
+    sizes = [tuple(c.image_size),
+             (c.image_size[0] * 3 // 2, c.image_size[1] * 2 // 3)]
   report = {"checks": []}
   _, top = INPUT_DTYPES[c.input_dtype]
   for size in sizes:
     bucket = (min((b for b in c.buckets if b[0] >= size[0] and b[1] >= size[1]),
                   key=lambda b: b[0] * b[1])
               if c.task == "segmentation" else None)
-    x = rng.random((2, *size, c.channels)).astype(np.float32)
+    model_size = size if c.task == "segmentation" else tuple(c.image_size)
+    x = rng.random((2, *model_size, c.channels)).astype(np.float32)
     got = loaded.signatures["logits"](images=tf.constant(x))["logits"].numpy()
     want = _reference_logits(graphdef, params, model_state, x, bucket)
     diff = float(np.abs(got - want).max())

@@ -58,6 +58,9 @@ def server(tmp_path_factory):
   base = tmp / "models"
   assert _publish(base, tmp, 0, "canary") == 1
   assert _publish(base, tmp, 1, "canary") == 2
+  from export import publish  # A second model beside the first.
+  _saved_model(tmp / "other", 5)
+  publish.publish(tmp / "other", base, "other", [], {}, label="")
   srv = Server(str(base), portpicker.pick_unused_port(),
                portpicker.pick_unused_port(), poll_seconds=0.3,
                max_batch_size=8, batch_timeout_s=0.05).start()
@@ -329,3 +332,25 @@ def test_eight_clients_times_200_requests(server):
                before) / 1024
   assert not errors
   assert growth_mb < 100, f"peak RSS grew by {growth_mb:.0f} MB"
+
+
+def test_several_models_and_version_policies(server, tmp_path):
+  reply = server["predict"].Predict(_request(_image(), name="other"),
+                                    timeout=30)
+  assert reply.model_spec.version.value == 1
+  import shutil
+  from export.models import ModelManager
+  base = tmp_path / "policies"
+  shutil.copytree(server["base"] / NAME, base / NAME)
+  from export import publish
+  available = publish.versions(base / NAME)
+  for policy, expected in (("all {}", available),
+                           ("latest { num_versions: 2 }", available[-2:]),
+                           ("specific { versions: 1 }", [1])):
+    (base / "models.config").write_text(
+        "model_config_list { config { name: '%s' base_path: '%s' "
+        "model_platform: 'tensorflow' model_version_policy { %s } } }"
+        % (NAME, base / NAME, policy))
+    manager = ModelManager(base, warmup=False)
+    manager.refresh()
+    assert [v.version for v in manager.status(NAME)] == expected, policy
