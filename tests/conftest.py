@@ -18,6 +18,14 @@ def pytest_configure(config):
   # Grain worker processes read absl flags; main.py parses them via app.run.
   from absl import flags
   flags.FLAGS.mark_as_parsed()
+  # One pytest process imports both TensorFlow (export tests) and PyTorch
+  # (weight-import parity tests). Importing timm/torch after TensorFlow
+  # segfaults in triton's native module (torch 2.14.1, TF 2.21); the other
+  # order works, so the test-only PyTorch stack is imported first.
+  try:
+    import timm  # noqa: F401  pylint: disable=unused-import
+  except ImportError:
+    pass
   config.addinivalue_line("markers", "slow: long checks, run with -m slow")
 
 
