@@ -55,7 +55,7 @@ def test_export_publishes_a_verified_version(exported):
   assert meta["xla_call_module_version"] >= 9
   assert meta["verification"]["passed"]
   for check in meta["verification"]["checks"]:
-    assert check["max_abs_logit_diff"] <= 1e-5
+    assert check["max_abs_logit_diff"] <= 1e-5 * check["max_abs_logit"]
     assert check["class_agreement"] >= 0.999
   assert meta["input_contract"]["buckets"] == [[32, 32], [64, 96]]
   assert json.loads((base / "tiny" / "labels.json").read_text()) == {
