@@ -67,6 +67,9 @@ def test_vit_small_matches_timm(tmp_path):
   _compare(net, "vit_small", 224, tmp_path, "safetensors", None)
 
 
+# ConvNeXt and EfficientNet parity (50 s together on 2 cores) run with
+# `-m slow`; ResNet-50 and ViT-S, the required pair, run always.
+@pytest.mark.slow
 def test_convnext_tiny_matches_torchvision(tmp_path):
   net = torchvision.models.convnext_tiny().eval()
   with torch.no_grad():  # torchvision inits layer scale to 1e-6: make the
@@ -76,6 +79,7 @@ def test_convnext_tiny_matches_torchvision(tmp_path):
   _compare(net, "convnext_tiny", 64, tmp_path, "safetensors", None)
 
 
+@pytest.mark.slow
 def test_efficientnet_b0_matches_torchvision(tmp_path):
   net = _calibrate_batchnorm(torchvision.models.efficientnet_b0(), 2)
   _compare(net, "efficientnet_b0", 64, tmp_path, "safetensors", "batch")
