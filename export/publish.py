@@ -31,6 +31,8 @@ from google.protobuf import text_format
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
+from export.savedmodel import INPUT_DTYPES
+
 WARMUP_FILE = "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many.
 
@@ -44,7 +46,6 @@ def versions(model_dir: Path) -> list[int]:
 
 def warmup_requests(name: str, contract, batch_sizes) -> list:
   """One PredictRequest per bucket (or model input size) and batch size."""
-  from export.savedmodel import INPUT_DTYPES
   dtype, top = INPUT_DTYPES[contract.input_dtype]
   sizes = (contract.buckets if contract.task == "segmentation"
            else [contract.image_size])

@@ -57,7 +57,7 @@ def _predict(service, match, body: dict) -> dict:
   request = predict_pb2.PredictRequest()
   _spec(request.model_spec, match)
   request.model_spec.signature_name = body.get("signature_name", "")
-  version = service._version(request.model_spec)  # pylint: disable=protected-access
+  version = service.resolve(request.model_spec)
   name = request.model_spec.signature_name or "serving_default"
   if name not in version.signature_defs:
     raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,

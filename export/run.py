@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jax
 import ml_collections
+import numpy as np
 import tensorflow as tf
 
 from chameleon_jax import components
@@ -21,6 +22,17 @@ from export import publish, savedmodel
 def _digest(payload) -> str:
   return hashlib.sha256(json.dumps(payload, sort_keys=True,
                                    default=str).encode()).hexdigest()
+
+
+def _params_digest(params) -> str:
+  """sha256 over every parameter's path, shape, dtype and bytes."""
+  digest = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    leaf = np.asarray(leaf)
+    digest.update(f"{jax.tree_util.keystr(path)}{leaf.shape}{leaf.dtype}"
+                  .encode())
+    digest.update(np.ascontiguousarray(leaf).tobytes())
+  return digest.hexdigest()
 
 
 def contract_for(config: ml_collections.ConfigDict, card: dict,
@@ -63,11 +75,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "platforms": list(contract.platforms),
         "config_sha256": _digest(components.to_dict(config)),
         "checkpoint": {"step": card["step"], "which": card["checkpoint"],
-                       "params_sha256": _digest(jax.tree.map(
-                           lambda a: hashlib.sha256(bytes(memoryview(
-                               jax.numpy.asarray(a)).cast("B"))).hexdigest()
-                           if hasattr(a, "dtype") and a.dtype != object
-                           else str(a), params))},
+                       "params_sha256": _params_digest(params)},
         "dataset_hash": card.get("dataset_hash"),
         "input_contract": contract.to_json(),
         "verification": report,

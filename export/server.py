@@ -66,7 +66,8 @@ class Service:
     self.batcher = Batcher(max_batch_size, batch_timeout_s,
                            self.metrics.batch_size)
 
-  def _version(self, spec):
+  def resolve(self, spec):
+    """The served version a ModelSpec names (NOT_FOUND if none)."""
     version = spec.version.value if spec.HasField("version") else None
     return self.manager.resolve(spec.name, version, spec.version_label)
 
@@ -75,7 +76,7 @@ class Service:
     start = time.perf_counter()
     name = request.model_spec.name
     try:
-      version = self._version(request.model_spec)
+      version = self.resolve(request.model_spec)
       signature_name = request.model_spec.signature_name or "serving_default"
       function = version.signature(signature_name)
       signature = version.signature_defs[signature_name]
@@ -134,7 +135,7 @@ class Service:
       raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                          "Metadata field(s) must be exactly ['signature_def'], "
                          f"got {fields}.")
-    version = self._version(request.model_spec)
+    version = self.resolve(request.model_spec)
     signature_map = get_model_metadata_pb2.SignatureDefMap()
     for key, value in version.signature_defs.items():
       signature_map.signature_def[key].CopyFrom(value)
@@ -150,7 +151,7 @@ class Service:
              ) -> get_model_status_pb2.GetModelStatusResponse:
     spec = request.model_spec
     if spec.version_label:
-      numbers = [self._version(spec).version]
+      numbers = [self.resolve(spec).version]
     else:
       numbers = [spec.version.value] if spec.HasField("version") else [None]
     response = get_model_status_pb2.GetModelStatusResponse()
@@ -159,7 +160,8 @@ class Service:
         entry = response.model_version_status.add()
         entry.version = version.version
         entry.state = version.state
-        entry.status.error_code = 0 if not version.error else 13
+        entry.status.error_code = (grpc.StatusCode.INTERNAL.value[0]
+                                   if version.error else 0)
         entry.status.error_message = version.error
     return response
 

@@ -40,7 +40,7 @@ from array_record.python import array_record_module
 from chameleon_jax.data import duplicates as dup
 from chameleon_jax.data import fingerprint as fp
 from chameleon_jax.data import quality, splits as splits_lib
-from chameleon_jax.data.sources import Item, Rejected, SourceInfo
+from chameleon_jax.data.sources import IGNORE_VALUE, Item, Rejected, SourceInfo
 
 FORMAT_VERSION = 2
 ITEMS_PER_SHARD = 2000
@@ -262,7 +262,7 @@ def build(
         seen_ids.add(entry.item_id)
         fingerprint.add(entry.image, entry.mask, entry.has_mask, entry.label,
                         entry.content_hash)
-        foreground = (entry.mask > 0) & (entry.mask != 255)
+        foreground = (entry.mask > 0) & (entry.mask != IGNORE_VALUE)
         accepted.append({
             "id": entry.item_id, "hash": entry.content_hash,
             "pixel_hash": pixel_hash(entry.image),
@@ -274,7 +274,7 @@ def build(
             "group": options.group_of(entry),
             "foreground_fraction": float(foreground.mean()),
             "classes_present": sorted(int(c) for c in np.unique(entry.mask)
-                                      if c and c != 255),
+                                      if c and c != IGNORE_VALUE),
             "source": entry.source, **quality.measure(entry.image)})
         yield encode_record(entry)
 

@@ -145,8 +145,6 @@ def _validated(image_path: Path, mask_path: Path | None, channels: int,
     return Rejected(str(mask_path), f"cannot read ({e}).")
   except imio.DecodeError as e:
     return Rejected(str(mask_path), str(e))
-  if raw_mask.shape[:2] != image.shape[:2]:
-    return check_mask(raw_mask, image, labels, str(mask_path), image_path.name)
   mask = to_classes(raw_mask)
   rejected = check_mask(mask, image, labels, str(mask_path), image_path.name)
   if rejected:
