@@ -361,9 +361,9 @@ def _duplicates(accepted: list[dict], options: IngestOptions) -> dict:
   near = dup.near_pairs([a["phash"] for a in accepted],
                         [a["width"] / a["height"] for a in accepted],
                         options.near_duplicate_bits)
-  in_exact = {(g[0], j) for g in exact for j in g[1:]}
-  near = [p for p in near if (p[0], p[1]) not in in_exact and
-          accepted[p[0]]["pixel_hash"] != accepted[p[1]]["pixel_hash"]]
+  # Identical pixels are reported once, as exact duplicates.
+  near = [p for p in near
+          if accepted[p[0]]["pixel_hash"] != accepted[p[1]]["pixel_hash"]]
   return {"exact_groups_index": exact, "near_pairs_index": near}
 
 
