@@ -6,7 +6,9 @@
 Modes (comma-separated, run in order): ingest, train, eval, predict,
 robustness (corruptions, attacks, ensembles -> <workdir>/robustness/report.html),
 export (verified jax2tf SavedModel published in TF Serving layout under
-export.model_base_path; the only mode that imports TensorFlow).
+export.model_base_path; the only mode that imports TensorFlow), render
+(Kubernetes manifests for --target=gke-gpu|gke-tpu|cpu under
+<workdir>/render/; infra/README.md).
 
   python main.py --mode=zoo [--zoo_size=224 --zoo_channels=3 --zoo_classes=1000
       --zoo_filter='fpn/*']
@@ -24,7 +26,8 @@ from ml_collections import config_flags
 from chameleon_jax import components
 from chameleon_jax.train import sharding
 
-MODES = ("ingest", "train", "eval", "predict", "robustness", "export", "zoo")
+MODES = ("ingest", "train", "eval", "predict", "robustness", "export", "render",
+         "zoo")
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file "
                                 "(path[:variant]).", lock_config=True)
@@ -34,6 +37,10 @@ flags.DEFINE_integer("zoo_size", 224, "--mode=zoo: square input size.")
 flags.DEFINE_integer("zoo_channels", 3, "--mode=zoo: input channels.")
 flags.DEFINE_integer("zoo_classes", 1000, "--mode=zoo: output classes.")
 flags.DEFINE_string("zoo_filter", "*", "--mode=zoo: glob on model/encoder.")
+flags.DEFINE_enum("target", "gke-gpu", ["gke-gpu", "gke-tpu", "cpu"],
+                  "--mode=render: the cluster the manifests are for.")
+flags.DEFINE_bool("sweep", False, "--mode=render: one training JobSet per "
+                  "member of the experiment file's get_sweep().")
 FLAGS = flags.FLAGS
 
 
@@ -53,6 +60,13 @@ def main(argv):
                          "--mode=zoo alone).")
   logging.getLogger().setLevel(logging.INFO)
   config, workdir = FLAGS.config, FLAGS.workdir
+  if FLAGS.mode == ["render"]:  # Text only: no gin, no JAX devices.
+    from infra import render
+    _report("render", render.run(
+        config, workdir, FLAGS.target,
+        config_flags.get_config_filename(FLAGS["config"]),
+        config_flags.get_override_values(FLAGS["config"]), FLAGS.sweep))
+    return
   components.parse_gin(config)
   dist = config.distributed
   sharding.initialize_distributed(
@@ -85,8 +99,8 @@ def main(argv):
     elif mode == "export":
       from export import run as export_run  # The only TensorFlow import.
       _report("export", export_run.run(config, workdir))
-    elif mode == "zoo":
-      raise app.UsageError("--mode=zoo runs alone.")
+    elif mode in ("zoo", "render"):
+      raise app.UsageError(f"--mode={mode} runs alone.")
     elif mode == "robustness":
       from chameleon_jax.robustness import report as robustness_report
       page, headline = robustness_report.run(config, workdir)

@@ -161,6 +161,41 @@ def get_config() -> ml_collections.ConfigDict:
   config.robustness.other_data = ml_collections.ConfigDict(
       {"name": "", "version": "", "root": "", "split": "test"})
 
+  # --- Cluster (--mode=render --target=gke-gpu|gke-tpu|cpu; infra/) ----------
+  # Kubernetes manifests rendered from this config: a JobSet for training
+  # (one pod per host, process id = Job completion index, coordinator = pod
+  # 0 through the JobSet's headless service) and the TF Serving Deployment
+  # with its ConfigMaps, Service, PDB and HPA. Names must be DNS labels.
+  config.deploy = ml_collections.ConfigDict()
+  config.deploy.name = ""  # JobSet / Deployment name; "" = data.name.
+  config.deploy.namespace = "chameleon"
+  config.deploy.project = "my-project"  # GCP project (workload identity).
+  # Artifact Registry repository of the train image (infra/docker/).
+  config.deploy.registry = "us-docker.pkg.dev/my-project/chameleon"
+  config.deploy.image_tag = "0.1.0"
+  # GKE: one bucket, mounted with the Cloud Storage FUSE CSI driver: data/
+  # (dataset versions, read-only), workdirs/ (Orbax checkpoints), models/
+  # (the TF Serving base path). cpu target: a ReadWriteMany claim instead.
+  config.deploy.bucket = "my-project-chameleon"
+  config.deploy.volume_claim = "chameleon-shared"
+  config.deploy.hosts = 1  # Training pods (processes); TPU: chips / chips per host.
+  config.deploy.max_restarts = 3  # JobSet restarts; each resumes from the checkpoint.
+  config.deploy.cpu = 8  # Requested per training pod (gke-gpu/cpu targets).
+  config.deploy.memory_gi = 32
+  config.deploy.gpu_type = "nvidia-l4"  # cloud.google.com/gke-accelerator
+  config.deploy.gpus_per_host = 1
+  config.deploy.tpu_type = "tpu-v5-lite-podslice"  # gke-tpu-accelerator
+  config.deploy.tpu_topology = "2x4"  # gke-tpu-topology (chips x chips)
+  config.deploy.tpu_chips_per_host = 4  # ct5lp-hightpu-4t
+  config.deploy.train_service_account = "chameleon-train"
+  config.deploy.serve_service_account = "chameleon-serve"
+  # TF Serving: the official image, pinned; its TF must read the
+  # XlaCallModule version that this JAX writes (10 for jax 0.10.2).
+  config.deploy.serving_version = "2.21.0"
+  config.deploy.serving_replicas = (2, 6)  # (min, max) for the HPA.
+  config.deploy.serving_cpu_target = 70  # HPA: average CPU utilisation %.
+  config.deploy.serving_gpus = 1  # Per replica on gke-gpu; 0 elsewhere.
+
   # --- Multi-process (jax.distributed); None = from the environment ----------
   config.distributed = ml_collections.ConfigDict()
   config.distributed.coordinator_address = ""

@@ -52,3 +52,8 @@ def get_config(variant: str = "binary"):
   config.train.best_metric = "defect_image_dice"
   config.eval.batch_size = 16
   return config
+
+
+def get_sweep():
+  """Seeds of the recipe (`--mode=render --sweep`: one JobSet each)."""
+  return [{"seed": seed} for seed in (0, 1, 2)]

@@ -8,6 +8,8 @@
     <NAME>/labels.json         version labels (stable, canary, ...)
     models.config              model_config_file (every model, its version
                                policy and labels), from the official proto
+    models.container.config    the same with the paths the server container
+                               sees (base path mounted at /models)
     batching_parameters.txt    --batching_parameters_file
     monitoring.config          --monitoring_config_file (Prometheus)
     serving_command.txt        the production command line for the official
@@ -32,6 +34,7 @@ from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from export.savedmodel import INPUT_DTYPES
+from export import server_flags
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many.
@@ -165,39 +168,6 @@ def model_server_config(model_base_path: Path,
   return config
 
 
-BATCHING_PARAMETERS = """\
-max_batch_size { value: 16 }
-batch_timeout_micros { value: 2000 }
-max_enqueued_batches { value: 100 }
-num_batch_threads { value: 4 }
-allowed_batch_sizes: 1
-allowed_batch_sizes: 4
-allowed_batch_sizes: 16
-pad_variable_length_inputs: false
-"""
-
-MONITORING_CONFIG = """\
-prometheus_config {
-  enable: true
-  path: "/monitoring/prometheus/metrics"
-}
-"""
-
-
-def serving_command(container_base_path: str = "/models",
-                    device: str = "gpu") -> list[str]:
-  """The official image's command line for this layout."""
-  xla = ("--xla_gpu_compilation_enabled=true" if device == "gpu"
-         else "--xla_cpu_compilation_enabled=true")
-  base = container_base_path.rstrip("/")
-  return ["tensorflow_model_server", "--port=8500", "--rest_api_port=8501",
-          f"--model_config_file={base}/models.config",
-          "--model_config_file_poll_wait_seconds=60",
-          "--enable_model_warmup=true", "--enable_batching=true",
-          f"--batching_parameters_file={base}/batching_parameters.txt",
-          f"--monitoring_config_file={base}/monitoring.config", xla]
-
-
 def write_server_files(model_base_path: Path,
                        container_base_path: str = "/models") -> None:
   """models.config (local paths), models.container.config (container
@@ -206,13 +176,13 @@ def write_server_files(model_base_path: Path,
   files = {
       "models.config": text_format.MessageToString(
           model_server_config(base)),
-      "models.container.config": text_format.MessageToString(
+      server_flags.MODEL_CONFIG: text_format.MessageToString(
           model_server_config(base, container_base_path)),
-      "batching_parameters.txt": BATCHING_PARAMETERS,
-      "monitoring.config": MONITORING_CONFIG,
+      server_flags.BATCHING_FILE: server_flags.BATCHING_PARAMETERS,
+      server_flags.MONITORING_FILE: server_flags.MONITORING_CONFIG,
       "serving_command.txt": "\n".join(
-          f"# {device}: " + " ".join(serving_command(container_base_path,
-                                                     device))
+          f"# {device}: " + " ".join(
+              server_flags.serving_command(container_base_path, device))
           for device in ("gpu", "cpu")) + "\n",
   }
   for name, text in files.items():

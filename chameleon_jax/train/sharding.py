@@ -24,23 +24,36 @@ def initialize_distributed(coordinator_address: str | None,
                            process_id: int | None) -> None:
   """Calls `jax.distributed.initialize` for multi-process runs.
 
-  Arguments left None are taken from the environment (JAX_COORDINATOR_ADDRESS,
-  JAX_NUM_PROCESSES, JAX_PROCESS_ID) or, on managed clusters, auto-detected
-  by JAX. With nothing set this is a single-process run and does nothing. On
-  CPU the collectives go through gloo.
+  Arguments left None are taken from the environment: JAX_COORDINATOR_ADDRESS,
+  JAX_NUM_PROCESSES and JAX_PROCESS_ID, or, for the process id, the
+  JOB_COMPLETION_INDEX that Kubernetes gives every pod of an Indexed Job (the
+  JobSet rendered by infra/ sets only the first two). With no coordinator
+  this is a single-process run and does nothing. On CPU the collectives go
+  through gloo.
   """
   coordinator_address = coordinator_address or os.environ.get(
       "JAX_COORDINATOR_ADDRESS")
   if not coordinator_address:
     return
   num_processes = num_processes or int(os.environ.get("JAX_NUM_PROCESSES", 1))
-  if process_id is None and "JAX_PROCESS_ID" in os.environ:
-    process_id = int(os.environ["JAX_PROCESS_ID"])
+  if process_id is None:
+    for name in ("JAX_PROCESS_ID", "JOB_COMPLETION_INDEX"):
+      if os.environ.get(name, "") != "":
+        process_id = _index(name, os.environ[name], num_processes)
+        break
   # Only affects the CPU backend (GPU/TPU collectives are unaffected).
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(coordinator_address=coordinator_address,
                              num_processes=num_processes,
                              process_id=process_id)
+
+
+def _index(name: str, value: str, num_processes: int) -> int:
+  if not value.isdigit() or int(value) >= num_processes:
+    raise ValueError(f"Environment variable {name}={value!r}: expected a "
+                     f"process index in [0, {num_processes}) "
+                     f"(JAX_NUM_PROCESSES={num_processes}).")
+  return int(value)
 
 
 def make_mesh() -> Mesh:

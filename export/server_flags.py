@@ -1,0 +1,58 @@
+"""The model server's files and command line, without TensorFlow.
+
+Shared by the exporter (export/publish.py writes the files next to the
+models) and the Kubernetes renderer (infra/manifests.py mounts the same files
+from ConfigMaps), so the command line exists once.
+"""
+
+from __future__ import annotations
+
+# Files written by publish.write_server_files next to the models. The
+# container variant of the model config names paths as the server sees them.
+MODEL_CONFIG = "models.container.config"
+BATCHING_FILE = "batching_parameters.txt"
+MONITORING_FILE = "monitoring.config"
+SERVER_FILES = (MODEL_CONFIG, BATCHING_FILE, MONITORING_FILE)
+
+GRPC_PORT = 8500
+REST_PORT = 8501
+PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+
+BATCHING_PARAMETERS = """\
+max_batch_size { value: 16 }
+batch_timeout_micros { value: 2000 }
+max_enqueued_batches { value: 100 }
+num_batch_threads { value: 4 }
+allowed_batch_sizes: 1
+allowed_batch_sizes: 4
+allowed_batch_sizes: 16
+pad_variable_length_inputs: false
+"""
+
+MONITORING_CONFIG = f"""\
+prometheus_config {{
+  enable: true
+  path: "{PROMETHEUS_PATH}"
+}}
+"""
+
+
+def serving_command(container_base_path: str = "/models", device: str = "gpu",
+                    config_dir: str | None = None) -> list[str]:
+  """The official image's command line for this layout.
+
+  `config_dir` is where the server files are mounted (default: next to the
+  models); a jax2tf model needs XLA enabled on its device ("gpu" or "cpu"),
+  or TF Serving refuses it with "XLA compilation disabled".
+  """
+  if device not in ("gpu", "cpu"):
+    raise ValueError(f"device {device!r}; expected gpu or cpu.")
+  xla = f"--xla_{device}_compilation_enabled=true"
+  conf = (config_dir or container_base_path).rstrip("/")
+  return ["tensorflow_model_server", f"--port={GRPC_PORT}",
+          f"--rest_api_port={REST_PORT}",
+          f"--model_config_file={conf}/{MODEL_CONFIG}",
+          "--model_config_file_poll_wait_seconds=60",
+          "--enable_model_warmup=true", "--enable_batching=true",
+          f"--batching_parameters_file={conf}/{BATCHING_FILE}",
+          f"--monitoring_config_file={conf}/{MONITORING_FILE}", xla]

@@ -1,0 +1,189 @@
+"""`--mode=render --target=gke-gpu|gke-tpu|cpu`: manifests from the config.
+
+  python main.py --config=experiments/magnetic_tile.py --workdir=DIR \
+      --mode=render --target=gke-gpu [--config.deploy.hosts=2 ...]
+
+writes DIR/render/<target>/:
+  base.yaml      Namespace, training and serving service accounts
+  ingest.yaml    JobSet: --mode=ingest (CPU)
+  train.yaml     JobSet: --mode=train on deploy.hosts pods (sweep: one
+                 JobSet per member of the experiment's get_sweep())
+  evaluate.yaml  JobSet: --mode=eval,robustness (one pod)
+  export.yaml    JobSet: --mode=export in the publishing image (CPU)
+  serving.yaml   TF Serving (only when the export's server files exist under
+                 export.model_base_path; the pipeline renders it after export)
+
+The config stays the single source: every pod runs the same
+`--config=<file>[:variant]` with the same `--config.x=y` overrides given to
+the renderer (deploy.* excepted), plus the cluster paths of data and workdir.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import ml_collections
+import yaml
+
+from export import server_flags
+from infra import manifests
+from infra import targets as targets_lib
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_IMAGE = "chameleon-train"
+PUBLISH_IMAGE = "chameleon-publish"
+
+
+def config_args(config_file: str, overrides: dict) -> tuple[str, ...]:
+  """--config=<repo-relative file[:variant]> and its overrides as flags."""
+  path, _, variant = config_file.partition(":")
+  resolved = Path(path).resolve()
+  try:
+    relative = resolved.relative_to(REPO)
+  except ValueError:
+    raise ValueError(f"--config={config_file}: the file must be inside the "
+                     f"repository ({REPO}), which the image copies.") from None
+  args = [f"--config={relative}" + (f":{variant}" if variant else "")]
+  for key, value in overrides.items():
+    if key.startswith("deploy."):
+      continue  # Cluster settings; the pods do not need them.
+    args.append(f"--config.{key}={_flag_value(value)}")
+  return tuple(args)
+
+
+def _flag_value(value) -> str:
+  return value if isinstance(value, str) else repr(value)
+
+
+def load_sweep(config_file: str) -> list[dict]:
+  """The experiment module's get_sweep() (a list of override dicts)."""
+  path = config_file.partition(":")[0]
+  spec = importlib.util.spec_from_file_location("_experiment", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_sweep"):
+    raise ValueError(f"{path} defines no get_sweep(); a sweep needs a list "
+                     "of override dicts, e.g. [{'seed': 0}, {'seed': 1}].")
+  sweep = list(module.get_sweep())
+  for member in sweep:
+    bad = [k for k in member if k.startswith("deploy.")]
+    if bad:
+      raise ValueError(f"get_sweep() member {member} sets {bad}: members "
+                       "share one cluster template.")
+  return sweep
+
+
+def steps(config: ml_collections.ConfigDict, target: targets_lib.Target,
+          args: tuple[str, ...], sweep: list[dict] | None = None
+          ) -> dict[str, list[manifests.Step]]:
+  deploy = config.deploy
+  base = targets_lib.dns_label(deploy.name or config.data.name, "deploy.name")
+  registry = deploy.registry.rstrip("/")
+  train_image = f"{registry}/{TRAIN_IMAGE}:{deploy.image_tag}"
+  publish_image = f"{registry}/{PUBLISH_IMAGE}:{deploy.image_tag}"
+  shared = manifests.SHARED
+  common = (*args, f"--config.data.root={shared}/data")
+  workdir = f"{shared}/workdirs/{base}"
+  hosts = targets_lib.training_hosts(target, deploy)
+  train_place = targets_lib.training_placement(target, deploy)
+  cpu_place = targets_lib.cpu_placement(deploy.cpu, deploy.memory_gi)
+  # Evaluation runs in one process: one GPU host, or CPU (a lone host of
+  # a multi-host TPU slice cannot start its TPUs).
+  eval_place = train_place if target.device == "gpu" else cpu_place
+  step = manifests.Step
+  if sweep:
+    train = [step(f"{base}-{i:02d}-train", ("train",),
+                  (*common, *config_args_of(member)),
+                  f"{workdir}-{i:02d}", hosts, train_place, train_image)
+             for i, member in enumerate(sweep)]
+  else:
+    train = [step(f"{base}-train", ("train",), common, workdir, hosts,
+                  train_place, train_image)]
+  return {
+      "ingest": [step(f"{base}-ingest", ("ingest",), common,
+                      f"{shared}/workdirs/{base}-ingest", 1, cpu_place,
+                      train_image)],
+      "train": train,
+      "evaluate": [step(f"{base}-evaluate", ("eval", "robustness"), common,
+                        workdir, 1, eval_place, train_image)],
+      "export": [step(f"{base}-export", ("export",),
+                      (*common, f"--config.export.model_base_path={shared}/models"),
+                      workdir, 1, cpu_place, publish_image)],
+  }
+
+
+def config_args_of(member: dict) -> tuple[str, ...]:
+  return tuple(f"--config.{k}={_flag_value(v)}" for k, v in member.items())
+
+
+def read_server_files(model_base_path: Path) -> dict[str, str] | None:
+  """The export's server files, or None when nothing was exported there."""
+  paths = [model_base_path / f for f in server_flags.SERVER_FILES]
+  if not all(p.is_file() for p in paths):
+    return None
+  return {p.name: p.read_text() for p in paths}
+
+
+def check_exports(model_base_path: Path, model_name: str,
+                  serving_version: str) -> list[int]:
+  """Versions of `model_name`; each must be readable by the serving image."""
+  model_dir = model_base_path / model_name
+  found = sorted(int(p.name) for p in model_dir.iterdir()
+                 if p.name.isdigit()) if model_dir.is_dir() else []
+  if not found:
+    raise ValueError(f"No exported version of {model_name!r} under "
+                     f"{model_dir}; run --mode=export first.")
+  limit = manifests.SERVING_READS_XLA_CALL_MODULE.get(serving_version)
+  for version in found:
+    meta_path = model_dir / str(version) / "assets.extra" / "export_metadata.json"
+    meta = json.loads(meta_path.read_text())
+    written = meta.get("xla_call_module_version")
+    if limit is not None and written is not None and written > limit:
+      raise ValueError(
+          f"{meta_path}: XlaCallModule version {written}, but TF Serving "
+          f"{serving_version} reads up to {limit}; pin a newer "
+          "deploy.serving_version.")
+  return found
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, target_name: str,
+        config_file: str, overrides: dict, sweep: bool = False) -> dict:
+  """Writes the manifests; returns {file: [kind/name, ...]}."""
+  target = targets_lib.get(target_name)
+  args = config_args(config_file, overrides)
+  members = load_sweep(config_file) if sweep else None
+  out = Path(workdir) / "render" / target.name
+  out.mkdir(parents=True, exist_ok=True)
+  deploy = config.deploy
+  sa = deploy.train_service_account
+  files = {"base": manifests.base(target, deploy)}
+  for name, group in steps(config, target, args, members).items():
+    files[name] = [manifests.jobset(s, target, deploy, sa) for s in group]
+  model_name = config.export.model_name or config.data.name
+  model_base = Path(config.export.model_base_path or
+                    Path(workdir) / "serving")
+  server_files = read_server_files(model_base)
+  if server_files is not None:
+    check_exports(model_base, model_name, deploy.serving_version)
+    name = targets_lib.dns_label(f"{deploy.name or config.data.name}-serving",
+                                 "deploy.name")
+    files["serving"] = manifests.serving(name, model_name, target, deploy,
+                                         server_files)
+  else:
+    stale = out / "serving.yaml"
+    stale.unlink(missing_ok=True)
+  written = {}
+  for name, objects in files.items():
+    path = out / f"{name}.yaml"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump_all(objects, sort_keys=False, width=100,
+                                      explicit_start=True))
+    tmp.replace(path)
+    written[str(path)] = [f"{o['kind']}/{o['metadata']['name']}"
+                          for o in objects]
+  if server_files is None:
+    written["serving"] = (f"not rendered: no export under {model_base} "
+                          "(run --mode=export first)")
+  return written
