@@ -189,3 +189,22 @@ def write_server_files(model_base_path: Path,
     tmp = base / f"{name}.tmp"
     tmp.write_text(text)
     os.replace(tmp, base / name)
+
+
+def main(argv: list[str] | None = None) -> int:
+  """`python -m export.publish --model_base_path=DIR --model=NAME
+  --label=stable --version=N`: promote a canary or roll back."""
+  import argparse
+  parser = argparse.ArgumentParser(description=main.__doc__)
+  parser.add_argument("--model_base_path", required=True)
+  parser.add_argument("--model", required=True)
+  parser.add_argument("--label", required=True)
+  parser.add_argument("--version", type=int, required=True)
+  args = parser.parse_args(argv)
+  set_label(Path(args.model_base_path), args.model, args.label, args.version)
+  print(json.dumps(read_labels(Path(args.model_base_path) / args.model)))
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

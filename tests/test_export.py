@@ -138,6 +138,79 @@ def test_promote_and_rollback_labels(exported, tmp_path):
     publish.set_label(base, "tiny", "canary", 7)
 
 
+def test_serving_manifest_names_exactly_what_the_export_produced(exported,
+                                                                 tmp_path):
+  """The rendered Deployment's command line, resolved through its mounts
+  (ConfigMap at /etc/tfserving, the bucket's models/ at /models) on a copy
+  of the container's filesystem, finds the export's model, versions, warmup
+  records and server files."""
+  import yaml
+  from google.protobuf import text_format
+  from tensorflow_serving.config import model_server_config_pb2
+  from export import publish
+  from infra import validate
+  workdir, _ = exported
+  base = workdir / "serving"
+  run_main(CONFIG, f"--workdir={workdir}", "--mode=render", "--target=gke-gpu")
+  manifest = workdir / "render" / "gke-gpu" / "serving.yaml"
+  assert validate.validate_file(manifest) == []
+  objects = {o["kind"]: o for o in yaml.safe_load_all(manifest.read_text())}
+  pod = objects["Deployment"]["spec"]["template"]["spec"]
+  (container,) = pod["containers"]
+  assert container["image"] == "tensorflow/serving:2.21.0-gpu"
+  # Build the container's view: every mount of the pod spec.
+  root = tmp_path / "container"
+  volumes = {v["name"]: v for v in pod["volumes"]}
+  for mount in container["volumeMounts"]:
+    volume = volumes[mount["name"]]
+    target = root / mount["mountPath"].lstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if "configMap" in volume:
+      assert volume["configMap"]["name"] == objects["ConfigMap"]["metadata"][
+          "name"]
+      target.mkdir()
+      for key, text in objects["ConfigMap"]["data"].items():
+        (target / key).write_text(text)
+    else:  # The bucket's models/ directory: export.model_base_path.
+      assert "only-dir=models" in volume["csi"]["volumeAttributes"][
+          "mountOptions"] and mount["readOnly"]
+      target.symlink_to(base, target_is_directory=True)
+  flags = dict(a.split("=", 1) for a in container["args"])
+  files = {k: root / v.lstrip("/") for k, v in flags.items()
+           if k.endswith("_file")}
+  assert set(files) == {"--model_config_file", "--batching_parameters_file",
+                        "--monitoring_config_file"}
+  for flag, path in files.items():  # The export's files, byte for byte.
+    assert path.read_text() == (base / path.name).read_text(), flag
+  config = text_format.Parse(files["--model_config_file"].read_text(),
+                             model_server_config_pb2.ModelServerConfig())
+  (entry,) = config.model_config_list.config
+  assert entry.name == "tiny"
+  model_dir = root / entry.base_path.lstrip("/")
+  assert model_dir.resolve() == (base / "tiny").resolve()
+  served = list(entry.model_version_policy.specific.versions)
+  assert served == publish.versions(base / "tiny") == [1, 2]
+  assert dict(entry.version_labels) == publish.read_labels(base / "tiny")
+  for version in served:
+    assert (model_dir / str(version) / "saved_model.pb").is_file()
+    assert (model_dir / str(version) / "assets.extra" /
+            publish.WARMUP_FILE).is_file()
+  # The same command line as the export's, with the files in /etc/tfserving.
+  (gpu_line,) = [l for l in (base / "serving_command.txt").read_text()
+                 .splitlines() if l.startswith("# gpu: ")]
+  exported_flags = gpu_line.removeprefix("# gpu: ").split()
+  assert container["command"] == exported_flags[:1]
+  assert [a.replace("/etc/tfserving/", "/models/") for a in
+          container["args"]] == exported_flags[1:]
+  assert "--xla_gpu_compilation_enabled=true" in container["args"]
+  probe = container["readinessProbe"]["httpGet"]
+  assert probe["path"] == "/v1/models/tiny" and probe["port"] == "http"
+  service_ports = {p["name"]: p["port"] for p in
+                   objects["Service"]["spec"]["ports"]}
+  assert service_ports == {"grpc": 8500, "http": 8501}
+  assert objects["HorizontalPodAutoscaler"]["apiVersion"] == "autoscaling/v2"
+
+
 def _module(task: str, tmp_path: Path):
   from chameleon_jax.models import build_model
   from chameleon_jax.train.state import model_variables

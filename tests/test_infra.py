@@ -258,3 +258,45 @@ def test_jobset_pods_reproduced_locally_restart_and_resume_exactly(tmp_path):
   losses = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text()
             .splitlines()]
   assert max(l["step"] for l in losses) == 24
+
+
+def test_pipeline_template_runs_every_stage_in_order_and_gates():
+  from infra import validate
+  path = REPO / "infra" / "ci" / "pipeline.github-actions.yaml"
+  assert validate.lint(path) == []
+  pipeline = yaml.safe_load(path.read_text())
+  steps = [s.get("name", "") for s in pipeline["jobs"]["pipeline"]["steps"]]
+  order = ["Build", "Render", "ETL", "Train", "Evaluate", "Export", "Publish",
+           "Canary"]
+  positions = [next(i for i, s in enumerate(steps) if s.startswith(w))
+               for w in order]
+  assert positions == sorted(positions)
+  runs = {s.get("name", ""): s.get("run", "") for s in
+          pipeline["jobs"]["pipeline"]["steps"]}
+  assert "python -m infra.gate" in runs["Evaluate and robustness report"]
+  for stage, manifest in (("ETL", "ingest"), ("Train", "train"),
+                          ("Evaluate", "evaluate"), ("Export", "export")):
+    (run,) = [r for n, r in runs.items() if n.startswith(stage)]
+    assert f"{manifest}.yaml" in run and "run_jobset.sh" in run
+  assert pipeline["jobs"]["promote"]["needs"] == "pipeline"
+  assert pipeline["jobs"]["promote"]["environment"] == "production"
+
+
+def test_gate_names_each_failed_bound(tmp_path):
+  from infra import gate
+  assert gate.check({"dice": 0.6, "fa": 0.1}, {"dice": 0.5}, {"fa": 0.2}) == []
+  failures = gate.check({"dice": 0.4, "fa": float("nan")}, {"dice": 0.5},
+                        {"fa": 0.2, "missing": 1.0})
+  assert failures == ["dice = 0.4000, needs >= 0.5.",
+                      "fa: nan is not a finite number (needs <= 0.2).",
+                      "missing: None is not a finite number (needs <= 1.0)."]
+  metrics = tmp_path / "m.json"
+  metrics.write_text(json.dumps({"defect_image_dice": 0.55}))
+  ok = subprocess.run([sys.executable, "-m", "infra.gate", str(metrics),
+                       "--min", "defect_image_dice=0.5"], cwd=REPO,
+                      capture_output=True, text=True)
+  bad = subprocess.run([sys.executable, "-m", "infra.gate", str(metrics),
+                        "--min", "defect_image_dice=0.6"], cwd=REPO,
+                       capture_output=True, text=True)
+  assert ok.returncode == 0 and bad.returncode == 1
+  assert "defect_image_dice = 0.5500, needs >= 0.6." in bad.stdout
