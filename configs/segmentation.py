@@ -99,6 +99,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.split = "test"
   config.eval.batch_size = 16
   config.eval.min_defect_area = 1  # Predicted pixels that raise an alarm.
+  # Image-level decisions (evaluation/decision.py): "argmax" = the mask as
+  # predicted; "calibrated" = a threshold on p(defect) and a minimum
+  # component area chosen on the validation split (best defect-image Dice
+  # with false alarms <= max_false_alarm), then applied to eval.split.
+  config.eval.decision = "argmax"
+  config.eval.max_false_alarm = 0.1
+  config.eval.flip_tta = False  # Mean over 4 flips (segmentation).
   config.eval.checkpoint = "best"  # best | latest
   config.eval.num_worst = 8  # Overlays written for the worst images.
   config.predict = ml_collections.ConfigDict()

@@ -51,6 +51,15 @@ def get_config(variant: str = "binary"):
   config.train.checkpoint_every = 250
   config.train.best_metric = "defect_image_dice"
   config.eval.batch_size = 16
+  # Image-level decisions (evaluation/decision.py): a p(defect) threshold and
+  # a minimum component area chosen on val within a false-alarm budget below
+  # the 20 % target, on flip-averaged probabilities. Measured on this recipe
+  # (grouped split, seed 0; benchmarks/RESULTS.md, issue 8): "any predicted
+  # pixel" alarms on every clean image; flips raise the best validation Dice
+  # at <= 20 % false alarms from 0.034 to 0.087.
+  config.eval.decision = "calibrated"
+  config.eval.max_false_alarm = 0.15
+  config.eval.flip_tta = True
   return config
 
 

@@ -31,6 +31,7 @@ def test_metrics_from_a_known_confusion_matrix():
   np.testing.assert_array_equal(per_image["pred"], preds)
 
 
+@pytest.mark.e2e
 def test_classification_through_main(tmp_path):
   workdir = str(tmp_path / "run")
   run_main("--config=tests/tiny_config.py:classification",

@@ -201,6 +201,7 @@ def severity_sweep():
           for n in MONOTONE for s in C.SEVERITIES}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", MONOTONE)
 def test_severity_lowers_psnr_where_the_reference_does(name, severity_sweep):
   psnr = np.stack([severity_sweep[(name, s)] for s in C.SEVERITIES], 1)

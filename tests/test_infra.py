@@ -218,6 +218,7 @@ def _digest(workdir: Path) -> tuple[int, str]:
   return int(step), digest
 
 
+@pytest.mark.e2e
 def test_jobset_pods_reproduced_locally_restart_and_resume_exactly(tmp_path):
   """The JobSet's exact pod environment on 127.0.0.1 with 2 processes: pod 1
   is SIGKILLed after a checkpoint, the JobSet restarts both pods, and the

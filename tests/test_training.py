@@ -104,6 +104,7 @@ def test_training_never_imports_tensorflow(ingested, tmp_path):
   assert "NO_TF" in result.stdout, result.stderr[-3000:]
 
 
+@pytest.mark.e2e
 def test_four_devices_match_one_device(ingested, tmp_path):
   curves = {}
   for devices in (1, 4):
@@ -117,6 +118,7 @@ def test_four_devices_match_one_device(ingested, tmp_path):
   assert rel.max() < 1e-4, rel
 
 
+@pytest.mark.e2e
 def test_two_processes_agree(ingested, tmp_path):
   import portpicker
   port = portpicker.pick_unused_port()
@@ -168,6 +170,7 @@ def _digest(workdir: Path) -> str:
   return out.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.e2e
 def test_sigkill_and_resume_gives_identical_parameters(ingested, tmp_path):
   args = [CONFIG, f"--config.data.root={ingested}", "--config.train.steps=30",
           "--config.train.checkpoint_every=10", "--config.train.keep_checkpoints=5",

@@ -13,7 +13,7 @@ import numpy as np
 from chameleon_jax import components
 from chameleon_jax.data import images as imio
 from chameleon_jax.data import pipeline
-from chameleon_jax.evaluation import overlays
+from chameleon_jax.evaluation import decision, overlays
 from chameleon_jax.evaluation.evaluate import evaluate_split
 from chameleon_jax.evaluation.inference import restore
 from chameleon_jax.train import steps
@@ -39,13 +39,22 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
   metrics["checkpoint_step"] = card["step"]
   metrics["checkpoint"] = card["checkpoint"]
   out = Path(workdir) / "eval"
+  ids = [a["id"] for a in ds.items(split)]
   if jax.process_index() == 0:
     out.mkdir(parents=True, exist_ok=True)
-    ids = [a["id"] for a in ds.items(split)]
-    if task == "classification":
+  if task == "classification":
+    if jax.process_index() == 0:
       _write_classification(out, split, metrics, per_image, ids,
                             ds.class_names)
-      return metrics
+    return metrics
+  maps = None
+  if task == "segmentation" and config.eval.decision == "calibrated":
+    metrics, per_image, maps = _calibrated(config, graphdef, state, ds, split,
+                                           mesh, metrics, out)
+  elif config.eval.decision != "argmax":
+    raise ValueError(f"eval.decision={config.eval.decision!r}; expected "
+                     "'argmax' or 'calibrated' (segmentation).")
+  if jax.process_index() == 0:
     rows = [{"id": ids[int(i)], "dice": float(d), "defect": bool(t),
              "false_alarm": bool(f), "predicted_defect_pixels": int(a)}
             for i, d, t, f, a in zip(per_image["index"], per_image["dice"],
@@ -55,13 +64,46 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
     _write_json(out / f"{split}_metrics.json", metrics)
     _write_json(out / f"{split}_per_image.json", rows)
     _write_worst(config, graphdef, state, ds, split, ids, per_image,
-                 out / f"{split}_worst")
+                 out / f"{split}_worst", maps)
   return metrics
 
 
+def _calibrated(config, graphdef, state, ds, split, mesh, metrics, out):
+  """Chooses the decision rule on "val", applies it to `split`; the
+  headline numbers become the rule's (the argmax masks' values of the same
+  names stay as argmax/...; pixel IoU and accuracy remain argmax's)."""
+  predict = jax.jit(steps.make_predict_fn(graphdef, config.eval.flip_tta))
+  if split == "val":
+    logging.warning("Calibrating and evaluating on the validation split: "
+                    "its figures are optimistic.")
+  rule, table = decision.calibrate(
+      decision.predictions(predict, state, ds, "val", config, mesh),
+      config.eval.max_false_alarm)
+  if jax.process_index() == 0:
+    decision.save_rule(out / "decision.json", rule, table,
+                       config.eval.max_false_alarm, "val")
+  logging.info("Decision rule chosen on val: %s", rule)
+  ruled, results, maps = decision.evaluate(
+      rule, decision.predictions(predict, state, ds, split, config, mesh),
+      ds.class_names)
+  merged = {(f"argmax/{k}" if k in ruled and not k.startswith("num_") else k): v
+            for k, v in metrics.items()}
+  merged.update(ruled)
+  merged["decision_threshold"] = rule.threshold
+  merged["decision_min_area"] = rule.min_area
+  per_image = {"index": np.array([r["index"] for r in results]),
+               "dice": np.array([r["dice"] for r in results]),
+               "defect": np.array([r["defect"] for r in results]),
+               "false_alarm": np.array([r["alarm"] and not r["defect"]
+                                        for r in results]),
+               "pred_area": np.array([r["pred_area"] for r in results])}
+  return merged, per_image, maps
+
+
 def _write_worst(config, graphdef, state, ds, split, ids, per_image,
-                 folder: Path):
-  """Panels of the worst missed/partial defects and the worst false alarms."""
+                 folder: Path, maps: dict | None = None):
+  """Panels of the worst missed/partial defects and the worst false alarms
+  (with `maps`, {index: class map}, the decision rule's masks are shown)."""
   folder.mkdir(parents=True, exist_ok=True)
   n = config.eval.num_worst
   defect = np.flatnonzero(per_image["defect"])
@@ -75,7 +117,8 @@ def _write_worst(config, graphdef, state, ds, split, ids, per_image,
     for rank, pos in enumerate(chosen):
       index = int(per_image["index"][pos])
       example = examples[index]
-      pred = np.asarray(predict(state, example["image"][None]))[0].argmax(-1)
+      pred = (maps[index] if maps is not None else
+              np.asarray(predict(state, example["image"][None]))[0].argmax(-1))
       name = ids[index].replace("/", "_")
       imio.save_png(folder / f"{kind}_{rank:02d}_{name}.png",
                     overlays.panel(example["image"], example["mask"], pred))

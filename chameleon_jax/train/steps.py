@@ -73,11 +73,24 @@ def make_eval_step(graphdef: nnx.GraphDef, min_defect_area: int,
   return eval_step
 
 
-def make_predict_fn(graphdef: nnx.GraphDef) -> Callable:
-  """Returns `predict(state, images) -> softmax probabilities (B, H, W, K)`."""
+def make_predict_fn(graphdef: nnx.GraphDef, flips: bool = False) -> Callable:
+  """Returns `predict(state, images) -> softmax probabilities (B, H, W, K)`.
+
+  `flips`: test-time augmentation, the mean of the probabilities of the
+  image and its horizontal, vertical and double flips (4 forward passes;
+  segmentation only), mapped back before averaging.
+  """
 
   def predict(state: TrainState, images: jax.Array) -> jax.Array:
     model = merge(graphdef, eval_params(state), state.model_state)
-    return jax.nn.softmax(model(images, train=False), axis=-1)
+    probs = lambda x: jax.nn.softmax(model(x, train=False), axis=-1)  # noqa: E731
+    if not flips:
+      return probs(images)
+    total = 0.0
+    for axes in ((), (2,), (1,), (1, 2)):
+      flipped = jnp.flip(images, axes) if axes else images
+      out = probs(flipped)
+      total = total + (jnp.flip(out, axes) if axes else out)
+    return total / 4
 
   return predict

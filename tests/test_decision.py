@@ -1,0 +1,132 @@
+"""Decision rules on segmentation output (evaluation/decision.py)."""
+
+import numpy as np
+import pytest
+
+from chameleon_jax.data.transforms import IGNORE_INDEX
+from chameleon_jax.evaluation import decision
+
+
+def _items(seed=0, n=24, k=3, size=(20, 24)):
+  """Random images: half with a defect blob, probabilities that roughly
+  find it plus random specks; some pixels ignored."""
+  rng = np.random.default_rng(seed)
+  items = []
+  for i in range(n):
+    labels = np.zeros(size, np.int32)
+    if i % 2:
+      y, x = rng.integers(2, size[0] - 6), rng.integers(2, size[1] - 6)
+      labels[y:y + rng.integers(2, 5), x:x + rng.integers(2, 5)] = \
+          rng.integers(1, k)
+    labels[:, -2:] = IGNORE_INDEX
+    logits = rng.normal(0, 1, size + (k,))
+    logits[..., 0] += 2.0
+    logits[labels > 0, 0] -= rng.uniform(1, 4)
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    items.append((i, probs.astype(np.float16), labels))
+  return items
+
+
+def test_rule_removes_small_components_and_keeps_classes():
+  probs = np.zeros((6, 8, 3), np.float32)
+  probs[..., 0] = 1
+  probs[1:4, 1:4] = [0.1, 0.2, 0.7]  # 9 px of class 2
+  probs[5, 7] = [0.2, 0.8, 0.0]  # 1 px speck of class 1
+  valid = np.ones((6, 8), bool)
+  pred = decision.DecisionRule(0.5, 1).apply(probs, valid)
+  assert (pred == 2).sum() == 9 and pred[5, 7] == 1
+  pred = decision.DecisionRule(0.5, 2).apply(probs, valid)
+  assert (pred == 2).sum() == 9 and pred[5, 7] == 0
+  assert decision.DecisionRule(0.95, 1).apply(probs, valid).max() == 0
+  valid[1:4, 1:4] = False  # Ignored pixels never become defects.
+  assert (decision.DecisionRule(0.5, 1).apply(probs, valid) == 2).sum() == 0
+
+
+def test_calibration_grid_equals_applying_each_rule():
+  items = _items()
+  rule, table = decision.calibrate(items, max_false_alarm=0.25,
+                                   thresholds=(0.3, 0.5, 0.7),
+                                   min_areas=(1, 3, 9))
+  assert len(table) == 9
+  for row in table:  # The fast grid against the plain rule, one by one.
+    metrics, _, _ = decision.evaluate(
+        decision.DecisionRule(row["threshold"], row["min_area"]), items,
+        ["bg", "a", "b"])
+    assert row["defect_image_dice"] == pytest.approx(
+        metrics["defect_image_dice"], abs=1e-12)
+    assert row["false_alarm_rate"] == pytest.approx(
+        metrics["false_alarm_rate"], abs=1e-12)
+  allowed = [r for r in table if r["false_alarm_rate"] <= 0.25]
+  best = max(allowed, key=lambda r: r["defect_image_dice"])
+  assert (rule.threshold, rule.min_area) == (best["threshold"],
+                                             best["min_area"])
+
+
+def test_no_rule_within_budget_falls_back_to_fewest_alarms():
+  items = _items(seed=1)
+  rule, table = decision.calibrate(items, max_false_alarm=-1.0,
+                                   thresholds=(0.1, 0.9), min_areas=(1, 50))
+  fewest = min(r["false_alarm_rate"] for r in table)
+  chosen = next(r for r in table if (r["threshold"], r["min_area"]) ==
+                (rule.threshold, rule.min_area))
+  assert chosen["false_alarm_rate"] == fewest
+
+
+def test_summary_counts_images_and_classes():
+  items = _items(seed=2, k=3)
+  metrics, results, maps = decision.evaluate(decision.DecisionRule(0.5, 1),
+                                             items, ["bg", "a", "b"])
+  confusion = np.array(metrics["image_confusion"])
+  assert confusion.sum() == len(items)
+  assert confusion[0].sum() == metrics["num_defect_free_images"] == 12
+  assert confusion[0, 1:].sum() / 12 == metrics["false_alarm_rate"]
+  assert confusion[1:, 1:].sum() / 12 == metrics["defect_recall"]
+  assert set(maps) == {i for i, _, _ in items}
+  dice = [r["dice"] for r in results if r["defect"]]
+  assert metrics["defect_image_dice"] == pytest.approx(np.mean(dice))
+
+
+def test_flip_tta_is_the_mean_over_four_flips():
+  import jax
+  import jax.numpy as jnp
+  from chameleon_jax.models import build_model
+  from chameleon_jax.train import state as state_lib
+  from chameleon_jax.train import steps
+  import optax
+  model = build_model("unet", num_classes=3, in_channels=1, widths=(4, 8),
+                      norm="group")
+  graphdef, state = state_lib.create(model, optax.sgd(0.1), use_ema=False)
+  x = jax.random.uniform(jax.random.key(0), (2, 16, 24, 1))
+  plain = steps.make_predict_fn(graphdef)
+  tta = steps.make_predict_fn(graphdef, flips=True)
+  expected = sum(jnp.flip(plain(state, jnp.flip(x, a)), a)
+                 for a in ((1,), (2,), (1, 2))) + plain(state, x)
+  np.testing.assert_allclose(tta(state, x), expected / 4, atol=1e-6)
+  assert not np.allclose(tta(state, x), plain(state, x), atol=1e-4)
+
+
+def test_calibrated_eval_through_main(tmp_path):
+  import json
+  from tests.conftest import run_main
+  args = ["--config=tests/tiny_config.py", f"--workdir={tmp_path}",
+          f"--config.data.root={tmp_path / 'data'}"]
+  run_main(*args, "--mode=ingest,train", "--config.train.steps=10")
+  run_main(*args, "--mode=eval", "--config.eval.decision=calibrated",
+           "--config.eval.flip_tta=True", "--config.eval.max_false_alarm=0.2")
+  metrics = json.loads((tmp_path / "eval" / "test_metrics.json").read_text())
+  chosen = json.loads((tmp_path / "eval" / "decision.json").read_text())
+  assert chosen["chosen_on"] == "val"
+  assert (metrics["decision_threshold"], metrics["decision_min_area"]) == (
+      chosen["rule"]["threshold"], chosen["rule"]["min_area"])
+  assert "argmax/defect_image_dice" in metrics and "iou/background" in metrics
+  assert len(chosen["grid"]) == len(decision.THRESHOLDS) * len(
+      decision.MIN_AREAS)
+  feasible = [r for r in chosen["grid"] if r["false_alarm_rate"] <= 0.2]
+  if feasible:  # The best validation Dice within the budget was chosen.
+    assert chosen["validation"]["defect_image_dice"] == max(
+        r["defect_image_dice"] for r in feasible)
+  per_image = json.loads((tmp_path / "eval" / "test_per_image.json")
+                         .read_text())
+  alarms = sum(r["false_alarm"] for r in per_image)
+  clean = sum(not r["defect"] for r in per_image)
+  assert metrics["false_alarm_rate"] == alarms / clean
