@@ -29,6 +29,24 @@ def pytest_configure(config):
   config.addinivalue_line("markers", "slow: long checks, run with -m slow")
 
 
+def checkpoint_digest(workdir: Path) -> tuple[int, str]:
+  """(step, hash of every parameter) of the latest checkpoint of a
+  tests/tiny_config.py run, read in a fresh process."""
+  code = (
+      "import sys; from absl import flags; flags.FLAGS.mark_as_parsed()\n"
+      "from tests.tiny_config import get_config\n"
+      "from chameleon_jax.evaluation.inference import restore\n"
+      "from chameleon_jax.train.loop import params_digest\n"
+      "_, state, _, card = restore(get_config(), sys.argv[1], 'latest')\n"
+      "print(card['step'], params_digest(state))\n")
+  out = subprocess.run([sys.executable, "-c", code, str(workdir)], cwd=REPO,
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert out.returncode == 0, out.stderr[-3000:]
+  step, digest = out.stdout.strip().splitlines()[-1].split()
+  return int(step), digest
+
+
 @pytest.fixture(scope="session")
 def magnetic_tile() -> Path:
   if not (MAGNETIC_TILE / "MT_Free").is_dir():

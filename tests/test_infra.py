@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, run_main
+from tests.conftest import REPO, checkpoint_digest, run_main
 
 TINY = "--config=tests/tiny_config.py"
 MT = "--config=experiments/magnetic_tile.py"
@@ -202,22 +202,6 @@ def test_process_id_comes_from_the_completion_index(monkeypatch):
     sharding.initialize_distributed(None, None, None)
 
 
-def _digest(workdir: Path) -> tuple[int, str]:
-  code = (
-      "import sys; from absl import flags; flags.FLAGS.mark_as_parsed()\n"
-      "from tests.tiny_config import get_config\n"
-      "from chameleon_jax.evaluation.inference import restore\n"
-      "from chameleon_jax.train.loop import params_digest\n"
-      "_, state, _, card = restore(get_config(), sys.argv[1], 'latest')\n"
-      "print(card['step'], params_digest(state))\n")
-  out = subprocess.run([sys.executable, "-c", code, str(workdir)], cwd=REPO,
-                       capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "JAX_PLATFORMS": "cpu"})
-  assert out.returncode == 0, out.stderr[-3000:]
-  step, digest = out.stdout.strip().splitlines()[-1].split()
-  return int(step), digest
-
-
 @pytest.mark.e2e
 def test_jobset_pods_reproduced_locally_restart_and_resume_exactly(tmp_path):
   """The JobSet's exact pod environment on 127.0.0.1 with 2 processes: pod 1
@@ -238,7 +222,7 @@ def test_jobset_pods_reproduced_locally_restart_and_resume_exactly(tmp_path):
   reference = LocalJobSet(train, shared, portpicker.pick_unused_port, env,
                           log_dir=tmp_path / "logs-straight")
   assert reference.run(900) == 0
-  straight = _digest(workdir)
+  straight = checkpoint_digest(workdir)
   assert straight[0] == 24
   shutil.move(workdir, tmp_path / "straight")
 
@@ -255,7 +239,7 @@ def test_jobset_pods_reproduced_locally_restart_and_resume_exactly(tmp_path):
   assert killed
   logs = (tmp_path / "logs-killed" / "attempt1-pod0.log").read_text()
   assert "Resumed from step" in logs
-  assert _digest(workdir) == straight
+  assert checkpoint_digest(workdir) == straight
   losses = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text()
             .splitlines()]
   assert max(l["step"] for l in losses) == 24

@@ -83,6 +83,7 @@ def test_report_end_to_end_with_an_ensemble_of_identical_members(trained):
   assert "data:image/png;base64," in html and "Generalisation" in html
 
 
+@pytest.mark.e2e
 def test_sweep_is_independent_of_batch_size(trained):
   from chameleon_jax.robustness import sweep
   from tests import tiny_config

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, run_main
+from tests.conftest import REPO, checkpoint_digest, run_main
 
 CONFIG = "--config=tests/tiny_config.py"
 
@@ -154,22 +154,6 @@ def test_two_processes_agree(ingested, tmp_path):
                              rtol=1e-4)
 
 
-def _digest(workdir: Path) -> str:
-  code = (
-      "import sys, json; from absl import flags; flags.FLAGS.mark_as_parsed()\n"
-      "from tests.tiny_config import get_config\n"
-      "from chameleon_jax.evaluation.inference import restore\n"
-      "from chameleon_jax.train.loop import params_digest\n"
-      "c = get_config()\n"
-      "_, state, _, card = restore(c, sys.argv[1], 'latest')\n"
-      "print(card['step'], params_digest(state))\n")
-  out = subprocess.run([sys.executable, "-c", code, str(workdir)], cwd=REPO,
-                       capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "JAX_PLATFORMS": "cpu"})
-  assert out.returncode == 0, out.stderr[-3000:]
-  return out.stdout.strip().splitlines()[-1]
-
-
 @pytest.mark.e2e
 def test_sigkill_and_resume_gives_identical_parameters(ingested, tmp_path):
   args = [CONFIG, f"--config.data.root={ingested}", "--config.train.steps=30",
@@ -192,7 +176,7 @@ def test_sigkill_and_resume_gives_identical_parameters(ingested, tmp_path):
   done = len(_safe_losses(killed))
   assert 12 <= done < 30, f"kill landed at step {done}"
   run_main(*args, f"--workdir={killed}")
-  assert _digest(killed) == _digest(tmp_path / "straight")
+  assert checkpoint_digest(killed) == checkpoint_digest(tmp_path / "straight")
 
 
 def _safe_losses(workdir: Path) -> list[float]:
@@ -218,6 +202,7 @@ def test_unknown_config_key_is_named(tmp_path):
   assert "modle" in result.stderr
 
 
+@pytest.mark.e2e
 def test_workdir_of_another_model_is_refused(ingested, tmp_path):
   run_main(CONFIG, f"--workdir={tmp_path}", "--mode=train",
            f"--config.data.root={ingested}", "--config.train.steps=5")

@@ -161,6 +161,7 @@ def test_every_pair(architecture, encoder, tmp_path):
   check_model(architecture, encoder, tmp_path)
 
 
+@pytest.mark.e2e
 def test_bfloat16_compute_keeps_float32_parameters():
   x = jax.random.uniform(jax.random.key(3), (2, 64, 64, 1))
   full = build_model("fpn", encoder="resnet18", num_classes=2, in_channels=1)
@@ -203,6 +204,7 @@ def test_vit_position_embeddings_resample():
   np.testing.assert_allclose(resampled, 0.3, atol=1e-6)
 
 
+@pytest.mark.e2e
 def test_deep_supervision_through_the_train_step():
   import optax
   from chameleon_jax.train import state as state_lib
