@@ -130,3 +130,18 @@ def test_calibrated_eval_through_main(tmp_path):
   alarms = sum(r["false_alarm"] for r in per_image)
   clean = sum(not r["defect"] for r in per_image)
   assert metrics["false_alarm_rate"] == alarms / clean
+  # --mode=predict applies the same rule (and flips) to new images.
+  from chameleon_jax.data import synthetic
+  synthetic.write_folder(synthetic.SyntheticSpec(num_images=2, seed=5,
+                                                 min_size=(32, 32),
+                                                 max_size=(32, 32)),
+                         tmp_path / "new")
+  run_main(*args, "--mode=predict", "--config.eval.decision=calibrated",
+           "--config.eval.flip_tta=True",
+           f"--config.predict.input_dir={tmp_path / 'new' / 'images'}")
+  assert len(list((tmp_path / "predictions").glob("*_mask.png"))) == 2
+  (tmp_path / "eval" / "decision.json").unlink()
+  result = run_main(*args, "--mode=predict", "--config.eval.decision=calibrated",
+                    f"--config.predict.input_dir={tmp_path / 'new' / 'images'}",
+                    check=False)
+  assert result.returncode != 0 and "decision.json is missing" in result.stderr

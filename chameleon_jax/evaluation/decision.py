@@ -141,8 +141,8 @@ def evaluate(rule: DecisionRule, items, class_names: Sequence[str]
   confusion = np.zeros((k, k), np.int64)
   results, maps = [], {}
   for index, probs, labels in items:
-    pred = rule.apply(probs.astype(np.float32), labels != IGNORE_INDEX)
     valid = labels != IGNORE_INDEX
+    pred = rule.apply(probs.astype(np.float32), valid)
     confusion += np.bincount(labels[valid] * k + pred[valid],
                              minlength=k * k).reshape(k, k)
     results.append({"index": index, **image_result(pred, labels)})
@@ -211,5 +211,11 @@ def save_rule(path: Path, rule: DecisionRule, table: list[dict],
   tmp.replace(path)
 
 
-def load_rule(path: Path) -> DecisionRule:
+def load_rule(workdir: str | Path) -> DecisionRule:
+  """The rule that --mode=eval chose for this workdir's model."""
+  path = Path(workdir) / "eval" / "decision.json"
+  if not path.is_file():
+    raise FileNotFoundError(
+        f"{path} is missing: eval.decision='calibrated' needs the rule that "
+        "--mode=eval chooses on the validation split; run it first.")
   return DecisionRule(**json.loads(path.read_text())["rule"])

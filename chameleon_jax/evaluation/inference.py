@@ -13,7 +13,7 @@ import numpy as np
 from chameleon_jax import components
 from chameleon_jax.data import images as imio
 from chameleon_jax.data.transforms import to_unit_float
-from chameleon_jax.evaluation import overlays
+from chameleon_jax.evaluation import decision, overlays
 from chameleon_jax.evaluation.sliding_window import sliding_window
 from chameleon_jax.train import checkpoint as ckpt_lib
 from chameleon_jax.train import sharding, steps
@@ -51,6 +51,10 @@ def restore(config: ml_collections.ConfigDict, workdir: str, which: str):
 def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> Path:
   """Writes <stem>_mask.png (class indices) and <stem>_overlay.png per image.
 
+  With eval.decision = "calibrated" the masks follow the decision rule that
+  --mode=eval chose on the validation split (eval/decision.json); with
+  eval.flip_tta the probabilities are flip-averaged, as in evaluation.
+
   With `predict.window` set (the training crop size), images are predicted
   by Gaussian-blended sliding windows (sliding_window.py), so an image many
   times the training size gets the context the model was trained with;
@@ -65,7 +69,9 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> Path:
   out = Path(config.predict.output_dir or Path(workdir) / "predictions")
   out.mkdir(parents=True, exist_ok=True)
   graphdef, state, _, card = restore(config, workdir, config.eval.checkpoint)
-  predict = jax.jit(steps.make_predict_fn(graphdef))
+  predict = jax.jit(steps.make_predict_fn(graphdef, config.eval.flip_tta))
+  rule = (decision.load_rule(workdir) if config.eval.decision == "calibrated"
+          else None)
   stride = getattr(merge(graphdef, eval_params(state), state.model_state),
                    "stride", 1)
   channels = card["signature"]["in_channels"]
@@ -94,8 +100,9 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> Path:
     else:
       x = np.pad(x, ((0, -h % stride), (0, -w % stride), (0, 0)))
       probs = np.asarray(predict(state, x[None]))[0, :h, :w]
-    pred = imio.resize_mask(probs.argmax(-1).astype(np.uint8),
-                            *image.shape[:2])
+    classes = (rule.apply(probs, np.ones(probs.shape[:2], bool))
+               if rule is not None else probs.argmax(-1))
+    pred = imio.resize_mask(classes.astype(np.uint8), *image.shape[:2])
     imio.save_png(out / f"{path.stem}_mask.png", pred)
     imio.save_png(out / f"{path.stem}_overlay.png",
                   overlays.panel(image, None, pred))
