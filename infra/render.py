@@ -34,6 +34,8 @@ from infra import targets as targets_lib
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_IMAGE = "chameleon-train"
 PUBLISH_IMAGE = "chameleon-publish"
+# Local paths given to the renderer; the pods get the shared volume's.
+CLUSTER_PATHS = ("data.root", "export.model_base_path")
 
 
 def config_args(config_file: str, overrides: dict) -> tuple[str, ...]:
@@ -47,8 +49,8 @@ def config_args(config_file: str, overrides: dict) -> tuple[str, ...]:
                      f"repository ({REPO}), which the image copies.") from None
   args = [f"--config={relative}" + (f":{variant}" if variant else "")]
   for key, value in overrides.items():
-    if key.startswith("deploy."):
-      continue  # Cluster settings; the pods do not need them.
+    if key.startswith("deploy.") or key in CLUSTER_PATHS:
+      continue  # Cluster settings and paths: the renderer sets them.
     args.append(f"--config.{key}={_flag_value(value)}")
   return tuple(args)
 

@@ -41,7 +41,8 @@ def rendered(tmp_path_factory) -> dict[str, Path]:
   root = tmp_path_factory.mktemp("render")
   for target in ("gke-gpu", "gke-tpu", "cpu"):
     run_main(MT, f"--workdir={root}", "--mode=render", f"--target={target}",
-             "--config.deploy.hosts=2", "--config.train.steps=700")
+             "--config.deploy.hosts=2", "--config.train.steps=700",
+             "--config.data.root=/local/data")  # A local path: not forwarded.
   return {t: root / "render" / t for t in ("gke-gpu", "gke-tpu", "cpu")}
 
 
