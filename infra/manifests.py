@@ -128,11 +128,6 @@ def jobset(step: Step, target: Target, deploy: ml_collections.ConfigDict,
   }
 
 
-def serving_device(target: Target, deploy: ml_collections.ConfigDict) -> str:
-  return ("gpu" if target.serving_device == "gpu" and deploy.serving_gpus > 0
-          else "cpu")
-
-
 def serving_image(target: Target, deploy: ml_collections.ConfigDict) -> str:
   version = deploy.serving_version
   if version not in SERVING_READS_XLA_CALL_MODULE:
@@ -140,7 +135,7 @@ def serving_image(target: Target, deploy: ml_collections.ConfigDict) -> str:
         f"deploy.serving_version {version!r} is not a TF Serving release "
         f"checked against this JAX's exports; checked: "
         f"{sorted(SERVING_READS_XLA_CALL_MODULE)}.")
-  suffix = "-gpu" if serving_device(target, deploy) == "gpu" else ""
+  suffix = "-gpu" if targets_lib.serving_device(target, deploy) == "gpu" else ""
   return f"tensorflow/serving:{version}{suffix}"
 
 
@@ -152,7 +147,7 @@ def serving(name: str, model_name: str, target: Target,
   if missing:
     raise ValueError(f"Server files {missing} missing (written by "
                      "--mode=export next to the models).")
-  device = serving_device(target, deploy)
+  device = targets_lib.serving_device(target, deploy)
   command = server_flags.serving_command(SERVING_MODELS, device,
                                          config_dir=SERVING_CONFIG)
   meta = {"namespace": deploy.namespace, "labels": labels("serve", name)}

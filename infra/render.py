@@ -47,12 +47,11 @@ def config_args(config_file: str, overrides: dict) -> tuple[str, ...]:
   except ValueError:
     raise ValueError(f"--config={config_file}: the file must be inside the "
                      f"repository ({REPO}), which the image copies.") from None
-  args = [f"--config={relative}" + (f":{variant}" if variant else "")]
-  for key, value in overrides.items():
-    if key.startswith("deploy.") or key in CLUSTER_PATHS:
-      continue  # Cluster settings and paths: the renderer sets them.
-    args.append(f"--config.{key}={_flag_value(value)}")
-  return tuple(args)
+  # Cluster settings and paths are the renderer's to set, not forwarded.
+  forwarded = {k: v for k, v in overrides.items()
+               if not k.startswith("deploy.") and k not in CLUSTER_PATHS}
+  return (f"--config={relative}" + (f":{variant}" if variant else ""),
+          *config_args_of(forwarded))
 
 
 def _flag_value(value) -> str:

@@ -129,10 +129,16 @@ def cpu_placement(cpu: int | str, memory_gi: int) -> Placement:
                     "limits": {"memory": memory}}, {}, [])
 
 
+def serving_device(target: Target, deploy: ml_collections.ConfigDict) -> str:
+  """gpu when the target serves on GPUs and replicas get some, else cpu."""
+  return ("gpu" if target.serving_device == "gpu" and deploy.serving_gpus > 0
+          else "cpu")
+
+
 def serving_placement(target: Target,
                       deploy: ml_collections.ConfigDict) -> Placement:
   base = {"cpu": "2", "memory": "8Gi"}
-  if target.serving_device == "gpu" and deploy.serving_gpus > 0:
+  if serving_device(target, deploy) == "gpu":
     count = str(deploy.serving_gpus)
     return Placement(
         {"requests": {**base, GPU_RESOURCE: count},
