@@ -14,7 +14,7 @@ SMOOTH_LOSSES = [("cross_entropy", {}), ("focal", {}), ("dice", {}),
                  ("dice", {"variant": "log"}), ("jaccard", {}), ("tversky", {}),
                  ("focal_tversky", {}), ("generalized_dice", {}),
                  ("boundary", {"max_distance": 3}), ("dice_ce", {}),
-                 ("dice_focal", {})]
+                 ("dice_focal", {}), ("image_topk", {"k": 2})]
 EVERY_LOSS = SMOOTH_LOSSES + [("lovasz", {})]
 
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from chameleon_jax.losses import boundary, lovasz, pixel, region
+from chameleon_jax.losses import boundary, image, lovasz, pixel, region
 from chameleon_jax.losses.vocabulary import Options
 from chameleon_jax.registry import LOSSES
 
@@ -65,6 +65,8 @@ _register("generalized_dice", region.generalized_dice,
           weight_type="square")
 _register("lovasz", lovasz.lovasz, LOVASZ)
 _register("boundary", boundary.boundary, BOUNDARY, max_distance=20)
+_register("image_topk", image.image_topk,
+          ("mode", "from_logits", "ignore_index", "reduction"), k=16)
 
 
 def _dice_ce(pred, target, opts, dice_weight, ce_weight, label_smoothing):
