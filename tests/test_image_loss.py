@@ -101,3 +101,16 @@ def test_refusals_name_the_problem():
         jnp.asarray(ml_pred), jnp.asarray(ml_target))
   with pytest.raises(TypeError, match="does not take"):
     build_loss("image_topk", empty_target="exclude")
+
+
+def test_dice_ce_image_is_dice_ce_plus_weighted_image_term():
+  pred, target = case(10, "multiclass", b=3, h=5, w=6, k=4, ignore=0.2)
+  region = {"reduce_over": "image", "empty_target": "exclude"}
+  expected = (run64("dice_ce", pred, target, **region)
+              + 0.5 * run64("image_topk", pred, target, k=3))
+  got = run64("dice_ce_image", pred, target, image_weight=0.5, k=3, **region)
+  np.testing.assert_allclose(got, expected, rtol=1e-12)
+  terms = [{"name": "dice_ce", "kwargs": region},
+           {"name": "image_topk", "weight": 0.5, "kwargs": {"k": 3}}]
+  np.testing.assert_allclose(run64("compound", pred, target, terms=terms),
+                             expected, rtol=1e-12)

@@ -14,7 +14,8 @@ SMOOTH_LOSSES = [("cross_entropy", {}), ("focal", {}), ("dice", {}),
                  ("dice", {"variant": "log"}), ("jaccard", {}), ("tversky", {}),
                  ("focal_tversky", {}), ("generalized_dice", {}),
                  ("boundary", {"max_distance": 3}), ("dice_ce", {}),
-                 ("dice_focal", {}), ("image_topk", {"k": 2})]
+                 ("dice_focal", {}), ("image_topk", {"k": 2}),
+                 ("dice_ce_image", {"k": 2})]
 EVERY_LOSS = SMOOTH_LOSSES + [("lovasz", {})]
 
 
@@ -24,7 +25,7 @@ def test_gradient_matches_finite_differences(name, kwargs):
   with jax.enable_x64():
     loss = build_loss(name, smooth_nr=1e-3, smooth_dr=1e-3, **kwargs) if name in (
         "dice", "jaccard", "tversky", "focal_tversky", "generalized_dice",
-        "dice_ce", "dice_focal") else build_loss(name, **kwargs)
+        "dice_ce", "dice_focal", "dice_ce_image") else build_loss(name, **kwargs)
     x = jnp.asarray(pred, jnp.float64)
     f = lambda z: loss(z, jnp.asarray(target))
     grad = np.asarray(jax.grad(f)(x)).ravel()

@@ -88,6 +88,22 @@ def _dice_focal(pred, target, opts, dice_weight, focal_weight, gamma, alpha):
 
 _register("dice_ce", _dice_ce, REGION,
           dice_weight=1.0, ce_weight=1.0, label_smoothing=0.0)
+
+
+def _dice_ce_image(pred, target, opts, dice_weight, ce_weight, image_weight,
+                   k, label_smoothing):
+  """dice_ce + image_weight * image_topk(k): the pixel loss plus image-level
+  supervision of the k most defect-like pixels (image.py), for inspection
+  data judged per image. The region options act on the Dice term only."""
+  image_opts = Options(mode=opts.mode, from_logits=opts.from_logits,
+                       ignore_index=opts.ignore_index)
+  return (_dice_ce(pred, target, opts, dice_weight, ce_weight,
+                   label_smoothing)
+          + image_weight * image.image_topk(pred, target, image_opts, k))
+
+
+_register("dice_ce_image", _dice_ce_image, REGION, dice_weight=1.0,
+          ce_weight=1.0, image_weight=1.0, k=16, label_smoothing=0.0)
 _register("dice_focal", _dice_focal, REGION, dice_weight=1.0,
           focal_weight=1.0, gamma=2.0, alpha=None)
 
