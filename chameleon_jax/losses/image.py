@@ -19,8 +19,10 @@ al. 2021, with a top-k mean instead of a learned decision layer):
 So a defect-free image is pushed to have no k pixels that look like a defect,
 and an image with a defect to have at least k that do (k about the smallest
 defect worth reporting; k=1 is the max). Images without a single valid pixel
-are dropped from the mean. Used next to a pixel loss (`compound`), it trains
-the score that `evaluation/decision.py` thresholds.
+are dropped from the mean. Used next to a pixel loss (`dice_ce_image`, or
+`compound`), it trains the score that `evaluation/decision.py` thresholds.
+On magnetic tile it lowered the false alarms but also the Dice at every
+budget (benchmarks/RESULTS.md, issue 8): available, not a default.
 """
 
 from __future__ import annotations
