@@ -39,7 +39,7 @@ def frontier(decision: dict) -> dict[float, float]:
   out = {}
   for budget in BUDGETS:
     fits = [g["defect_image_dice"] for g in decision["grid"]
-            if g["false_alarm_rate"] <= budget]
+            if g["false_alarm_rate"] <= budget + 1e-12]  # as calibrate()
     out[budget] = max(fits) if fits else float("nan")
   return out
 
