@@ -92,7 +92,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.eval_every = 250  # Validation every N steps; 0 = at the end only.
   config.train.checkpoint_every = 250
   config.train.keep_checkpoints = 2
-  config.train.best_metric = "mean_defect_iou"  # "" = no best checkpoint.
+  # The validation metric that picks the `best` checkpoint ("" = none). With
+  # eval.decision="calibrated", "calibrated/score" selects by the figure
+  # --mode=eval reports: the val Dice of the rule chosen within the budget.
+  config.train.best_metric = "mean_defect_iou"
 
   # --- Evaluation and prediction ---------------------------------------------
   config.eval = ml_collections.ConfigDict()

@@ -145,3 +145,35 @@ def test_calibrated_eval_through_main(tmp_path):
                     f"--config.predict.input_dir={tmp_path / 'new' / 'images'}",
                     check=False)
   assert result.returncode != 0 and "decision.json is missing" in result.stderr
+
+
+def test_best_checkpoint_by_calibrated_score(tmp_path):
+  """With a calibrated decision, each evaluation reports the rule chosen on
+  val, and train.best_metric="calibrated/score" keeps the step whose
+  calibrated figure is highest; a metric no evaluation reports is refused."""
+  import json
+  from tests.conftest import run_main
+  args = ["--config=tests/tiny_config.py", f"--workdir={tmp_path}",
+          f"--config.data.root={tmp_path / 'data'}"]
+  run_main(*args, "--mode=ingest,train", "--config.train.steps=15",
+           "--config.train.eval_every=5", "--config.eval.decision=calibrated",
+           "--config.eval.max_false_alarm=0.3",
+           "--config.train.best_metric=calibrated/score")
+  rows = [json.loads(line) for line in
+          (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  val = [r for r in rows if r["split"] == "val"]
+  assert [r["step"] for r in val] == [5, 10, 15]
+  for r in val:
+    within = r["calibrated/false_alarm_rate"] <= 0.3
+    assert r["calibrated/score"] == (r["calibrated/defect_image_dice"]
+                                     if within else
+                                     -r["calibrated/false_alarm_rate"])
+  score = {r["step"]: r["calibrated/score"] for r in val}
+  kept = [int(p.name) for p in (tmp_path / "best").iterdir()
+          if p.name.isdigit()]
+  assert len(kept) == 1 and score[kept[0]] == max(score.values())
+  result = run_main(*args, "--mode=train", "--config.train.steps=20",
+                    "--config.train.best_metric=calibrated/score",
+                    check=False)
+  assert result.returncode != 0
+  assert "calibrated/score" in result.stderr and "decision" in result.stderr

@@ -70,8 +70,13 @@ class Checkpointer:
                 metrics: dict[str, float]) -> None:
     if self._best is None:
       return
-    value = metrics.get(self.best_metric)
-    if value is None or value != value:  # Missing or NaN: not comparable.
+    if self.best_metric not in metrics:
+      raise KeyError(
+          f"train.best_metric={self.best_metric!r} is not among the validation "
+          f"metrics ({', '.join(sorted(metrics))}); calibrated/* metrics need "
+          "eval.decision='calibrated'.")
+    value = metrics[self.best_metric]
+    if value != value:  # NaN: not comparable.
       return
     self._best.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),

@@ -22,6 +22,7 @@ import numpy as np
 
 from chameleon_jax import components
 from chameleon_jax.data import pipeline
+from chameleon_jax.evaluation import decision
 from chameleon_jax.evaluation.evaluate import evaluate_split
 from chameleon_jax.train import checkpoint as ckpt_lib
 from chameleon_jax.train import sharding
@@ -89,6 +90,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   eval_step = jax.jit(steps.make_eval_step(graphdef,
                                            config.eval.min_defect_area,
                                            components.task(config)))
+  # With a calibrated decision, each evaluation also chooses the rule on val
+  # (calibrated/* metrics), so train.best_metric can select by what --mode=eval
+  # will report.
+  predict = (jax.jit(steps.make_predict_fn(graphdef, config.eval.flip_tta))
+             if components.task(config) == "segmentation"
+             and config.eval.decision == "calibrated" else None)
   writer = MetricWriter(workdir)
   bar = ProgressBar(cfg.steps, start, cfg.batch_size)
   val_metrics: dict[str, float] = {}
@@ -121,6 +128,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                    float(metrics["loss"]))
     if (cfg.eval_every and step % cfg.eval_every == 0) or is_last:
       val_metrics, _ = evaluate_split(eval_step, state, ds, "val", config, mesh)
+      if predict is not None:
+        val_metrics.update(decision.validation_metrics(predict, state, ds,
+                                                       config, mesh))
       writer.write(step, "val", val_metrics)
       checkpointer.save_best(step, state, signature, val_metrics)
       logging.info("step %d val %s", step, _brief(val_metrics))
@@ -159,7 +169,8 @@ def read_model_card(workdir: str) -> dict:
 
 def _brief(metrics: dict[str, float]) -> str:
   keys = ("mean_defect_iou", "defect_image_dice", "accuracy",
-          "balanced_accuracy", "false_alarm_rate")
+          "balanced_accuracy", "false_alarm_rate",
+          "calibrated/defect_image_dice", "calibrated/false_alarm_rate")
   return " ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
 
 
