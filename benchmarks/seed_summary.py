@@ -85,15 +85,17 @@ def main():
   if all(d is not None for _, _, d, _ in runs):
     print("\nrule chosen on val; best val defect-image Dice within a "
           "false-alarm budget:")
-    print(f"  {'run':24}{'rule (p >=, px >=)':>20}"
+    print(f"  {'run':24}{'rule (p >=, peak >=, px >=)':>28}"
           + "".join(f"{'<= ' + str(b):>9}" for b in BUDGETS))
     fronts = []
     for name, _, d, _ in runs:
-      rule = f"{d['rule']['threshold']:.2f}, {d['rule']['min_area']}"
+      r = d["rule"]
+      seed = r.get("seed_threshold") or r["threshold"]  # Older rules: none.
+      rule = f"{r['threshold']:.2f}, {seed:.2f}, {r['min_area']}"
       fronts.append(frontier(d))
-      print(f"  {name:24}{rule:>20}"
+      print(f"  {name:24}{rule:>28}"
             + "".join(f"{fronts[-1][b]:9.3f}" for b in BUDGETS))
-    print(f"  {'mean':24}{'':>20}"
+    print(f"  {'mean':24}{'':>28}"
           + "".join(f"{np.mean([f[b] for f in fronts]):9.3f}"
                     for b in BUDGETS))
 

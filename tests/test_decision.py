@@ -47,10 +47,12 @@ def test_calibration_grid_equals_applying_each_rule():
   rule, table = decision.calibrate(items, max_false_alarm=0.25,
                                    thresholds=(0.3, 0.5, 0.7),
                                    min_areas=(1, 3, 9))
-  assert len(table) == 9
+  assert len(table) == 18  # 6 (threshold <= seed) pairs x 3 areas.
+  assert all(r["seed_threshold"] >= r["threshold"] for r in table)
   for row in table:  # The fast grid against the plain rule, one by one.
     metrics, _, _ = decision.evaluate(
-        decision.DecisionRule(row["threshold"], row["min_area"]), items,
+        decision.DecisionRule(row["threshold"], row["min_area"],
+                              row["seed_threshold"]), items,
         ["bg", "a", "b"])
     assert row["defect_image_dice"] == pytest.approx(
         metrics["defect_image_dice"], abs=1e-12)
@@ -58,8 +60,35 @@ def test_calibration_grid_equals_applying_each_rule():
         metrics["false_alarm_rate"], abs=1e-12)
   allowed = [r for r in table if r["false_alarm_rate"] <= 0.25]
   best = max(allowed, key=lambda r: r["defect_image_dice"])
-  assert (rule.threshold, rule.min_area) == (best["threshold"],
-                                             best["min_area"])
+  assert decision.chosen_row(rule, table)["defect_image_dice"] == best[
+      "defect_image_dice"]
+  assert rule.seed_threshold >= rule.threshold
+  # Seeds equal to the thresholds reproduce the single-threshold rules.
+  for row in (r for r in table if r["seed_threshold"] == r["threshold"]):
+    plain, _, _ = decision.evaluate(
+        decision.DecisionRule(row["threshold"], row["min_area"]), items,
+        ["bg", "a", "b"])
+    assert row["defect_image_dice"] == pytest.approx(
+        plain["defect_image_dice"], abs=1e-12)
+
+
+def test_seed_threshold_keeps_whole_components_that_reach_it():
+  """Hysteresis: a component above `threshold` is kept whole if its peak
+  reaches `seed_threshold`, removed whole if not."""
+  probs = np.zeros((6, 10, 2), np.float32)
+  probs[..., 0] = 1
+  probs[1:4, 1:4, 1] = 0.6  # A 9 px blob at 0.6 with a 0.9 peak ...
+  probs[2, 2, 1] = 0.9
+  probs[1:4, 6:9, 1] = 0.6  # ... and a 9 px blob that never passes 0.6.
+  probs[..., 0] = 1 - probs[..., 1]
+  valid = np.ones((6, 10), bool)
+  pred = decision.DecisionRule(0.5, 1, seed_threshold=0.8).apply(probs, valid)
+  assert pred[1:4, 1:4].all() and not pred[1:4, 6:9].any()
+  assert (decision.DecisionRule(0.8, 1).apply(probs, valid) > 0).sum() == 1
+  assert (decision.DecisionRule(0.5, 1, 0.95).apply(probs, valid) > 0).sum() \
+      == 0
+  with pytest.raises(ValueError, match="increasing"):
+    decision.calibrate(_items(), 0.2, seed_thresholds=(0.9, 0.5))
 
 
 def test_no_rule_within_budget_falls_back_to_fewest_alarms():
@@ -67,8 +96,7 @@ def test_no_rule_within_budget_falls_back_to_fewest_alarms():
   rule, table = decision.calibrate(items, max_false_alarm=-1.0,
                                    thresholds=(0.1, 0.9), min_areas=(1, 50))
   fewest = min(r["false_alarm_rate"] for r in table)
-  chosen = next(r for r in table if (r["threshold"], r["min_area"]) ==
-                (rule.threshold, rule.min_area))
+  chosen = decision.chosen_row(rule, table)
   assert chosen["false_alarm_rate"] == fewest
 
 
@@ -119,8 +147,10 @@ def test_calibrated_eval_through_main(tmp_path):
   assert (metrics["decision_threshold"], metrics["decision_min_area"]) == (
       chosen["rule"]["threshold"], chosen["rule"]["min_area"])
   assert "argmax/defect_image_dice" in metrics and "iou/background" in metrics
-  assert len(chosen["grid"]) == len(decision.THRESHOLDS) * len(
-      decision.MIN_AREAS)
+  n = len(decision.THRESHOLDS)
+  assert len(chosen["grid"]) == n * (n + 1) // 2 * len(decision.MIN_AREAS)
+  assert metrics["decision_seed_threshold"] == chosen["rule"][
+      "seed_threshold"] >= metrics["decision_threshold"]
   feasible = [r for r in chosen["grid"] if r["false_alarm_rate"] <= 0.2]
   if feasible:  # The best validation Dice within the budget was chosen.
     assert chosen["validation"]["defect_image_dice"] == max(

@@ -6,17 +6,26 @@ rate). Argmax masks answer the second badly on real surfaces: a few
 uncertain pixels anywhere alarm the image. The decision rule here is
 
   defect pixel   p(defect) = 1 - p(background) >= threshold (valid pixels)
-  component      8-connected defect pixels; those with area < min_area are
-                 removed (specks, texture)
+  component      8-connected defect pixels; those with area < min_area, or
+                 whose peak p(defect) is below seed_threshold, are removed
+                 (specks, texture, faint blobs)
   alarm          at least one component is left
   class          each kept pixel's most probable defect class
 
-`calibrate` picks (threshold, min_area) on the validation split: the highest
-mean defect-image Dice among the rules whose false-alarm rate stays within
-`max_false_alarm` (if none does, the rule with the fewest alarms). Component
-areas are counted once per threshold, so the whole grid costs one labelling
-per image and threshold. The test split is then evaluated once with the
-chosen rule.
+The two thresholds are hysteresis: a component must reach the confident
+`seed_threshold` somewhere to raise an alarm, and its mask then extends to
+every connected pixel above `threshold`. A single high threshold, which the
+false-alarm budget forces, keeps only the confident core of a defect and
+loses its Dice; the seed keeps the alarm as strict while the mask follows
+the defect's outline.
+
+`calibrate` picks (threshold, seed_threshold, min_area) on the validation
+split: the highest mean defect-image Dice among the rules whose false-alarm
+rate stays within `max_false_alarm` (if none does, the rule with the fewest
+alarms). Components are labelled once per threshold; each component's
+(area, peak) falls in one cell of the (seed, area) grid, so a reversed 2-D
+cumulative sum gives every rule's kept area, overlap and alarm count at
+once. The test split is then evaluated once with the chosen rule.
 """
 
 from __future__ import annotations
@@ -46,14 +55,22 @@ _EIGHT = np.ones((3, 3), bool)
 class DecisionRule:
   threshold: float = 0.5  # p(defect) a pixel needs.
   min_area: int = 1  # Pixels a component needs to be kept.
+  seed_threshold: float | None = None  # Peak p(defect) a component needs
+  # (None or <= threshold: no further condition).
 
   def apply(self, probs: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """(H, W, K) probabilities -> (H, W) class map (0 = background)."""
-    defect = ((1.0 - probs[..., 0]) >= self.threshold) & valid
-    if self.min_area > 1 and defect.any():
-      components, _ = ndimage.label(defect, structure=_EIGHT)
+    p_defect = 1.0 - probs[..., 0]
+    defect = (p_defect >= self.threshold) & valid
+    seeded = (self.seed_threshold is not None and
+              self.seed_threshold > self.threshold)
+    if (self.min_area > 1 or seeded) and defect.any():
+      components, n = ndimage.label(defect, structure=_EIGHT)
       areas = np.bincount(components.ravel())
       keep = areas >= self.min_area
+      if seeded:
+        peak = _peaks(p_defect, components, n)
+        keep[1:] &= peak >= np.float32(self.seed_threshold)
       keep[0] = False
       defect = keep[components]
     classes = probs[..., 1:].argmax(-1) + 1
@@ -150,17 +167,50 @@ def evaluate(rule: DecisionRule, items, class_names: Sequence[str]
   return summarize(results, confusion, class_names), results, maps
 
 
+def _peaks(p_defect: np.ndarray, components: np.ndarray, n: int
+           ) -> np.ndarray:
+  """Peak p(defect) of components 1..n (float32, as the pixels)."""
+  inside = components > 0
+  peak = np.zeros(n + 1, np.float32)
+  np.maximum.at(peak, components[inside], p_defect[inside])
+  return peak[1:]
+
+
+def _at_least(levels: np.ndarray, values: np.ndarray) -> np.ndarray:
+  """How many of the ascending `levels` each value reaches (>=)."""
+  return np.searchsorted(levels, values, side="right")
+
+
+def _grid_sums(s_bin, a_bin, weights, shape) -> np.ndarray:
+  """(S, A) sums of `weights` over the components whose peak reaches seed
+  level s and whose area reaches area level a. A component reaching s_bin
+  seed levels and a_bin area levels counts for all s < s_bin, a < a_bin."""
+  hist = np.zeros((shape[0] + 1, shape[1] + 1))
+  np.add.at(hist, (s_bin, a_bin), weights)
+  at_least = hist[::-1, ::-1].cumsum(0).cumsum(1)[::-1, ::-1]
+  return at_least[1:, 1:]
+
+
 def calibrate(items, max_false_alarm: float,
               thresholds: Sequence[float] = THRESHOLDS,
-              min_areas: Sequence[int] = MIN_AREAS
+              min_areas: Sequence[int] = MIN_AREAS,
+              seed_thresholds: Sequence[float] | None = None
               ) -> tuple[DecisionRule, list[dict]]:
   """The rule with the best validation defect-image Dice within the
-  false-alarm budget; returns it and the whole grid (one row per rule)."""
-  t_count, a_count = len(thresholds), len(min_areas)
-  dice_sum = np.zeros((t_count, a_count))
-  alarms = np.zeros((t_count, a_count))
-  n_defect = n_clean = 0
+  false-alarm budget; returns it and the whole grid (one row per rule).
+
+  Seeds default to the thresholds; a rule's seed is never below its
+  threshold (such a seed would change nothing)."""
+  seed_values = [float(v) for v in (thresholds if seed_thresholds is None
+                                    else seed_thresholds)]
+  seeds = np.asarray(seed_values, np.float32)  # Compared as the pixels are.
+  if np.any(np.diff(seeds) <= 0):
+    raise ValueError(f"seed thresholds {seed_values} must be increasing.")
   areas_needed = np.asarray(min_areas)
+  shape = (len(seeds), len(areas_needed))
+  dice_sum = np.zeros((len(thresholds),) + shape)
+  alarms = np.zeros((len(thresholds),) + shape)
+  n_defect = n_clean = 0
   for _, probs, labels in items:
     valid = labels != IGNORE_INDEX
     gt = valid & (labels > 0)
@@ -169,40 +219,45 @@ def calibrate(items, max_false_alarm: float,
     n_clean += gt_area == 0
     p_defect = 1.0 - probs[..., 0].astype(np.float32)
     for ti, t in enumerate(thresholds):
-      defect = (p_defect >= t) & valid
-      components, n = ndimage.label(defect, structure=_EIGHT)
+      components, n = ndimage.label((p_defect >= t) & valid, structure=_EIGHT)
       if n == 0:
-        area = inter = np.zeros(0)
-      else:
-        area = np.bincount(components.ravel(), minlength=n + 1)[1:]
-        inter = np.bincount(components[gt], minlength=n + 1)[1:]
-      kept = area[None, :] >= areas_needed[:, None]  # (A, n)
+        continue  # Nothing kept: Dice 0 on a defect image, no alarm.
+      area = np.bincount(components.ravel(), minlength=n + 1)[1:]
+      bins = (_at_least(seeds, _peaks(p_defect, components, n)),
+              _at_least(areas_needed, area))
       if gt_area:
-        dice_sum[ti] += 2 * (kept * inter).sum(1) / np.maximum(
-            gt_area + (kept * area).sum(1), 1)
+        inter = np.bincount(components[gt], minlength=n + 1)[1:]
+        kept_inter = _grid_sums(*bins, inter, shape)
+        kept_area = _grid_sums(*bins, area, shape)
+        dice_sum[ti] += 2 * kept_inter / np.maximum(gt_area + kept_area, 1)
       else:
-        alarms[ti] += kept.any(1)
+        alarms[ti] += _grid_sums(*bins, np.ones(n), shape) > 0
   dice = dice_sum / max(n_defect, 1)
   false_alarm = alarms / max(n_clean, 1)
-  table = [{"threshold": float(t), "min_area": int(a),
-            "defect_image_dice": float(dice[i, j]),
-            "false_alarm_rate": float(false_alarm[i, j])}
-           for i, t in enumerate(thresholds) for j, a in enumerate(min_areas)]
-  allowed = false_alarm <= max_false_alarm + 1e-12
+  usable = np.asarray(thresholds, np.float32)[:, None] <= seeds[None, :]
+  table = [{"threshold": float(t), "seed_threshold": seed_values[si],
+            "min_area": int(a), "defect_image_dice": float(dice[ti, si, ai]),
+            "false_alarm_rate": float(false_alarm[ti, si, ai])}
+           for ti, t in enumerate(thresholds)
+           for si in range(len(seeds)) if usable[ti, si]
+           for ai, a in enumerate(min_areas)]
+  allowed = (false_alarm <= max_false_alarm + 1e-12) & usable[..., None]
   if allowed.any():
     score = np.where(allowed, dice, -1.0)
   else:
     logging.warning("No decision rule keeps validation false alarms within "
                     "%.3f; choosing the one with the fewest.", max_false_alarm)
-    score = -false_alarm + 1e-6 * dice
-  i, j = np.unravel_index(np.argmax(score), score.shape)
-  return DecisionRule(float(thresholds[i]), int(min_areas[j])), table
+    score = np.where(usable[..., None], -false_alarm + 1e-6 * dice, -np.inf)
+  ti, si, ai = np.unravel_index(np.argmax(score), score.shape)
+  return DecisionRule(float(thresholds[ti]), int(min_areas[ai]),
+                      seed_values[si]), table
 
 
 def chosen_row(rule: DecisionRule, table: list[dict]) -> dict:
   """The grid row of `rule` (its validation Dice and false alarms)."""
   return next(r for r in table if r["threshold"] == rule.threshold and
-              r["min_area"] == rule.min_area)
+              r["min_area"] == rule.min_area and
+              r["seed_threshold"] == rule.seed_threshold)
 
 
 def validation_metrics(predict, state, ds, config, mesh) -> dict[str, float]:

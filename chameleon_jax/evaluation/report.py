@@ -91,6 +91,7 @@ def _calibrated(config, graphdef, state, ds, split, mesh, metrics, out):
   merged.update(ruled)
   merged["decision_threshold"] = rule.threshold
   merged["decision_min_area"] = rule.min_area
+  merged["decision_seed_threshold"] = rule.seed_threshold
   per_image = {"index": np.array([r["index"] for r in results]),
                "dice": np.array([r["dice"] for r in results]),
                "defect": np.array([r["defect"] for r in results]),
