@@ -11,7 +11,9 @@ as mean +- std (sample std, n - 1) over runs:
     validation defect-image Dice within each false-alarm budget;
   - test defect-image Dice per source folder (the id prefix before "/";
     for class-by-folder data, the true class), with the share of images
-    where anything was found.
+    where anything was found;
+  - for multiclass models, the per-class pixel Dice and the image-level
+    confusion between classes, summed over runs.
 """
 
 from __future__ import annotations
@@ -105,6 +107,22 @@ def main():
     cells = [f[folder] for *_, f in runs if folder in f]
     print(f"  {folder:24}{_mean_std([c[0] for c in cells]):>18}   hit "
           f"{np.mean([c[1] for c in cells]):.2f}   n={cells[0][2]}")
+
+  names = [k[len("dice/"):] for k in runs[0][1] if k.startswith("dice/")]
+  if len(names) > 2 and all("image_confusion" in m for _, m, _, _ in runs):
+    print("\nmulticlass: per-class pixel Dice through the rule, and the "
+          "image-level confusion summed over runs\n(rows: true dominant "
+          "class, 0 = defect-free; columns: no alarm, then the predicted "
+          "class):")
+    for name in names[1:]:
+      print(f"  {name:24}"
+            f"{_mean_std([m[f'dice/{name}'] for _, m, _, _ in runs]):>18}")
+    confusion = sum(np.asarray(m["image_confusion"]) for _, m, _, _ in runs)
+    short = ["free"] + [n.removeprefix("MT_")[:8] for n in names[1:]]
+    print(f"  {'true / predicted':24}{'none':>9}"
+          + "".join(f"{n:>9}" for n in short[1:]))
+    for name, row in zip(short, confusion):
+      print(f"  {name:24}" + "".join(f"{v:9d}" for v in row))
 
 
 if __name__ == "__main__":
