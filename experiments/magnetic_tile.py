@@ -1,14 +1,25 @@
-"""Magnetic tile surface defects (../shared/data/magnetic_tile), binary.
+"""Magnetic tile surface defects (../shared/data/magnetic_tile).
 
-Defect (any of Blowhole, Break, Crack, Fray, Uneven) vs background, grey,
-images of 1225 different sizes, 71% defect-free. Recipe of the spine issue:
-images at half resolution (the largest, 403x632, fits the 208x320 evaluation
-canvas; padding is ignored), 128x128 training crops; half of every batch
-comes from defect images (71% of images are defect-free, so uniform sampling
-shows a defect in too few crops to learn from) and two thirds of those crops
-are centred on a defect; Dice per image (images without a defect excluded
-from the Dice term, which would otherwise be a constant ~1 for them) + CE, so
-a tiny blowhole weighs as much as a large uneven region.
+Five defect classes (Blowhole, Break, Crack, Fray, Uneven) and background,
+grey, images of 1225 different sizes, 71% defect-free. The quality question
+is binary (does this tile have a defect, and where): it is answered on
+p(defect) = 1 - p(background) of the five-class model. Trained on the five
+classes, the same network answered it better than trained on defect vs
+background: test defect-image Dice 0.161 +- 0.018 against 0.092 +- 0.069 at
+14 % and 12 % false alarms, and a higher validation Dice within 15 % false
+alarms in every seed (3 seeds each, checkpoints chosen alike;
+benchmarks/RESULTS.md, issue 8). `:binary` trains on defect vs background.
+This recipe: 0.184 +- 0.058 at 0.175 +- 0.022 (3 seeds), short of the 0.5
+that issue 8 asks for.
+
+Data: images at half resolution (the largest, 403x632, fits the 224x320
+evaluation canvas; padding is ignored), 128x128 training crops; half of
+every batch comes from defect images (71% of images are defect-free, so
+uniform sampling shows a defect in too few crops to learn from) and two
+thirds of those crops are centred on a defect; Dice per image (images
+without a defect excluded from the Dice term, which would otherwise be a
+constant ~1 for them) + CE, so a tiny blowhole weighs as much as a large
+uneven region.
 
 Model: a 6-level UNet 8-16-32-64-128-256 (GroupNorm). On XLA:CPU the cost of
 a UNet sits in its full-resolution convolutions: halving the first level's
@@ -18,11 +29,18 @@ benchmarks/train_throughput.py --widths), and
 the stride-32 bottleneck sees a whole half-resolution tile. At the same CPU
 budget it raised the best validation defect-image Dice at <= 20 % false
 alarms from 0.087 to 0.163 (benchmarks/RESULTS.md, issue 8). 1800 steps of
-16 crops train in ~20 minutes on 2 idle CPU cores, compilation included.
+16 crops train in ~17-20 minutes on 2 idle CPU cores, compilation included.
+
+Checkpoint: every validation (steps 600, 1200, 1800; ~40 s each) also
+chooses the decision rule on val, and the best checkpoint is the one whose
+rule scores best there ("calibrated/score", evaluation/decision.py). The
+argmax masks' Dice, which chose before, is measured at 91-100 % false alarms;
+on the same trajectories the calibrated choice moved the 3-seed test Dice
+from 0.161 to 0.184 (within the seed spread).
 
   python main.py --config=experiments/magnetic_tile.py --workdir=workdirs/mt \
       --mode=ingest,train,eval
-  python main.py --config=experiments/magnetic_tile.py:multiclass ...
+  python main.py --config=experiments/magnetic_tile.py:binary ...
 """
 
 from pathlib import Path
@@ -34,7 +52,7 @@ CLASSES = {"MT_Free": 0, "MT_Blowhole": 1, "MT_Break": 2, "MT_Crack": 3,
            "MT_Fray": 4, "MT_Uneven": 5}
 
 
-def get_config(variant: str = "binary"):
+def get_config(variant: str = "multiclass"):
   if variant not in ("binary", "multiclass"):
     raise ValueError(f"variant {variant!r}; expected binary or multiclass.")
   config = segmentation.get_config()
@@ -59,7 +77,7 @@ def get_config(variant: str = "binary"):
   config.train.warmup_steps = 50
   config.train.eval_every = 600
   config.train.checkpoint_every = 600
-  config.train.best_metric = "defect_image_dice"
+  config.train.best_metric = "calibrated/score"
   config.eval.batch_size = 16
   # Image-level decisions (evaluation/decision.py): a p(defect) threshold and
   # a minimum component area chosen on val within a false-alarm budget below

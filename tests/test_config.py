@@ -68,6 +68,10 @@ def test_gin_binds_encoder_defaults_of_any_architecture():
 
 def test_magnetic_tile_variants():
   module = _load("experiments/magnetic_tile.py")
-  assert module.get_config("multiclass").data.source_kwargs.binary is False
+  default = module.get_config()
+  assert default.data.source_kwargs.binary is False  # Five classes.
+  assert default.train.best_metric == "calibrated/score"
+  assert default.eval.decision == "calibrated"  # What calibrated/* needs.
+  assert module.get_config("binary").data.source_kwargs.binary is True
   with pytest.raises(ValueError, match="variant"):
     module.get_config("triclass")

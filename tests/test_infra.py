@@ -73,7 +73,7 @@ def test_jobset_is_indexed_with_coordinator_pod_zero_and_restarts(rendered):
   (jobset,) = yaml.safe_load_all((rendered["gke-gpu"] / "train.yaml")
                                  .read_text())
   name = jobset["metadata"]["name"]
-  assert name == "magnetic-tile-binary-train"
+  assert name == "magnetic-tile-multiclass-train"
   job, pod = _pod(jobset)
   assert job["completionMode"] == "Indexed"
   assert job["parallelism"] == job["completions"] == 2
@@ -92,7 +92,7 @@ def test_jobset_is_indexed_with_coordinator_pod_zero_and_restarts(rendered):
   assert container["args"] == [
       "--config=experiments/magnetic_tile.py", "--config.train.steps=700",
       "--config.data.root=/mnt/shared/data",
-      "--workdir=/mnt/shared/workdirs/magnetic-tile-binary", "--mode=train"]
+      "--workdir=/mnt/shared/workdirs/magnetic-tile-multiclass", "--mode=train"]
   assert container["resources"]["limits"] == {"nvidia.com/gpu": "1"}
   assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator":
                                  "nvidia-l4"}
@@ -124,11 +124,11 @@ def test_tpu_jobset_matches_the_slice(rendered):
 def test_sweep_members_share_the_template(tmp_path):
   files = _render(tmp_path, "gke-gpu", "--sweep", config=MT)
   names = [j["metadata"]["name"] for j in files["train"]]
-  assert names == [f"magnetic-tile-binary-{i:02d}-train" for i in range(3)]
+  assert names == [f"magnetic-tile-multiclass-{i:02d}-train" for i in range(3)]
   args = [_pod(j)[1]["containers"][0]["args"] for j in files["train"]]
   for i, a in enumerate(args):
     assert f"--config.seed={i}" in a
-    assert f"--workdir=/mnt/shared/workdirs/magnetic-tile-binary-{i:02d}" in a
+    assert f"--workdir=/mnt/shared/workdirs/magnetic-tile-multiclass-{i:02d}" in a
   stripped = [copy.deepcopy(j) for j in files["train"]]
   for j in stripped:  # Apart from names, seed and workdir: identical.
     j["metadata"] = j["spec"]["replicatedJobs"][0]["template"]["spec"][
