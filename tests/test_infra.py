@@ -128,7 +128,8 @@ def test_sweep_members_share_the_template(tmp_path):
   args = [_pod(j)[1]["containers"][0]["args"] for j in files["train"]]
   for i, a in enumerate(args):
     assert f"--config.seed={i}" in a
-    assert f"--workdir=/mnt/shared/workdirs/magnetic-tile-multiclass-{i:02d}" in a
+    assert (f"--workdir=/mnt/shared/workdirs/magnetic-tile-multiclass-{i:02d}"
+            in a)
   stripped = [copy.deepcopy(j) for j in files["train"]]
   for j in stripped:  # Apart from names, seed and workdir: identical.
     j["metadata"] = j["spec"]["replicatedJobs"][0]["template"]["spec"][
