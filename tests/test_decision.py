@@ -207,3 +207,19 @@ def test_best_checkpoint_by_calibrated_score(tmp_path):
                     check=False)
   assert result.returncode != 0
   assert "calibrated/score" in result.stderr and "decision" in result.stderr
+
+
+def test_worst_misses_break_dice_ties_by_defect_area():
+  from chameleon_jax.evaluation import report
+  per_image = {"dice": np.array([0.0, 0.5, 0.0, 0.0, 0.0, 0.0]),
+               "defect": np.array([True, True, True, False, True, False]),
+               "gt_area": np.array([10, 50, 400, 0, 40, 0]),
+               "false_alarm": np.array([False, False, False, True, False,
+                                        True]),
+               "pred_area": np.array([0, 9, 0, 3, 0, 7])}
+  missed, alarms = report.worst(per_image, 3)
+  assert missed.tolist() == [2, 4, 0]  # Dice 0, largest defect first.
+  assert alarms.tolist() == [5, 3]
+  _, results, _ = decision.evaluate(decision.DecisionRule(0.5, 1), _items(),
+                                    ["bg", "a", "b"])
+  assert all((r["gt_area"] > 0) == r["defect"] for r in results)

@@ -112,7 +112,7 @@ def image_result(pred: np.ndarray, labels: np.ndarray) -> dict:
   pred_classes = np.bincount(pred[fg], minlength=1)
   return {"dice": 2 * inter / max(gt_area + pred_area, 1),
           "defect": gt_area > 0, "alarm": pred_area > 0,
-          "pred_area": pred_area,
+          "pred_area": pred_area, "gt_area": gt_area,
           "true_class": int(gt_classes.argmax()) if gt_area else 0,
           "pred_class": int(pred_classes.argmax()) if pred_area else 0}
 

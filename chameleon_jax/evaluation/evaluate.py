@@ -24,8 +24,8 @@ def evaluate_split(eval_step: Callable, state, ds: dataset_lib.Dataset,
 
   Returns the summarised metrics and, for every example of the split (in
   manifest order of the split), its per-image values (segmentation: "index",
-  "dice", "false_alarm", "defect", "pred_area"; classification: "index",
-  "pred", "label", "confidence"), gathered from every process.
+  "dice", "false_alarm", "defect", "pred_area", "gt_area"; classification:
+  "index", "pred", "label", "confidence"), gathered from every process.
   """
   size = components.image_size(config)
   if size is None:

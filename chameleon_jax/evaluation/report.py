@@ -97,8 +97,23 @@ def _calibrated(config, graphdef, state, ds, split, mesh, metrics, out):
                "defect": np.array([r["defect"] for r in results]),
                "false_alarm": np.array([r["alarm"] and not r["defect"]
                                         for r in results]),
-               "pred_area": np.array([r["pred_area"] for r in results])}
+               "pred_area": np.array([r["pred_area"] for r in results]),
+               "gt_area": np.array([r["gt_area"] for r in results])}
   return merged, per_image, maps
+
+
+def worst(per_image: dict, n: int) -> tuple[np.ndarray, np.ndarray]:
+  """Positions of the `n` worst missed defects and false alarms.
+
+  Misses: lowest Dice first; among equal Dice (many misses sit at 0), the
+  largest true defect first. False alarms: the largest predicted area first.
+  """
+  defect = np.flatnonzero(per_image["defect"])
+  missed = defect[np.lexsort((-per_image["gt_area"][defect],
+                              per_image["dice"][defect]))][:n]
+  alarms = np.flatnonzero(per_image["false_alarm"])
+  alarms = alarms[np.argsort(-per_image["pred_area"][alarms], kind="stable")]
+  return missed, alarms[:n]
 
 
 def _write_worst(config, graphdef, state, ds, split, ids, per_image,
@@ -106,11 +121,7 @@ def _write_worst(config, graphdef, state, ds, split, ids, per_image,
   """Panels of the worst missed/partial defects and the worst false alarms
   (with `maps`, {index: class map}, the decision rule's masks are shown)."""
   folder.mkdir(parents=True, exist_ok=True)
-  n = config.eval.num_worst
-  defect = np.flatnonzero(per_image["defect"])
-  missed = defect[np.argsort(per_image["dice"][defect], kind="stable")][:n]
-  alarms = np.flatnonzero(per_image["false_alarm"])
-  alarms = alarms[np.argsort(-per_image["pred_area"][alarms], kind="stable")][:n]
+  missed, alarms = worst(per_image, config.eval.num_worst)
   predict = jax.jit(steps.make_predict_fn(graphdef))
   examples = pipeline.eval_examples(ds, split, components.image_size(config),
                                     config.data.size_policy, config.data.scale)

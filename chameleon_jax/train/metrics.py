@@ -60,7 +60,8 @@ def segmentation_sums(logits: jax.Array, labels: jax.Array, weight: jax.Array,
       "num_false_alarms": (clean_image & alarm).sum(),
   }
   per_image = {"dice": image_dice, "false_alarm": clean_image & alarm,
-               "defect": defect_image, "pred_area": pred_area}
+               "defect": defect_image, "pred_area": pred_area,
+               "gt_area": gt_area}
   return sums, per_image
 
 
