@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from chameleon_jax.evaluation.decision import within_budget
+
 TEST_KEYS = ("defect_image_dice", "false_alarm_rate", "defect_recall",
              "argmax/defect_image_dice", "argmax/false_alarm_rate")
 BUDGETS = (0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
@@ -41,7 +43,7 @@ def frontier(decision: dict) -> dict[float, float]:
   out = {}
   for budget in BUDGETS:
     fits = [g["defect_image_dice"] for g in decision["grid"]
-            if g["false_alarm_rate"] <= budget + 1e-12]  # as calibrate()
+            if within_budget(g["false_alarm_rate"], budget)]
     out[budget] = max(fits) if fits else float("nan")
   return out
 

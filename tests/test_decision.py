@@ -223,3 +223,12 @@ def test_worst_misses_break_dice_ties_by_defect_area():
   _, results, _ = decision.evaluate(decision.DecisionRule(0.5, 1), _items(),
                                     ["bg", "a", "b"])
   assert all((r["gt_area"] > 0) == r["defect"] for r in results)
+
+
+def test_best_metric_missing_from_validation_is_refused(tmp_path):
+  from chameleon_jax.train.checkpoint import Checkpointer
+  checkpointer = Checkpointer(tmp_path, every_steps=1, keep=1,
+                              best_metric="mean_defect_iuo")  # Misspelt.
+  with pytest.raises(KeyError, match="mean_defect_iuo.*mean_defect_iou"):
+    checkpointer.save_best(1, None, {}, {"mean_defect_iou": 0.5})
+  checkpointer.close()

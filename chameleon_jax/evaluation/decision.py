@@ -170,6 +170,13 @@ def evaluate(rule: DecisionRule, items, class_names: Sequence[str]
   return summarize(results, confusion, class_names), results, maps
 
 
+def within_budget(false_alarm, budget: float):
+  """False-alarm rate(s) within the budget, up to float rounding of a
+  count / n ratio (the one test that calibrate, checkpoint scores and
+  benchmarks share)."""
+  return np.asarray(false_alarm) <= budget + 1e-12
+
+
 def _peaks(p_defect: np.ndarray, components: np.ndarray, n: int
            ) -> np.ndarray:
   """Peak p(defect) of components 1..n (float32, as the pixels)."""
@@ -244,7 +251,7 @@ def calibrate(items, max_false_alarm: float,
            for ti, t in enumerate(thresholds)
            for si in range(len(seeds)) if usable[ti, si]
            for ai, a in enumerate(min_areas)]
-  allowed = (false_alarm <= max_false_alarm + 1e-12) & usable[..., None]
+  allowed = within_budget(false_alarm, max_false_alarm) & usable[..., None]
   if allowed.any():
     score = np.where(allowed, dice, -1.0)
   else:
@@ -278,7 +285,7 @@ def validation_metrics(predict, state, ds, config, mesh) -> dict[str, float]:
   rule, table = calibrate(predictions(predict, state, ds, "val", config, mesh),
                           budget)
   row = chosen_row(rule, table)
-  within = row["false_alarm_rate"] <= budget + 1e-12
+  within = bool(within_budget(row["false_alarm_rate"], budget))
   return {"calibrated/defect_image_dice": row["defect_image_dice"],
           "calibrated/false_alarm_rate": row["false_alarm_rate"],
           "calibrated/threshold": rule.threshold,

@@ -73,8 +73,7 @@ class Checkpointer:
     if self.best_metric not in metrics:
       raise KeyError(
           f"train.best_metric={self.best_metric!r} is not among the validation "
-          f"metrics ({', '.join(sorted(metrics))}); calibrated/* metrics need "
-          "eval.decision='calibrated'.")
+          f"metrics ({', '.join(sorted(metrics))}).")
     value = metrics[self.best_metric]
     if value != value:  # NaN: not comparable.
       return

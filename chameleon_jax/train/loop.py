@@ -96,6 +96,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   predict = (jax.jit(steps.make_predict_fn(graphdef, config.eval.flip_tta))
              if components.task(config) == "segmentation"
              and config.eval.decision == "calibrated" else None)
+  if cfg.best_metric.startswith("calibrated/") and predict is None:
+    raise ValueError(
+        f"train.best_metric={cfg.best_metric!r} needs the calibrated/* "
+        "validation metrics: set eval.decision='calibrated' (segmentation).")
   writer = MetricWriter(workdir)
   bar = ProgressBar(cfg.steps, start, cfg.batch_size)
   val_metrics: dict[str, float] = {}
