@@ -4,7 +4,8 @@ A `Registry` maps a name to a builder (a class or a function). Builders are made
 gin-configurable under `<registry>.<name>` so that component defaults can be
 rebound from `.gin` files without touching code, while ml_collections configs
 pass explicit keyword arguments. Precedence: config value > gin binding > code
-default.
+default. A registry whose entries have nothing to bind (config presets) is
+made with `gin_configurable=False`.
 """
 
 from __future__ import annotations
@@ -21,8 +22,12 @@ T = TypeVar("T", bound=Callable[..., Any])
 class Registry:
   """A named collection of builders with clear errors on unknown names/args."""
 
-  def __init__(self, kind: str):
+  def __init__(self, kind: str, gin_configurable: bool = True):
+    """`gin_configurable=False` for entries with nothing to bind (config
+    presets take only the config); they can then be registered after gin's
+    config is locked, e.g. when a config file is loaded late."""
     self.kind = kind
+    self.gin_configurable = gin_configurable
     self._entries: dict[str, Callable[..., Any]] = {}
 
   def register(self, name: str) -> Callable[[T], T]:
@@ -31,8 +36,8 @@ class Registry:
     def decorator(fn: T) -> T:
       if name in self._entries:
         raise ValueError(f"{self.kind} {name!r} is registered twice.")
-      self._entries[name] = gin.external_configurable(
-          fn, name=name, module=self.kind)
+      self._entries[name] = (gin.external_configurable(
+          fn, name=name, module=self.kind) if self.gin_configurable else fn)
       return fn
 
     return decorator

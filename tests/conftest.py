@@ -29,6 +29,15 @@ def pytest_configure(config):
   config.addinivalue_line("markers", "slow: long checks, run with -m slow")
 
 
+@pytest.fixture(autouse=True)
+def _clear_gin():
+  """components.parse_gin binds and locks gin's global config; a test that
+  parses it must not leave its bindings or the lock to the next test."""
+  yield
+  import gin
+  gin.clear_config()
+
+
 def checkpoint_digest(workdir: Path) -> tuple[int, str]:
   """(step, hash of every parameter) of the latest checkpoint of a
   tests/tiny_config.py run, read in a fresh process."""

@@ -75,3 +75,42 @@ def test_magnetic_tile_variants():
   assert module.get_config("binary").data.source_kwargs.binary is True
   with pytest.raises(ValueError, match="variant"):
     module.get_config("triclass")
+
+
+def test_presets_set_their_values_and_later_values_win():
+  from configs import presets, segmentation
+  config = presets.apply(segmentation.get_config(), "rare_defects",
+                         "defect_alarm", "cpu_unet")
+  assert config.data.defect_image_fraction == 0.5
+  assert dict(config.loss.kwargs) == {"reduce_over": "image",
+                                      "empty_target": "exclude"}
+  assert (config.eval.decision, config.train.best_metric) == (
+      "calibrated", "calibrated/score")  # The pair the training loop needs.
+  assert config.model.kwargs.widths == (8, 16, 32, 64, 128, 256)
+  assert config.model.kwargs.norm == "group"  # Untouched template value.
+  components.parse_gin(config)
+  components.loss(config)
+  components.augment(config)
+  assert components.model(config, num_classes=6, in_channels=1).num_classes == 6
+  config.eval.max_false_alarm = 0.05  # An experiment's own value wins.
+  assert presets.apply(config).eval.max_false_alarm == 0.05
+
+
+def test_unknown_preset_is_refused_with_the_known_names():
+  from configs import presets, segmentation
+  with pytest.raises(KeyError, match="Did you mean 'defect_alarm'.*cpu_unet"):
+    presets.apply(segmentation.get_config(), "defect_alarms")
+
+
+def test_magnetic_tile_is_built_from_the_presets():
+  from configs import presets, segmentation
+  config = _load("experiments/magnetic_tile.py").get_config()
+  plain = presets.apply(segmentation.get_config(), "rare_defects",
+                        "defect_alarm", "cpu_unet")
+  for key in ("data.defect_image_fraction", "loss.kwargs", "eval.decision",
+              "eval.flip_tta", "train.best_metric", "model.kwargs.widths"):
+    head, _, tail = key.rpartition(".")
+    got, want = config, plain
+    for part in head.split("."):
+      got, want = got[part], want[part]
+    assert got[tail] == want[tail], key

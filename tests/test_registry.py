@@ -39,3 +39,19 @@ def test_double_registration_fails():
   reg.register("x")(lambda: 1)
   with pytest.raises(ValueError, match="registered twice"):
     reg.register("x")(lambda: 2)
+
+
+def test_registry_without_gin_registers_after_gin_is_locked():
+  """Config presets are imported with a config file, which can come after
+  gin's config was finalised; a gin-configurable registry refuses then."""
+  gin.clear_config()
+  try:
+    gin.parse_config("")
+    gin.finalize()
+    with pytest.raises(RuntimeError, match="locked"):
+      Registry("things5").register("late")(lambda: 1)
+    plain = Registry("things6", gin_configurable=False)
+    plain.register("late")(lambda config: config + 1)
+    assert plain.get("late")(1) == 2
+  finally:
+    gin.clear_config()
