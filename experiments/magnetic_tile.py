@@ -12,19 +12,12 @@ benchmarks/RESULTS.md, issue 8). `:binary` trains on defect vs background.
 This recipe: 0.184 +- 0.058 at 0.175 +- 0.022 (3 seeds), short of the 0.5
 that issue 8 asks for.
 
-Presets (configs/presets.py, with their reasons): rare_defects (half of
-every batch from defect images, two thirds of those crops on a defect, Dice
-per image with defect-free images excluded + CE), defect_alarm (the rule on
-p(defect) chosen on val within 15 % false alarms, flip-averaged, and the
-checkpoint whose rule scores best on val), cpu_unet (6-level UNet 8-256).
-What they measured here (benchmarks/RESULTS.md, issue 8): without the rule
-97 % of clean test tiles alarm, with it 18 %; without flips the best val
-Dice within 15 % false alarms falls from 0.192 to 0.091; the 6-level UNet
-trains 2.1x the crops per second of the 4-level 16-128 one (26.2 against
-12.7 img/s) and raised that val Dice (at <= 20 %) from 0.087 to 0.163; the
-calibrated checkpoint choice moved the test Dice from 0.161 to 0.184 (within
-the seed spread) against the argmax masks' Dice, measured at 91-100 % false
-alarms.
+Presets (configs/presets.py; each docstring gives what it measured on this
+dataset): rare_defects (half of every batch from defect images, two thirds
+of those crops on a defect, Dice per image with defect-free images excluded
++ CE), defect_alarm (the rule on p(defect) chosen on val within 15 % false
+alarms, flip-averaged, and the checkpoint whose rule scores best on val),
+cpu_unet (6-level UNet 8-256).
 
 This dataset's own choices: images at half resolution (the largest,
 403x632, fits the 224x320 evaluation canvas; padding is ignored) and
