@@ -37,8 +37,8 @@ def rare_defects(config: ml_collections.ConfigDict) -> None:
   (benchmarks/RESULTS.md, issue 8): with Dice pooled over the batch the test
   defect-image Dice fell from 0.140 to 0.031 and with uniform sampling to
   0.083 (seed 0); with random crops in place of crops on the defect, from
-  0.184 +- 0.058 to 0.151 +- 0.067 (3 seeds, inside the spread; breaks and
-  cracks lost most).
+  0.184 +- 0.058 to 0.151 +- 0.067 (3 seeds at lr 2e-3, inside the spread;
+  breaks and cracks lost most).
   """
   config.data.defect_image_fraction = 0.5
   config.data.augment.foreground_crop_fraction = 0.67
@@ -59,8 +59,8 @@ def defect_alarm(config: ml_collections.ConfigDict) -> None:
   issue 8): without the rule 97 % of clean test tiles alarm, with it 18 %;
   without flips the best val Dice within 15 % falls from 0.192 to 0.091;
   choosing the checkpoint by the argmax masks' Dice (measured at 91-100 %
-  false alarms) instead gave 0.161 against 0.184 on test, within the seed
-  spread.
+  false alarms) instead gave 0.161 against 0.184 on test (3 seeds at lr
+  2e-3), within the seed spread.
   """
   config.eval.decision = "calibrated"
   config.eval.max_false_alarm = 0.15
@@ -70,7 +70,7 @@ def defect_alarm(config: ml_collections.ConfigDict) -> None:
 
 @PRESETS.register("cpu_unet")
 def cpu_unet(config: ml_collections.ConfigDict) -> None:
-  """A UNet for a fixed CPU time budget: 6 levels, 8-256 channels.
+  """A UNet for a fixed CPU time budget: 6 levels, 8-256 channels, lr 5e-3.
 
   XLA:CPU spends a UNet's time in its full-resolution convolutions: a
   half-width first level and a sixth level train 2.1x the images per second
@@ -79,9 +79,16 @@ def cpu_unet(config: ml_collections.ConfigDict) -> None:
   magnetic tile at an equal CPU budget it raised the best val Dice within
   20 % false alarms from 0.087 to 0.163 (benchmarks/RESULTS.md, issue 8).
   Image and crop sizes must be multiples of 32.
+
+  A learning rate of 5e-3 (the template's 2e-3) for a schedule of a few
+  thousand steps. On magnetic tile (3 seeds) test Dice 0.206 +- 0.054 at
+  0.123 +- 0.059 false alarms against 0.184 +- 0.058 at 0.175 +- 0.022, and
+  the best val Dice within 15 % false alarms 0.197 against 0.192: inside the
+  seed spread, but val and test point the same way.
   """
   config.model.name = "unet"
   config.model.kwargs.widths = (8, 16, 32, 64, 128, 256)
+  config.train.learning_rate = 5e-3
 
 
 def apply(config: ml_collections.ConfigDict,

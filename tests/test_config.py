@@ -87,6 +87,7 @@ def test_presets_build_a_config_the_components_accept():
   assert (config.eval.decision, config.train.best_metric) == (
       "calibrated", "calibrated/score")  # The pair the training loop needs.
   assert config.model.kwargs.widths == (8, 16, 32, 64, 128, 256)
+  assert config.train.learning_rate == 5e-3
   assert config.model.kwargs.norm == "group"  # Untouched template value.
   components.parse_gin(config)
   components.loss(config)
@@ -107,7 +108,8 @@ def test_magnetic_tile_is_built_from_the_presets():
   plain = presets.apply(segmentation.get_config(), "rare_defects",
                         "defect_alarm", "cpu_unet")
   for key in ("data.defect_image_fraction", "loss.kwargs", "eval.decision",
-              "eval.flip_tta", "train.best_metric", "model.kwargs.widths"):
+              "eval.flip_tta", "train.best_metric", "model.kwargs.widths",
+              "train.learning_rate"):
     head, _, tail = key.rpartition(".")
     got, want = config, plain
     for part in head.split("."):
