@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from benchmarks.flops import program_flops  # noqa: E402
 from benchmarks.losses import best_ms  # noqa: E402
 from chameleon_jax.losses import build_loss  # noqa: E402
 from chameleon_jax.models import build_model, listing  # noqa: E402
@@ -70,9 +71,16 @@ def measure(architecture: str, encoder: str | None, size: int, batch: int,
                      if fits else None),
       "train_ms": (best_ms(bwd_c, params, rest, x, y, repeats=repeats)
                    if fits else None),
-      "forward_gflops": (fwd_c.cost_analysis() or {}).get("flops", 0) / 1e9,
-      "train_gflops": (bwd_c.cost_analysis() or {}).get("flops", 0) / 1e9,
+      "forward_gflops": program_flops(forward, params, rest, x,
+                                      compiled=fwd_c) / 1e9,
+      "train_gflops": program_flops(backward, params, rest, x, y,
+                                    compiled=bwd_c) / 1e9,
       "peak_mb": peak / 2**20}
+
+
+def _ms(value: float) -> str:
+  """Milliseconds to 3 significant digits at least (GPU steps are ~1 ms)."""
+  return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def main():
@@ -101,7 +109,7 @@ def main():
     for architecture, encoder in chosen:
       r = measure(architecture, encoder, size, args.batch, args.channels,
                   args.repeats, args.max_memory_gb * 1024)
-      ms = [f"{r[k]:.0f}" if r[k] is not None else "not run (memory)"
+      ms = [_ms(r[k]) if r[k] is not None else "not run (memory)"
             for k in ("forward_ms", "train_ms")]
       print(f"| {architecture} | {encoder or '-'} | {size} | "
             f"{r['params']:,} | {ms[0]} | {ms[1]} | "

@@ -114,8 +114,8 @@ def attack_cost(args) -> None:
   print("\n## PGD-10 vs one forward+backward (UNet 16-32-64-128, 8x256x256x1)")
   print("| step | ms | ratio |")
   print("| --- | --- | --- |")
-  print(f"| forward+backward w.r.t. the input | {1e3 * t_grad:.0f} | 1.00 |")
-  print(f"| PGD-10 (L-inf, random start) | {1e3 * t_pgd:.0f} | "
+  print(f"| forward+backward w.r.t. the input | {1e3 * t_grad:.4g} | 1.00 |")
+  print(f"| PGD-10 (L-inf, random start) | {1e3 * t_pgd:.4g} | "
         f"{t_pgd / t_grad:.2f} |")
 
 

@@ -11,7 +11,7 @@ Prints, measured side by side in one run, for fp32 and bf16 compute:
   - achieved FLOP/s as a fraction of a dense matmul peak measured in the same
     run at the same dtype;
 and the Grain input pipeline's images/s (with augmentation) at 0, 1 and 2
-worker processes, next to what the fp32 step consumes.
+worker processes (--workers), next to what the fp32 step consumes.
 
 With --widths (repeated), only the fp32 train step of each plain-UNet width
 list instead, side by side, as img/s and as a ratio to the first.
@@ -20,18 +20,23 @@ list instead, side by side, as img/s and as a ratio to the first.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from chameleon_jax.data import dataset, pipeline, sources, transforms
-from chameleon_jax.losses import build_loss
-from chameleon_jax.models import build_model
-from chameleon_jax.train import sharding, state as state_lib, steps
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.flops import program_flops  # noqa: E402
+from chameleon_jax.data import dataset, pipeline, sources, transforms  # noqa: E402
+from chameleon_jax.losses import build_loss  # noqa: E402
+from chameleon_jax.models import build_model  # noqa: E402
+from chameleon_jax.train import sharding, state as state_lib, steps  # noqa: E402
 
 
 def matmul_peak(dtype, n: int = 2048, repeats: int = 10) -> float:
@@ -46,12 +51,6 @@ def matmul_peak(dtype, n: int = 2048, repeats: int = 10) -> float:
     f(a, b).block_until_ready()
     best = min(best, time.perf_counter() - t)
   return 2 * n ** 3 / best
-
-
-def _flops(compiled) -> float:
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost.get("flops", float("nan")))
 
 
 def step_throughput(dtype: str, size: int, batch: int, n_steps: int,
@@ -71,10 +70,12 @@ def step_throughput(dtype: str, size: int, batch: int, n_steps: int,
   train_step = jax.jit(steps.make_train_step(graphdef, build_loss("dice_ce"),
                                              tx, None), donate_argnums=0)
   compiled = train_step.lower(state, batch_arrays).compile()
-  step_flops = _flops(compiled) / batch
+  step_flops = program_flops(train_step, state, batch_arrays,
+                             compiled=compiled) / batch
   fwd = jax.jit(lambda p, s, x: state_lib.merge(graphdef, p, s)(x))
-  fwd_flops = _flops(fwd.lower(state.params, state.model_state,
-                               batch_arrays["image"]).compile()) / batch
+  fwd_args = (state.params, state.model_state, batch_arrays["image"])
+  fwd_flops = program_flops(fwd, *fwd_args,
+                            compiled=fwd.lower(*fwd_args).compile()) / batch
   state, m = compiled(state, batch_arrays)
   jax.block_until_ready(m)
   t = time.perf_counter()
@@ -117,6 +118,9 @@ def main():
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--pipeline_batches", type=int, default=30)
+  parser.add_argument("--workers", default="0,1,2",
+                      help="comma-separated Grain worker counts to measure; "
+                      "empty: skip the input pipeline")
   parser.add_argument("--widths", action="append", default=[],
                       help="comma-separated UNet widths; repeat to compare")
   args = parser.parse_args()
@@ -139,6 +143,9 @@ def main():
     print(f"{dtype:9} {ips:8.2f} {fwd / 1e9:14.2f} {step / 1e9:15.2f} "
           f"{peak / 1e9:20.1f} {frac:9.3f}")
 
+  workers_list = [int(w) for w in args.workers.split(",") if w]
+  if not workers_list:
+    return
   with tempfile.TemporaryDirectory() as tmp:
     info, items = sources.synthetic_source(
         num_images=120, seed=0, channels=1, min_size=(args.size, args.size),
@@ -147,7 +154,7 @@ def main():
                        dataset.IngestOptions({"train": 1.0}),
                        log=lambda *_: None)
     print(f"\ninput pipeline (decode + augment + batch), {args.size}px:")
-    for workers in (0, 1, 2):
+    for workers in workers_list:
       ips = pipeline_throughput(args.size, args.batch, workers,
                                 args.pipeline_batches, ds)
       print(f"  {workers} workers: {ips:8.1f} img/s  (fp32 step consumes "
