@@ -8,8 +8,9 @@
 ResNet-18 plus every encoder as a classifier. For each model and size: the
 best of `repeats` wall-clock times of the jit-compiled forward pass
 (inference mode) and of a training step's forward+backward (train mode,
-cross-entropy, gradients w.r.t. all parameters); XLA's FLOP count of both;
-and the peak memory of the forward+backward executable from XLA's buffer
+cross-entropy, gradients w.r.t. all parameters); XLA:CPU's FLOP count of
+both, on every backend (benchmarks/flops.py); and the peak memory of the
+forward+backward executable from XLA's buffer
 assignment (arguments + outputs + temporaries, minus aliased; the same
 accounting on CPU and GPU). Models whose peak exceeds `--max_memory_gb`
 are compiled and counted but not timed.

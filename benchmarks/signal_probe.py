@@ -71,7 +71,7 @@ def summarize(rows: list[tuple[str, dict]]) -> list[str]:
     signals = groups[folder]
     keys = DEFECT_KEYS if "mask_mean_p" in signals[0] else CLEAN_KEYS
     figures = "  ".join(
-        f"{k} {np.median([s[k] for s in signals if k in s]):.3g}"
+        f"{k} {np.nanmedian([s[k] for s in signals if k in s]):.3g}"
         for k in keys)
     lines.append(f"  {folder:24} n={len(signals):<4d} {figures}")
   return lines

@@ -6,8 +6,8 @@
 
 Prints, measured side by side in one run, for fp32 and bf16 compute:
   - train-step images/s (forward + backward + AdamW update);
-  - model FLOPs per image (XLA cost analysis of the compiled forward, and of
-    the whole train step);
+  - model FLOPs per image (XLA:CPU's cost analysis of the forward, and of
+    the whole train step, on every backend: benchmarks/flops.py);
   - achieved FLOP/s as a fraction of a dense matmul peak measured in the same
     run at the same dtype;
 and the Grain input pipeline's images/s (with augmentation) at 0, 1 and 2
