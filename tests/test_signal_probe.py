@@ -28,9 +28,9 @@ def test_defect_image_figures():
 
 def test_clean_image_figures_ignore_padding():
   p = np.zeros((5, 6))
-  p[0, 0:3] = 0.7  # A 3-pixel component.
+  p[0, 0:2] = 0.7  # A 2-pixel component.
   p[4, 4:6] = 0.8  # 2 pixels, joined diagonally (8-connected)...
-  p[3, 3] = 0.55  # ...to this one: another 3-pixel component.
+  p[3, 3] = 0.55  # ...to this one: 3 pixels (4-connected it would be 2).
   p[2, 5] = 0.99  # Padding: ignored.
   labels = np.zeros((5, 6), int)
   labels[2, 5] = IGNORE_INDEX
