@@ -62,18 +62,19 @@ def image_signal(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 
 def summarize(rows: list[tuple[str, dict]]) -> list[str]:
-  """Median of each figure per folder, one line per folder."""
+  """Medians per folder: one line for its defect images, one for its
+  defect-free ones (a defect folder can hold an image whose mask is empty)."""
   groups = collections.defaultdict(list)
   for folder, signal in rows:
     groups[folder].append(signal)
   lines = []
   for folder in sorted(groups):
-    signals = groups[folder]
-    keys = DEFECT_KEYS if "mask_mean_p" in signals[0] else CLEAN_KEYS
-    figures = "  ".join(
-        f"{k} {np.nanmedian([s[k] for s in signals if k in s]):.3g}"
-        for k in keys)
-    lines.append(f"  {folder:24} n={len(signals):<4d} {figures}")
+    for keys in (DEFECT_KEYS, CLEAN_KEYS):
+      signals = [s for s in groups[folder] if keys[0] in s]
+      if signals:
+        figures = "  ".join(
+            f"{k} {np.nanmedian([s[k] for s in signals]):.3g}" for k in keys)
+        lines.append(f"  {folder:24} n={len(signals):<4d} {figures}")
   return lines
 
 

@@ -6,8 +6,8 @@
 
 Prints, measured side by side in one run, for fp32 and bf16 compute:
   - train-step images/s (forward + backward + AdamW update);
-  - model FLOPs per image (XLA:CPU's cost analysis of the forward, and of
-    the whole train step, on every backend: benchmarks/flops.py);
+  - model FLOPs per image (of the forward, and of the whole train step:
+    listing.program_flops, the same on every backend);
   - achieved FLOP/s as a fraction of a dense matmul peak measured in the same
     run at the same dtype;
 and the Grain input pipeline's images/s (with augmentation) at 0, 1 and 2
@@ -20,23 +20,19 @@ list instead, side by side, as img/s and as a ratio to the first.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.flops import program_flops  # noqa: E402
-from chameleon_jax.data import dataset, pipeline, sources, transforms  # noqa: E402
-from chameleon_jax.losses import build_loss  # noqa: E402
-from chameleon_jax.models import build_model  # noqa: E402
-from chameleon_jax.train import sharding, state as state_lib, steps  # noqa: E402
+from chameleon_jax.data import dataset, pipeline, sources, transforms
+from chameleon_jax.losses import build_loss
+from chameleon_jax.models import build_model
+from chameleon_jax.models.listing import program_flops
+from chameleon_jax.train import sharding, state as state_lib, steps
 
 
 def matmul_peak(dtype, n: int = 2048, repeats: int = 10) -> float:
@@ -70,12 +66,10 @@ def step_throughput(dtype: str, size: int, batch: int, n_steps: int,
   train_step = jax.jit(steps.make_train_step(graphdef, build_loss("dice_ce"),
                                              tx, None), donate_argnums=0)
   compiled = train_step.lower(state, batch_arrays).compile()
-  step_flops = program_flops(train_step, state, batch_arrays,
-                             compiled=compiled) / batch
-  fwd = jax.jit(lambda p, s, x: state_lib.merge(graphdef, p, s)(x))
-  fwd_args = (state.params, state.model_state, batch_arrays["image"])
-  fwd_flops = program_flops(fwd, *fwd_args,
-                            compiled=fwd.lower(*fwd_args).compile()) / batch
+  step_flops = program_flops(train_step, state, batch_arrays) / batch
+  fwd_flops = program_flops(
+      lambda p, s, x: state_lib.merge(graphdef, p, s)(x), state.params,
+      state.model_state, batch_arrays["image"]) / batch
   state, m = compiled(state, batch_arrays)
   jax.block_until_ready(m)
   t = time.perf_counter()

@@ -49,3 +49,15 @@ def test_summary_medians_per_folder():
   lines = summarize(rows)
   assert lines[0].split()[:2] == ["Crack", "n=1"]
   assert "peak_p 0.4 " in lines[1] and "n=3" in lines[1]
+
+
+def test_a_defect_folder_with_an_empty_mask_gets_both_lines():
+  rows = [("Uneven", {"peak_p": 0.3, "largest_component_p50": 0.0}),
+          ("Uneven", {"mask_mean_p": 0.2, "mask_share_p50": 0.0,
+                      "outside_p99": 0.4}),
+          ("Uneven", {"mask_mean_p": 0.4, "mask_share_p50": 0.5,
+                      "outside_p99": float("nan")})]
+  defect, clean = summarize(rows)
+  assert "n=2" in defect and "mask_mean_p 0.3 " in defect
+  assert "outside_p99 0.4" in defect  # NaN (no pixel outside) is skipped.
+  assert "n=1" in clean and "peak_p 0.3 " in clean
