@@ -9,10 +9,9 @@ ResNet-18 plus every encoder as a classifier. For each model and size: the
 best of `repeats` wall-clock times of the jit-compiled forward pass
 (inference mode) and of a training step's forward+backward (train mode,
 cross-entropy, gradients w.r.t. all parameters); the program FLOPs of both
-(listing.program_flops, the same on every backend); and the peak memory of the
-forward+backward executable from XLA's buffer
-assignment (arguments + outputs + temporaries, minus aliased; the same
-accounting on CPU and GPU). Models whose peak exceeds `--max_memory_gb`
+(listing.program_flops, the same on every backend); and the peak memory of
+the forward+backward executable from XLA's buffer assignment (arguments +
+outputs + temporaries, minus aliased; the same accounting on CPU and GPU). Models whose peak exceeds `--max_memory_gb`
 are compiled and counted but not timed.
 """
 
@@ -32,7 +31,6 @@ from flax import nnx  # noqa: E402
 from benchmarks.losses import best_ms  # noqa: E402
 from chameleon_jax.losses import build_loss  # noqa: E402
 from chameleon_jax.models import build_model, listing  # noqa: E402
-from chameleon_jax.models.listing import program_flops  # noqa: E402
 from chameleon_jax.train.state import merge, model_variables  # noqa: E402
 
 DEFAULT = ("unet/-,unet/resnet18,unetplusplus/resnet18,fpn/resnet18,"
@@ -72,8 +70,9 @@ def measure(architecture: str, encoder: str | None, size: int, batch: int,
                      if fits else None),
       "train_ms": (best_ms(bwd_c, params, rest, x, y, repeats=repeats)
                    if fits else None),
-      "forward_gflops": program_flops(forward, params, rest, x) / 1e9,
-      "train_gflops": program_flops(backward, params, rest, x, y) / 1e9,
+      "forward_gflops": listing.program_flops(forward, params, rest, x) / 1e9,
+      "train_gflops": listing.program_flops(backward, params, rest, x,
+                                            y) / 1e9,
       "peak_mb": peak / 2**20}
 
 
