@@ -11,8 +11,9 @@ best of `repeats` wall-clock times of the jit-compiled forward pass
 cross-entropy, gradients w.r.t. all parameters); the program FLOPs of both
 (listing.program_flops, the same on every backend); and the peak memory of
 the forward+backward executable from XLA's buffer assignment (arguments +
-outputs + temporaries, minus aliased; the same accounting on CPU and GPU). Models whose peak exceeds `--max_memory_gb`
-are compiled and counted but not timed.
+outputs + temporaries, minus aliased; the same accounting on CPU and GPU).
+Models whose peak exceeds `--max_memory_gb` are compiled and counted but not
+timed.
 """
 
 from __future__ import annotations
