@@ -88,12 +88,13 @@ def test_presets_build_a_config_the_components_accept():
       "calibrated", "calibrated/score")  # The pair the training loop needs.
   assert config.model.kwargs.widths == (8, 16, 32, 64, 128, 256)
   assert config.train.learning_rate == 5e-3
-  assert config.model.kwargs.norm == "group"  # Untouched template value.
+  assert config.model.kwargs.norm == "batch"
   components.parse_gin(config)
   components.loss(config)
   components.augment(config)
   model = components.model(config, num_classes=6, in_channels=1)
   assert len(model.down) == 6  # cpu_unet's six levels reach the model.
+  assert model.down[0].norm1.kind == "batch"  # And its BatchNorm.
 
 
 def test_unknown_preset_is_refused_with_the_known_names():
@@ -109,7 +110,7 @@ def test_magnetic_tile_is_built_from_the_presets():
                         "defect_alarm", "cpu_unet")
   for key in ("data.defect_image_fraction", "loss.kwargs", "eval.decision",
               "eval.flip_tta", "train.best_metric", "model.kwargs.widths",
-              "train.learning_rate"):
+              "model.kwargs.norm", "train.learning_rate"):
     head, _, tail = key.rpartition(".")
     got, want = config, plain
     for part in head.split("."):
