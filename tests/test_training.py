@@ -105,12 +105,15 @@ def test_training_never_imports_tensorflow(ingested, tmp_path):
 
 
 @pytest.mark.e2e
-def test_four_devices_match_one_device(ingested, tmp_path):
+@pytest.mark.parametrize("norm", ["group", "batch"])
+def test_four_devices_match_one_device(ingested, tmp_path, norm):
+  # BatchNorm: its statistics are the global batch's on any device count
+  # (jit reduces across the batch-sharded devices), so the curves agree too.
   curves = {}
   for devices in (1, 4):
     workdir = tmp_path / f"d{devices}"
     run_main(CONFIG, f"--workdir={workdir}", "--mode=train",
-             f"--config.data.root={ingested}",
+             f"--config.data.root={ingested}", f"--config.model.kwargs.norm={norm}",
              env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"})
     curves[devices] = np.array(_losses(workdir))
   assert len(curves[1]) == 20
