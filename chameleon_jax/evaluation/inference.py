@@ -1,10 +1,13 @@
-"""Restoring a trained model for inference, and `predict` on a folder."""
+"""Restoring trained models (one, or the members of an ensemble) for inference,
+and `predict` on a folder."""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from pathlib import Path
+from typing import Sequence
 
 import jax
 import ml_collections
@@ -46,6 +49,36 @@ def restore(config: ml_collections.ConfigDict, workdir: str, which: str):
   card["step"], card["checkpoint"] = step, which
   logging.info("Restored %s checkpoint, step %d.", which, step)
   return graphdef, state, mesh, card
+
+
+def load_members(config: ml_collections.ConfigDict, workdirs: Sequence[str]):
+  """[(graphdef, state, card, workdir)] of an ensemble, in `workdirs` order.
+
+  A member's architecture comes from its own model card, the rest of the
+  experiment (data, evaluation, `eval.checkpoint`) from `config`. Members
+  must agree on classes and input channels.
+  """
+  members = []
+  for wd in workdirs:
+    sig = read_model_card(wd)["signature"]
+    member_config = copy.deepcopy(config)
+    with member_config.unlocked():
+      member_config.model.name = sig["name"]
+      member_config.model.dtype = sig["dtype"]
+      member_config.model.kwargs = ml_collections.ConfigDict(sig["kwargs"])
+    graphdef, state, mesh, card = restore(member_config, wd,
+                                          config.eval.checkpoint)
+    members.append((graphdef, state, card, wd))
+  first = members[0][2]["signature"]
+  for _, _, card, wd in members[1:]:
+    sig = card["signature"]
+    if (sig["num_classes"], sig["in_channels"]) != (first["num_classes"],
+                                                    first["in_channels"]):
+      raise ValueError(
+          f"Ensemble member {wd} has {sig['num_classes']} classes and "
+          f"{sig['in_channels']} input channels; {workdirs[0]} has "
+          f"{first['num_classes']} and {first['in_channels']}.")
+  return members, mesh
 
 
 def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> Path:

@@ -36,14 +36,13 @@ import numpy as np
 from chameleon_jax import components
 from chameleon_jax.data import pipeline
 from chameleon_jax.data.transforms import IGNORE_INDEX
-from chameleon_jax.evaluation.inference import restore
+from chameleon_jax.evaluation.inference import load_members
 from chameleon_jax.registry import ATTACKS
 from chameleon_jax.robustness import attacks as attacks_lib
 from chameleon_jax.robustness import corruptions as corruptions_lib
 from chameleon_jax.robustness.ensemble import Ensemble
 from chameleon_jax.train import metrics as metrics_lib
 from chameleon_jax.train import sharding
-from chameleon_jax.train.loop import read_model_card
 from chameleon_jax.train.reporting import ProgressBar
 
 GROUP_ALIASES = {
@@ -98,36 +97,6 @@ def load_eval_data(ds, split: str, config: ml_collections.ConfigDict,
     data.image[j], data.mask[j] = rows[i]["image"], rows[i]["mask"]
     data.index[j], data.weight[j] = rows[i]["index"], 1.0
   return data
-
-
-def load_members(config: ml_collections.ConfigDict, workdir: str):
-  """[(graphdef, state, card, workdir)]: --workdir first, then the members.
-
-  A member's architecture comes from its own model card, the rest of the
-  experiment (data, evaluation) from `config`.
-  """
-  workdirs = [workdir] + [m for m in config.robustness.members if m]
-  members = []
-  for wd in workdirs:
-    sig = read_model_card(wd)["signature"]
-    member_config = copy.deepcopy(config)
-    with member_config.unlocked():
-      member_config.model.name = sig["name"]
-      member_config.model.dtype = sig["dtype"]
-      member_config.model.kwargs = ml_collections.ConfigDict(sig["kwargs"])
-    graphdef, state, mesh, card = restore(member_config, wd,
-                                          config.eval.checkpoint)
-    members.append((graphdef, state, card, wd))
-  first = members[0][2]["signature"]
-  for _, _, card, wd in members[1:]:
-    sig = card["signature"]
-    if (sig["num_classes"], sig["in_channels"]) != (first["num_classes"],
-                                                    first["in_channels"]):
-      raise ValueError(
-          f"Ensemble member {wd} has {sig['num_classes']} classes and "
-          f"{sig['in_channels']} input channels; {workdirs[0]} has "
-          f"{first['num_classes']} and {first['in_channels']}.")
-  return members, mesh
 
 
 def select_corruptions(selection) -> list[str]:
@@ -346,7 +315,8 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   if rcfg.attack_goal not in ATTACK_GOALS:
     raise ValueError(f"robustness.attack_goal={rcfg.attack_goal!r}; expected "
                      f"one of {ATTACK_GOALS}.")
-  members, mesh = load_members(config, workdir)
+  members, mesh = load_members(
+      config, [workdir] + [m for m in rcfg.members if m])
   ensemble = Ensemble([m[0] for m in members], rcfg.ensemble_method)
   states = [m[1] for m in members]
   ds = components.open_dataset(config, workdir)
