@@ -2,7 +2,7 @@
 
   python benchmarks/train_throughput.py [--size=256 --batch=8 --steps=20]
   python benchmarks/train_throughput.py --size=128 --batch=16 \
-      --widths=16,32,64,128 --widths=8,16,32,64,128,256
+      --widths=16,32,64,128 --widths=8,16,32,64,128,256 [--norms=group,batch]
 
 Prints, measured side by side in one run, for fp32 and bf16 compute:
   - train-step images/s (forward + backward + AdamW update);
@@ -14,7 +14,8 @@ and the Grain input pipeline's images/s (with augmentation) at 0, 1 and 2
 worker processes (--workers), next to what the fp32 step consumes.
 
 With --widths (repeated), only the fp32 train step of each plain-UNet width
-list instead, side by side, as img/s and as a ratio to the first.
+list instead, for each normalisation in --norms (group, batch, none), side by
+side, as img/s and as a ratio to the first.
 """
 
 from __future__ import annotations
@@ -50,10 +51,11 @@ def matmul_peak(dtype, n: int = 2048, repeats: int = 10) -> float:
 
 
 def step_throughput(dtype: str, size: int, batch: int, n_steps: int,
-                    widths: tuple[int, ...] = (16, 32, 64, 128)):
+                    widths: tuple[int, ...] = (16, 32, 64, 128),
+                    norm: str = "group"):
   mesh = sharding.make_mesh()
   model = build_model("unet", num_classes=4, in_channels=1, dtype=dtype,
-                      widths=widths)
+                      widths=widths, norm=norm)
   tx, _ = state_lib.make_optimizer(learning_rate=1e-3, total_steps=1000,
                                    warmup_steps=10, weight_decay=1e-4,
                                    grad_clip_norm=1.0)
@@ -94,16 +96,19 @@ def pipeline_throughput(size: int, batch: int, workers: int, n_batches: int,
   return n_batches * batch / (time.perf_counter() - t)
 
 
-def compare_widths(specs: list[str], size: int, batch: int, n_steps: int):
-  print(f"UNet widths, GroupNorm, {size}x{size}x1, batch {batch}, Dice+CE, "
-        "AdamW, float32 train step:")
+def compare_widths(specs: list[str], norms: list[str], size: int, batch: int,
+                   n_steps: int):
+  print(f"UNet widths and normalisation, {size}x{size}x1, batch {batch}, "
+        "Dice+CE, AdamW, float32 train step:")
   first = None
   for spec in specs:
     widths = tuple(int(w) for w in spec.split(","))
-    ips, fwd, _ = step_throughput("float32", size, batch, n_steps, widths)
-    first = first or ips
-    print(f"  {spec:24} {ips:7.2f} img/s  {ips / first:5.2f}x  "
-          f"forward {fwd / 1e9:.2f} GFLOP/img")
+    for norm in norms:
+      ips, fwd, _ = step_throughput("float32", size, batch, n_steps, widths,
+                                    norm)
+      first = first or ips
+      print(f"  {spec:24} {norm:6} {ips:7.2f} img/s  {ips / first:5.2f}x  "
+            f"forward {fwd / 1e9:.2f} GFLOP/img")
 
 
 def main():
@@ -117,12 +122,16 @@ def main():
                       "empty: skip the input pipeline")
   parser.add_argument("--widths", action="append", default=[],
                       help="comma-separated UNet widths; repeat to compare")
+  parser.add_argument("--norms", default="group",
+                      help="with --widths: comma-separated normalisations "
+                      "(group, batch, none) to compare for each width list")
   args = parser.parse_args()
   flags.FLAGS.mark_as_parsed()  # Grain workers read absl flags.
 
   print(f"devices: {jax.devices()}")
   if args.widths:
-    compare_widths(args.widths, args.size, args.batch, args.steps)
+    compare_widths(args.widths, args.norms.split(","), args.size, args.batch,
+                   args.steps)
     return
   print(f"UNet 16-32-64-128 GroupNorm, {args.size}x{args.size}x1, batch "
         f"{args.batch}, Dice+CE, AdamW\n")
