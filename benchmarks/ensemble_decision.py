@@ -80,10 +80,12 @@ def main(argv):
   print(f"  {'model':44} {'rule (p, peak, px)':>20}  {'val frontier':40} "
         "test Dice   test FA  recall")
   for name, val, test in runs:
-    rule, table = decision.calibrate(val, budget)
+    rule, table = decision.calibrate(val, budget,
+                                     per_class=config.eval.per_class_rule)
     figures, _, _ = decision.evaluate(rule, test, ds.class_names)
     front = " / ".join(f"{v:.3f}" for v in frontier({"grid": table}).values())
-    rule_text = f"{rule.threshold}, {rule.seed_threshold}, {rule.min_area}"
+    rule_text = (f"{rule.threshold}, {rule.seed_threshold}, {rule.min_area}"
+                 + (" +class" if rule.class_min_areas else ""))
     print(f"  {name[-44:]:44} {rule_text:>20}  {front:40} "
           f"{figures['defect_image_dice']:9.3f} "
           f"{figures['false_alarm_rate']:9.3f} {figures['defect_recall']:7.3f}")

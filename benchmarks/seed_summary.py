@@ -95,7 +95,8 @@ def main():
     for name, _, d, _ in runs:
       r = d["rule"]
       seed = r.get("seed_threshold") or r["threshold"]  # Older rules: none.
-      rule = f"{r['threshold']:.2f}, {seed:.2f}, {r['min_area']}"
+      rule = (f"{r['threshold']:.2f}, {seed:.2f}, {r['min_area']}"
+              + (" +class" if r.get("class_min_areas") else ""))
       fronts.append(frontier(d))
       print(f"  {name:24}{rule:>28}"
             + "".join(f"{fronts[-1][b]:9.3f}" for b in BUDGETS))

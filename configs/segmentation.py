@@ -108,6 +108,9 @@ def get_config() -> ml_collections.ConfigDict:
   # with false alarms <= max_false_alarm), then applied to eval.split.
   config.eval.decision = "argmax"
   config.eval.max_false_alarm = 0.1
+  # With "calibrated": the seed threshold and minimum area per predicted
+  # defect class (a component's class), chosen on val from the shared rule.
+  config.eval.per_class_rule = False
   config.eval.flip_tta = False  # Mean over 4 flips (segmentation).
   config.eval.checkpoint = "best"  # best | latest
   config.eval.num_worst = 8  # Overlays written for the worst images.

@@ -232,3 +232,84 @@ def test_best_metric_missing_from_validation_is_refused(tmp_path):
   with pytest.raises(KeyError, match="mean_defect_iuo.*mean_defect_iou"):
     checkpointer.save_best(1, None, {}, {"mean_defect_iou": 0.5})
   checkpointer.close()
+
+
+def _sized_classes(n=4):
+  """Clean images with a confident 6-px speck of class 2; defect images
+  with a 3-px blob of class 1 or a 30-px region of class 2: no shared
+  minimum area keeps the blobs and drops the specks."""
+  items = []
+  def image(labels, regions):
+    probs = np.zeros(labels.shape + (3,), np.float32)
+    probs[..., 0] = 1.0
+    for (ys, xs), k in regions:
+      probs[ys, xs] = 0.0
+      probs[ys, xs, 0], probs[ys, xs, k] = 0.05, 0.95
+    items.append((len(items), probs.astype(np.float16), labels))
+  for _ in range(2 * n):
+    image(np.zeros((16, 16), np.int32), [((slice(2, 4), slice(2, 5)), 2)])
+  for _ in range(n):
+    labels = np.zeros((16, 16), np.int32)
+    labels[5, 5:8] = 1
+    image(labels, [((5, slice(5, 8)), 1)])
+  for _ in range(n):
+    labels = np.zeros((16, 16), np.int32)
+    labels[8:13, 4:10] = 2
+    image(labels, [((slice(8, 13), slice(4, 10)), 2)])
+  return items
+
+
+def test_component_class_is_the_class_with_most_mass():
+  probs = np.zeros((1, 4, 3), np.float32)
+  probs[0] = [[0.1, 0.6, 0.3], [0.1, 0.1, 0.8], [0.1, 0.2, 0.7], [1, 0, 0]]
+  components = np.array([[1, 1, 1, 0]])
+  assert decision.component_classes(probs, components, 1).tolist() == [2]
+
+
+def test_per_class_rule_keeps_small_blobs_and_drops_large_specks():
+  items = _sized_classes()
+  names = ["bg", "blob", "band"]
+  shared, table = decision.calibrate(items, 0.0, thresholds=(0.5,))
+  assert shared.class_min_areas is None and shared.min_area == 8
+  shared_metrics, _, _ = decision.evaluate(shared, items, names)
+  assert shared_metrics["defect_image_dice"] == pytest.approx(0.5)
+  rule, table = decision.calibrate(items, 0.0, thresholds=(0.5,),
+                                   per_class=True)
+  assert rule.class_min_areas[0] <= 3 < 6 < rule.class_min_areas[1]
+  row = decision.chosen_row(rule, table)
+  assert row["class_min_areas"] == list(rule.class_min_areas)
+  metrics, _, _ = decision.evaluate(rule, items, names)
+  assert metrics["defect_image_dice"] == pytest.approx(1.0)
+  assert metrics["false_alarm_rate"] == 0.0
+  assert row["defect_image_dice"] == pytest.approx(1.0, abs=1e-12)
+  assert row["false_alarm_rate"] == 0.0
+
+
+def test_per_class_search_reproduces_applying_the_rule():
+  items = _sized_classes() + [(i + 100, p, m) for i, p, m in _items(seed=3)]
+  rule, table = decision.calibrate(items, 0.3, thresholds=(0.3, 0.5, 0.7),
+                                   min_areas=(1, 3, 9), per_class=True)
+  assert rule.class_min_areas is not None  # The search moved.
+  row = decision.chosen_row(rule, table)
+  metrics, _, _ = decision.evaluate(rule, items, ["bg", "a", "b"])
+  assert row["defect_image_dice"] == pytest.approx(
+      metrics["defect_image_dice"], abs=1e-12)
+  assert row["false_alarm_rate"] == pytest.approx(
+      metrics["false_alarm_rate"], abs=1e-12)
+  shared, _ = decision.calibrate(items, 0.3, thresholds=(0.3, 0.5, 0.7),
+                                 min_areas=(1, 3, 9))
+  assert row["defect_image_dice"] >= decision.chosen_row(
+      shared, table)["defect_image_dice"]
+
+
+def test_per_class_rule_survives_json(tmp_path):
+  items = _sized_classes()
+  rule, table = decision.calibrate(items, 0.0, thresholds=(0.5,),
+                                   per_class=True)
+  (tmp_path / "eval").mkdir()
+  decision.save_rule(tmp_path / "eval" / "decision.json", rule, table, 0.0,
+                     "val")
+  loaded = decision.load_rule(tmp_path)
+  assert loaded == rule and isinstance(loaded.class_min_areas, tuple)
+  assert decision.chosen_row(loaded, table)["class_min_areas"] == list(
+      rule.class_min_areas)

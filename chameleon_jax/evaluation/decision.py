@@ -12,6 +12,14 @@ uncertain pixels anywhere alarm the image. The decision rule here is
   alarm          at least one component is left
   class          each kept pixel's most probable defect class
 
+Per-class requirements (`class_seed_thresholds`, `class_min_areas`, one
+value per defect class 1..K-1) replace the shared seed and minimum area by
+those of the component's class: the defect class holding most of its
+probability mass. Defect classes can differ in size by two orders of
+magnitude (magnetic tile: blowholes of tens of pixels at the model's scale,
+uneven bands of thousands), so one minimum area either removes the small
+class or lets the large class's noise alarm.
+
 The two thresholds are hysteresis: a component must reach the confident
 `seed_threshold` somewhere to raise an alarm, and its mask then extends to
 every connected pixel above `threshold`. A single high threshold, which the
@@ -29,6 +37,12 @@ alarms). Components are labelled once per threshold; each component's
 (area, peak) falls in one cell of the (seed, area) grid, so a reversed 2-D
 cumulative sum gives every rule's kept area, overlap and alarm count at
 once. The test split is then evaluated once with the chosen rule.
+
+With `per_class=True`, calibration continues from each threshold's best
+shared (seed, area) by coordinate ascent: class by class, the (seed, area)
+pair that raises the validation Dice most while the false alarms stay within
+the budget, over two sweeps of the classes. It keeps the shared rule unless
+a per-class one is strictly better on validation.
 """
 
 from __future__ import annotations
@@ -60,21 +74,45 @@ class DecisionRule:
   min_area: int = 1  # Pixels a component needs to be kept.
   seed_threshold: float | None = None  # Peak p(defect) a component needs
   # (None or <= threshold: no further condition).
+  # Per defect class 1..K-1 (the component's class), in place of the two
+  # above; None: the shared values.
+  class_seed_thresholds: tuple[float, ...] | None = None
+  class_min_areas: tuple[int, ...] | None = None
+
+  def __post_init__(self):  # JSON gives lists; the rule stays hashable.
+    for name in ("class_seed_thresholds", "class_min_areas"):
+      value = getattr(self, name)
+      if value is not None:
+        object.__setattr__(self, name, tuple(value))
+
+  def requirements(self, component_classes: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(peak p(defect), area) each component needs, by its class (1..K-1)."""
+    seed = self.seed_threshold if self.seed_threshold is not None else 0.0
+    seeds = np.full(component_classes.shape, seed, np.float32)
+    areas = np.full(component_classes.shape, self.min_area)
+    if self.class_seed_thresholds is not None:
+      seeds = np.asarray(self.class_seed_thresholds,
+                         np.float32)[component_classes - 1]
+    if self.class_min_areas is not None:
+      areas = np.asarray(self.class_min_areas)[component_classes - 1]
+    return seeds, areas
 
   def apply(self, probs: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """(H, W, K) probabilities -> (H, W) class map (0 = background)."""
     p_defect = 1.0 - probs[..., 0]
     defect = (p_defect >= self.threshold) & valid
-    seeded = (self.seed_threshold is not None and
-              self.seed_threshold > self.threshold)
-    if (self.min_area > 1 or seeded) and defect.any():
+    filtered = (self.min_area > 1 or self.class_min_areas is not None or
+                self.class_seed_thresholds is not None or
+                (self.seed_threshold is not None and
+                 self.seed_threshold > self.threshold))
+    if filtered and defect.any():
       components, n = ndimage.label(defect, structure=_EIGHT)
-      areas = np.bincount(components.ravel())
-      keep = areas >= self.min_area
-      if seeded:
-        peak = _peaks(p_defect, components, n)
-        keep[1:] &= peak >= np.float32(self.seed_threshold)
-      keep[0] = False
+      seeds, areas = self.requirements(
+          component_classes(probs, components, n))
+      keep = np.zeros(n + 1, bool)
+      keep[1:] = ((np.bincount(components.ravel(), minlength=n + 1)[1:]
+                   >= areas) & (_peaks(p_defect, components, n) >= seeds))
       defect = keep[components]
     classes = probs[..., 1:].argmax(-1) + 1
     return np.where(defect, classes, 0).astype(np.int32)
@@ -186,6 +224,17 @@ def _peaks(p_defect: np.ndarray, components: np.ndarray, n: int
   return peak[1:]
 
 
+def component_classes(probs: np.ndarray, components: np.ndarray, n: int
+                      ) -> np.ndarray:
+  """Class (1..K-1) of components 1..n: the defect class with the largest
+  summed probability over the component's pixels."""
+  flat = components.ravel()
+  mass = np.stack([np.bincount(flat, weights=probs[..., c].ravel(),
+                               minlength=n + 1)[1:]
+                   for c in range(1, probs.shape[-1])], axis=1)
+  return mass.argmax(1) + 1
+
+
 def _at_least(levels: np.ndarray, values: np.ndarray) -> np.ndarray:
   """How many of the ascending `levels` each value reaches (>=)."""
   return np.searchsorted(levels, values, side="right")
@@ -204,10 +253,13 @@ def _grid_sums(s_bin, a_bin, weights, shape) -> np.ndarray:
 def calibrate(items, max_false_alarm: float,
               thresholds: Sequence[float] = THRESHOLDS,
               min_areas: Sequence[int] = MIN_AREAS,
-              seed_thresholds: Sequence[float] | None = None
+              seed_thresholds: Sequence[float] | None = None,
+              per_class: bool = False
               ) -> tuple[DecisionRule, list[dict]]:
   """The rule with the best validation defect-image Dice within the
-  false-alarm budget; returns it and the whole grid (one row per rule).
+  false-alarm budget; returns it and the whole grid (one row per shared
+  rule, then, with `per_class`, one row for the per-class rule if one is
+  better; module docstring).
 
   Seeds default to the thresholds; a rule's seed is never below its
   threshold (such a seed would change nothing)."""
@@ -221,10 +273,14 @@ def calibrate(items, max_false_alarm: float,
   dice_sum = np.zeros((len(thresholds),) + shape)
   alarms = np.zeros((len(thresholds),) + shape)
   n_defect = n_clean = 0
-  for _, probs, labels in items:
+  tables = [_ComponentTable() for _ in thresholds] if per_class else None
+  gt_list, num_classes = [], 0
+  for image, (_, probs, labels) in enumerate(items):
     valid = labels != IGNORE_INDEX
     gt = valid & (labels > 0)
     gt_area = int(gt.sum())
+    gt_list.append(gt_area)
+    num_classes = probs.shape[-1]
     n_defect += gt_area > 0
     n_clean += gt_area == 0
     p_defect = 1.0 - probs[..., 0].astype(np.float32)
@@ -233,8 +289,8 @@ def calibrate(items, max_false_alarm: float,
       if n == 0:
         continue  # Nothing kept: Dice 0 on a defect image, no alarm.
       area = np.bincount(components.ravel(), minlength=n + 1)[1:]
-      bins = (_at_least(seeds, _peaks(p_defect, components, n)),
-              _at_least(areas_needed, area))
+      peak = _peaks(p_defect, components, n)
+      bins = (_at_least(seeds, peak), _at_least(areas_needed, area))
       if gt_area:
         inter = np.bincount(components[gt], minlength=n + 1)[1:]
         kept_inter = _grid_sums(*bins, inter, shape)
@@ -242,6 +298,9 @@ def calibrate(items, max_false_alarm: float,
         dice_sum[ti] += 2 * kept_inter / np.maximum(gt_area + kept_area, 1)
       else:
         alarms[ti] += _grid_sums(*bins, np.ones(n), shape) > 0
+      if tables is not None:
+        tables[ti].add(image, area, peak, component_classes(
+            probs, components, n), inter if gt_area else np.zeros(n))
   dice = dice_sum / max(n_defect, 1)
   false_alarm = alarms / max(n_clean, 1)
   usable = np.asarray(thresholds, np.float32)[:, None] <= seeds[None, :]
@@ -259,15 +318,103 @@ def calibrate(items, max_false_alarm: float,
                     "%.3f; choosing the one with the fewest.", max_false_alarm)
     score = np.where(usable[..., None], -false_alarm + 1e-6 * dice, -np.inf)
   ti, si, ai = np.unravel_index(np.argmax(score), score.shape)
-  return DecisionRule(float(thresholds[ti]), int(min_areas[ai]),
-                      seed_values[si]), table
+  rule = DecisionRule(float(thresholds[ti]), int(min_areas[ai]),
+                      seed_values[si])
+  if tables is None or not allowed.any() or num_classes < 3:
+    return rule, table  # One defect class: per class is the shared rule.
+  gt_areas, clean = np.asarray(gt_list), np.asarray(gt_list) == 0
+  best, best_fa = (float(dice[ti, si, ai]), rule), None
+  for tj, t in enumerate(thresholds):
+    if not allowed[tj].any():
+      continue
+    sj, aj = np.unravel_index(np.argmax(score[tj]), score[tj].shape)
+    levels = [v for v in seed_values if np.float32(v) >= np.float32(t)]
+    found = _per_class_search(
+        tables[tj].columns(), gt_areas, clean, (seed_values[sj], min_areas[aj]),
+        levels, min_areas, max_false_alarm, num_classes - 1)
+    if found[0] > best[0] + 1e-12:
+      best = (found[0], DecisionRule(
+          float(t), int(min_areas[aj]), seed_values[sj],
+          tuple(float(v) for v in found[1]), tuple(int(v) for v in found[2])))
+      best_fa = found[3]
+  if best[1] is rule:
+    return rule, table
+  table.append({**_rule_fields(best[1]), "defect_image_dice": best[0],
+                "false_alarm_rate": best_fa})
+  return best[1], table
+
+
+class _ComponentTable:
+  """Components at one threshold over a split's images: columns (image,
+  area, peak p(defect), class, pixels overlapping the true defect)."""
+
+  def __init__(self):
+    self.parts: list[tuple[np.ndarray, ...]] = []
+
+  def add(self, image: int, area, peak, classes, inter) -> None:
+    self.parts.append((np.full(len(area), image), area, peak, classes, inter))
+
+  def columns(self) -> tuple[np.ndarray, ...]:
+    if not self.parts:
+      return (np.zeros(0, int), np.zeros(0, int), np.zeros(0, np.float32),
+              np.zeros(0, int), np.zeros(0))
+    return tuple(np.concatenate(c) for c in zip(*self.parts))
+
+
+def _per_class_search(columns, gt_areas: np.ndarray, clean: np.ndarray,
+                      start: tuple[float, int], seed_levels: Sequence[float],
+                      min_areas: Sequence[int], budget: float,
+                      num_defect_classes: int, sweeps: int = 2):
+  """Coordinate ascent over (seed, area) per component class from the
+  shared `start`: (val Dice, seeds, areas, false-alarm rate). A move is
+  taken only if it keeps the false alarms within `budget` and raises the
+  Dice."""
+  image, area, peak, classes, inter = columns
+  n = len(gt_areas)
+  defect = ~clean
+
+  def figures(seeds, areas):
+    keep = ((peak >= seeds.astype(np.float32)[classes - 1]) &
+            (area >= areas[classes - 1]))
+    kept_inter = np.bincount(image[keep], inter[keep], minlength=n)
+    kept_area = np.bincount(image[keep], area[keep], minlength=n)
+    alarmed = np.bincount(image[keep], minlength=n) > 0
+    image_dice = 2 * kept_inter / np.maximum(gt_areas + kept_area, 1)
+    return (float(image_dice[defect].sum() / max(defect.sum(), 1)),
+            float(alarmed[clean].sum() / max(clean.sum(), 1)))
+
+  seeds = np.full(num_defect_classes, start[0])  # Compared in float32.
+  areas = np.full(num_defect_classes, start[1])
+  best, best_fa = figures(seeds, areas)
+  for _ in range(sweeps):
+    for c in range(num_defect_classes):
+      for seed in seed_levels:
+        for min_area in min_areas:
+          trial_seeds, trial_areas = seeds.copy(), areas.copy()
+          trial_seeds[c], trial_areas[c] = seed, min_area
+          d, fa = figures(trial_seeds, trial_areas)
+          if within_budget(fa, budget) and d > best + 1e-12:
+            best, best_fa, seeds, areas = d, fa, trial_seeds, trial_areas
+  return best, seeds, areas, best_fa
+
+
+def _rule_fields(rule: DecisionRule) -> dict:
+  fields = {"threshold": rule.threshold, "seed_threshold": rule.seed_threshold,
+            "min_area": rule.min_area}
+  if rule.class_seed_thresholds is not None:
+    fields["class_seed_thresholds"] = list(rule.class_seed_thresholds)
+  if rule.class_min_areas is not None:
+    fields["class_min_areas"] = list(rule.class_min_areas)
+  return fields
 
 
 def chosen_row(rule: DecisionRule, table: list[dict]) -> dict:
   """The grid row of `rule` (its validation Dice and false alarms)."""
-  return next(r for r in table if r["threshold"] == rule.threshold and
-              r["min_area"] == rule.min_area and
-              r["seed_threshold"] == rule.seed_threshold)
+  fields = _rule_fields(rule)
+  return next(r for r in table
+              if {k: r.get(k) for k in fields} == fields and
+              set(r) - set(fields) == {"defect_image_dice",
+                                       "false_alarm_rate"})
 
 
 def validation_metrics(predict, state, ds, config, mesh) -> dict[str, float]:
@@ -283,7 +430,7 @@ def validation_metrics(predict, state, ds, config, mesh) -> dict[str, float]:
   """
   budget = config.eval.max_false_alarm
   rule, table = calibrate(predictions(predict, state, ds, "val", config, mesh),
-                          budget)
+                          budget, per_class=config.eval.per_class_rule)
   row = chosen_row(rule, table)
   within = bool(within_budget(row["false_alarm_rate"], budget))
   return {"calibrated/defect_image_dice": row["defect_image_dice"],

@@ -78,7 +78,7 @@ def _calibrated(config, graphdef, state, ds, split, mesh, metrics, out):
                     "its figures are optimistic.")
   rule, table = decision.calibrate(
       decision.predictions(predict, state, ds, "val", config, mesh),
-      config.eval.max_false_alarm)
+      config.eval.max_false_alarm, per_class=config.eval.per_class_rule)
   if jax.process_index() == 0:
     decision.save_rule(out / "decision.json", rule, table,
                        config.eval.max_false_alarm, "val")
