@@ -313,3 +313,13 @@ def test_per_class_rule_survives_json(tmp_path):
   assert loaded == rule and isinstance(loaded.class_min_areas, tuple)
   assert decision.chosen_row(loaded, table)["class_min_areas"] == list(
       rule.class_min_areas)
+
+
+def test_per_class_moves_below_the_minimum_gain_are_not_taken():
+  items = _sized_classes()
+  band = items[-1]  # Many more bands: the blobs' gain falls under 0.005.
+  items += [(len(items) + i, band[1], band[2]) for i in range(1000)]
+  gain = 4 / (4 + 1004)  # Dice 1 instead of 0 on 4 of 1008 defect images.
+  assert gain < decision.PER_CLASS_MIN_GAIN
+  rule, _ = decision.calibrate(items, 0.0, thresholds=(0.5,), per_class=True)
+  assert rule.class_min_areas is None and rule.min_area == 8

@@ -41,8 +41,10 @@ once. The test split is then evaluated once with the chosen rule.
 With `per_class=True`, calibration continues from each threshold's best
 shared (seed, area) by coordinate ascent: class by class, the (seed, area)
 pair that raises the validation Dice most while the false alarms stay within
-the budget, over two sweeps of the classes. It keeps the shared rule unless
-a per-class one is strictly better on validation.
+the budget, over two sweeps of the classes. A move must raise the validation
+Dice by at least PER_CLASS_MIN_GAIN: each move fits two more numbers to the
+same images, and on magnetic tile a move worth 0.0003 on val (one class's
+minimum area from 8 to 1 pixel) took the test false alarms from 17 % to 23 %.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ THRESHOLDS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2).tolist()) + (
     0.97, 0.99)
 MIN_AREAS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _EIGHT = np.ones((3, 3), bool)
+PER_CLASS_MIN_GAIN = 0.005  # Val Dice a per-class move must add.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,7 +326,8 @@ def calibrate(items, max_false_alarm: float,
   if tables is None or not allowed.any() or num_classes < 3:
     return rule, table  # One defect class: per class is the shared rule.
   gt_areas, clean = np.asarray(gt_list), np.asarray(gt_list) == 0
-  best, best_fa = (float(dice[ti, si, ai]), rule), None
+  shared_dice = float(dice[ti, si, ai])
+  best, best_fa = (shared_dice, rule), None
   for tj, t in enumerate(thresholds):
     if not allowed[tj].any():
       continue
@@ -332,7 +336,7 @@ def calibrate(items, max_false_alarm: float,
     found = _per_class_search(
         tables[tj].columns(), gt_areas, clean, (seed_values[sj], min_areas[aj]),
         levels, min_areas, max_false_alarm, num_classes - 1)
-    if found[0] > best[0] + 1e-12:
+    if found[0] > best[0] and found[0] >= shared_dice + PER_CLASS_MIN_GAIN:
       best = (found[0], DecisionRule(
           float(t), int(min_areas[aj]), seed_values[sj],
           tuple(float(v) for v in found[1]), tuple(int(v) for v in found[2])))
@@ -368,7 +372,7 @@ def _per_class_search(columns, gt_areas: np.ndarray, clean: np.ndarray,
   """Coordinate ascent over (seed, area) per component class from the
   shared `start`: (val Dice, seeds, areas, false-alarm rate). A move is
   taken only if it keeps the false alarms within `budget` and raises the
-  Dice."""
+  Dice by at least PER_CLASS_MIN_GAIN."""
   image, area, peak, classes, inter = columns
   n = len(gt_areas)
   defect = ~clean
@@ -393,7 +397,7 @@ def _per_class_search(columns, gt_areas: np.ndarray, clean: np.ndarray,
           trial_seeds, trial_areas = seeds.copy(), areas.copy()
           trial_seeds[c], trial_areas[c] = seed, min_area
           d, fa = figures(trial_seeds, trial_areas)
-          if within_budget(fa, budget) and d > best + 1e-12:
+          if within_budget(fa, budget) and d >= best + PER_CLASS_MIN_GAIN:
             best, best_fa, seeds, areas = d, fa, trial_seeds, trial_areas
   return best, seeds, areas, best_fa
 
