@@ -86,6 +86,7 @@ def test_presets_build_a_config_the_components_accept():
                                       "empty_target": "exclude"}
   assert (config.eval.decision, config.train.best_metric) == (
       "calibrated", "calibrated/score")  # The pair the training loop needs.
+  assert config.eval.per_class_rule is True
   assert config.model.kwargs.widths == (8, 16, 32, 64, 128, 256)
   assert config.train.learning_rate == 5e-3
   assert config.model.kwargs.norm == "batch"
