@@ -77,7 +77,7 @@ def main(argv):
   budget = config.eval.max_false_alarm
   print(f"rule chosen on val within {budget:.0%} false alarms; val frontier "
         "at " + " / ".join(f"{b:.0%}" for b in BUDGETS))
-  print(f"  {'model':44} {'rule (p, peak, px)':>20}  {'val frontier':40} "
+  print(f"  {'model':44} {'rule (p, peak, px)':>20}  {'val frontier':47} "
         "test Dice   test FA  recall")
   for name, val, test in runs:
     rule, table = decision.calibrate(val, budget,
@@ -86,7 +86,7 @@ def main(argv):
     front = " / ".join(f"{v:.3f}" for v in frontier({"grid": table}).values())
     rule_text = (f"{rule.threshold}, {rule.seed_threshold}, {rule.min_area}"
                  + (" +class" if rule.class_min_areas else ""))
-    print(f"  {name[-44:]:44} {rule_text:>20}  {front:40} "
+    print(f"  {name[-44:]:44} {rule_text:>20}  {front:47} "
           f"{figures['defect_image_dice']:9.3f} "
           f"{figures['false_alarm_rate']:9.3f} {figures['defect_recall']:7.3f}")
 

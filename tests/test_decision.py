@@ -160,6 +160,16 @@ def test_calibrated_eval_through_main(tmp_path):
   alarms = sum(r["false_alarm"] for r in per_image)
   clean = sum(not r["defect"] for r in per_image)
   assert metrics["false_alarm_rate"] == alarms / clean
+  # Per class: never below the shared rule on val; one value per defect class.
+  run_main(*args, "--mode=eval", "--config.eval.decision=calibrated",
+           "--config.eval.flip_tta=True", "--config.eval.max_false_alarm=0.2",
+           "--config.eval.per_class_rule=True")
+  per_class = json.loads((tmp_path / "eval" / "decision.json").read_text())
+  assert per_class["validation"]["defect_image_dice"] >= chosen[
+      "validation"]["defect_image_dice"]
+  k = len(json.loads((tmp_path / "model.json").read_text())["class_names"])
+  for key in ("class_seed_thresholds", "class_min_areas"):
+    assert len(per_class["rule"].get(key) or [None] * (k - 1)) == k - 1
   # --mode=predict applies the same rule (and flips) to new images.
   from chameleon_jax.data import synthetic
   synthetic.write_folder(synthetic.SyntheticSpec(num_images=2, seed=5,
