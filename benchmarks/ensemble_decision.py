@@ -27,12 +27,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.seed_summary import BUDGETS, frontier  # noqa: E402
 
-config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Member 0's workdir (holds the dataset "
-                    "reference).")
-flags.DEFINE_list("members", [], "Workdirs of the further members.")
 FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  """Flags only when run as a script: importing `mean_items` (tests) must
+  not claim --config, which other benchmark modules define too."""
+  config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "Member 0's workdir (holds the "
+                      "dataset reference).")
+  flags.DEFINE_list("members", [], "Workdirs of the further members.")
 
 Item = tuple[int, np.ndarray, np.ndarray]
 
@@ -92,5 +97,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)
