@@ -30,7 +30,7 @@ quarter of the steps) the test Dice fell from 0.140 to 0.055 and 0.053
 the default 90-degree turns (the tiles have an axis) the models find
 Uneven, but the validation figure is lower (3 seeds, with either
 normalisation), so they stay on. 1800 steps of 16 crops,
-validation at steps 600, 1200 and 1800 (25-40 s each), train in 12.5-20
+validation at steps 600, 1200 and 1800 (25-60 s each), train in 12.5-20
 minutes on 2 idle CPU cores, compilation included (the 2-core machines of
 2026-11-28 and 2026-11-30 differ by 1.5x).
 

@@ -161,9 +161,11 @@ def test_calibrated_eval_through_main(tmp_path):
   clean = sum(not r["defect"] for r in per_image)
   assert metrics["false_alarm_rate"] == alarms / clean
   # Per class: never below the shared rule on val; one value per defect class.
-  run_main(*args, "--mode=eval", "--config.eval.decision=calibrated",
-           "--config.eval.flip_tta=True", "--config.eval.max_false_alarm=0.2",
-           "--config.eval.per_class_rule=True")
+  result = run_main(*args, "--mode=eval", "--config.eval.decision=calibrated",
+                    "--config.eval.flip_tta=True",
+                    "--config.eval.max_false_alarm=0.2",
+                    "--config.eval.per_class_rule=True")
+  assert "Per-class rule search" in result.stderr  # The option reached it.
   per_class = json.loads((tmp_path / "eval" / "decision.json").read_text())
   assert per_class["validation"]["defect_image_dice"] >= chosen[
       "validation"]["defect_image_dice"]
