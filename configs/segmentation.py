@@ -48,6 +48,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Share of every batch drawn from images with a defect (exact per batch);
   # -1 = sample images uniformly. Real data is ~70% defect-free.
   config.data.defect_image_fraction = -1.0
+  # With a share set: draw the defect images from each defect class in turn
+  # (data/pipeline.py), so a rare class is seen as often as a common one.
+  config.data.defect_class_balance = False
   # Training augmentation: a preset from data/augment.py (default | none |
   # geometric | photometric | industrial | medical; gin-rebindable), then any
   # key below that is set (not None) overrides the preset's value.

@@ -96,6 +96,44 @@ def test_defect_image_fraction_is_exact_per_batch(tiny_dataset):
     _iter(tiny_dataset, defect_image_fraction=1.5)
 
 
+def test_defect_class_groups_serve_the_rarest_class():
+  items = [{"foreground_fraction": 0.0, "classes_present": []},
+           {"foreground_fraction": 0.1, "classes_present": [1]},
+           {"foreground_fraction": 0.1, "classes_present": [1]},
+           {"foreground_fraction": 0.1, "classes_present": [1, 2]},
+           {"foreground_fraction": 0.1, "classes_present": [3]},
+           {"foreground_fraction": 0.1, "classes_present": [1, 3]}]
+  # Class 1 is in 4 images, 3 in 2, 2 in 1: image 3 serves 2, image 5 serves 3.
+  assert pipeline.defect_class_groups(items) == {1: [1, 2], 2: [3], 3: [4, 5]}
+
+
+def test_defect_class_balance_takes_each_class_in_turn(tiny_dataset):
+  groups = pipeline.defect_class_groups(tiny_dataset.items("train"))
+  sizes = sorted(len(g) for g in groups.values())
+  assert len(groups) == 3 and sizes[0] < sizes[-1]  # Unequal classes.
+  counts = {c: 0 for c in groups}
+  for classes in (a["classes_present"] for a in tiny_dataset.items("train")):
+    for c in classes:
+      counts[c] += 1
+  none = transforms.AugmentConfig(crop_size=None, flip=False, rotate90=False,
+                                  brightness=0, contrast=0, noise_std=0)
+
+  def group_counts(balance):
+    it = _iter(tiny_dataset, local_batch_size=8, augment=none,
+               defect_image_fraction=0.5, defect_class_balance=balance)
+    seen = {c: 0 for c in groups}
+    for _ in range(15):  # 60 defect rows: 2 epochs of the largest group.
+      for mask in next(it)["mask"][:4]:
+        present = np.unique(mask[mask > 0]).tolist()
+        seen[min(present, key=lambda c: (counts[c], c))] += 1
+    return seen
+
+  assert list(group_counts(True).values()) == [20, 20, 20]
+  assert max(group_counts(False).values()) > 20  # Proportional to sizes.
+  with pytest.raises(ValueError, match="defect_image_fraction"):
+    _iter(tiny_dataset, defect_class_balance=True)
+
+
 def test_eval_batches_pad_with_zero_weight(tiny_dataset):
   n = tiny_dataset.num_examples("val")
   batches = list(pipeline.eval_batches(tiny_dataset, split="val",

@@ -38,6 +38,7 @@ def train_iterator(
     augment: transforms.AugmentConfig,
     scale: float = 1.0,
     defect_image_fraction: float | None = None,
+    defect_class_balance: bool = False,
     num_workers: int = 0,
     process_index: int = 0,
     process_count: int = 1,
@@ -48,6 +49,9 @@ def train_iterator(
   round(f * global batch) rows of every global batch come from images with a
   defect and the rest from defect-free images, each stream shuffled on its
   own (exact per-batch composition, as nnU-Net forces foreground per batch).
+  `defect_class_balance` (with a fraction): the defect stream takes its
+  images from each defect class in turn (`defect_class_groups`), so a class
+  with few images is seen as often as a common one.
   """
   if size_policy not in transforms.SIZE_POLICIES:
     raise ValueError(f"data.size_policy={size_policy!r}; expected one of "
@@ -62,10 +66,13 @@ def train_iterator(
                      f"than the global batch size {global_batch_size}.")
   transform = transforms.TrainTransform(size, size_policy, augment, scale)
   if defect_image_fraction is None:
+    if defect_class_balance:
+      raise ValueError("data.defect_class_balance needs a defect stream: "
+                       "set data.defect_image_fraction >= 0.")
     examples = source.shuffle(seed=seed).repeat()
   else:
     examples = _defect_mix(ds, split, source, global_batch_size,
-                           defect_image_fraction, seed)
+                           defect_image_fraction, seed, defect_class_balance)
   examples = examples.random_map(transform, seed=seed + 1)
   mds = (grain.MapDataset.range(len(examples) // process_count)
          .map(_ProcessRows(examples, local_batch_size, process_index,
@@ -79,9 +86,29 @@ def train_iterator(
   return iter(ids)
 
 
+def defect_class_groups(items: list[dict]) -> dict[int, list[int]]:
+  """Positions of the defect images, grouped by class.
+
+  An image's class is the rarest (fewest images, then smallest id) of the
+  classes its mask holds, so an image with a common and a rare defect serves
+  the rare one. Defect-free images (no foreground) are in no group.
+  """
+  present = {i: a["classes_present"] for i, a in enumerate(items)
+             if a["foreground_fraction"] > 0}
+  counts: dict[int, int] = {}
+  for classes in present.values():
+    for c in classes:
+      counts[c] = counts.get(c, 0) + 1
+  groups: dict[int, list[int]] = {}
+  for i, classes in present.items():
+    rarest = min(classes, key=lambda c: (counts[c], c))
+    groups.setdefault(rarest, []).append(i)
+  return dict(sorted(groups.items()))
+
+
 def _defect_mix(ds: dataset_lib.Dataset, split: str, source: grain.MapDataset,
                 global_batch_size: int, fraction: float,
-                seed: int) -> grain.MapDataset:
+                seed: int, class_balance: bool = False) -> grain.MapDataset:
   """Endless examples whose every global batch has a fixed defect share."""
   if not 0.0 <= fraction <= 1.0:
     raise ValueError(f"defect_image_fraction={fraction} must be in [0, 1].")
@@ -96,6 +123,11 @@ def _defect_mix(ds: dataset_lib.Dataset, split: str, source: grain.MapDataset,
   streams = [grain.MapDataset.range(len(p)).map(_Pick(source, p))
              .shuffle(seed=seed + 2 + j).repeat() if p else None
              for j, p in enumerate((defect, clean))]
+  if class_balance and defect:
+    groups = defect_class_groups(items).values()
+    streams[0] = grain.MapDataset.range(len(streams[0])).map(_RoundRobin([
+        grain.MapDataset.range(len(p)).map(_Pick(source, p))
+        .shuffle(seed=seed + 4 + j).repeat() for j, p in enumerate(groups)]))
   return grain.MapDataset.range(len(streams[0] or streams[1])).map(
       _Interleave(streams, per_batch, global_batch_size))
 
@@ -108,6 +140,17 @@ class _Pick(grain.transforms.Map):
 
   def map(self, i: int):
     return self.source[self.positions[int(i)]]
+
+
+class _RoundRobin(grain.transforms.Map):
+  """Element k -> element k // n of stream k % n (n streams, endless)."""
+
+  def __init__(self, streams: list[grain.MapDataset]):
+    self.streams = streams
+
+  def map(self, k: int):
+    n = len(self.streams)
+    return self.streams[int(k) % n][int(k) // n]
 
 
 class _Interleave(grain.transforms.Map):

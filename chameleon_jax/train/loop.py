@@ -71,6 +71,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
       scale=config.data.scale,
       defect_image_fraction=(config.data.defect_image_fraction
                              if config.data.defect_image_fraction >= 0 else None),
+      defect_class_balance=config.data.defect_class_balance,
       num_workers=config.data.num_workers,
       process_index=jax.process_index(), process_count=jax.process_count())
   start = 0
