@@ -50,6 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.defect_image_fraction = -1.0
   # With a share set: draw the defect images from each defect class in turn
   # (data/pipeline.py), so a rare class is seen as often as a common one.
+  # Off: on magnetic tile it lowered val (seed 0; benchmarks/RESULTS.md).
   config.data.defect_class_balance = False
   # Training augmentation: a preset from data/augment.py (default | none |
   # geometric | photometric | industrial | medical; gin-rebindable), then any
