@@ -30,8 +30,8 @@ quarter of the steps) the test Dice fell from 0.140 to 0.055 and 0.053
 0.313 to 0.092). 160x160 against 128x128 crops (3 seeds): val 0.358
 against 0.354 within 15 % false alarms (inside the seed spread) at fewer
 val false alarms (0.120 against 0.143), test 0.295 +- 0.026 at 0.109 +-
-0.011 against 0.290 +- 0.028 at 0.151 +- 0.018; the larger context finds
-some breaks and frays, for 1.6x the training time. Without
+0.011 against 0.290 +- 0.028 at 0.151 +- 0.018: quieter clean tiles (the
+large classes are not learnt better), for 1.6x the training time. Without
 the default 90-degree turns (the tiles have an axis) the models find
 Uneven, but the validation figure is lower (3 seeds, with either
 normalisation), so they stay on. 1800 steps of 16 crops,
