@@ -120,16 +120,21 @@ def _defect_mix(ds: dataset_lib.Dataset, split: str, source: grain.MapDataset,
     raise ValueError(
         f"defect_image_fraction={fraction} needs defect and defect-free "
         f"images; split {split!r} has {len(defect)} and {len(clean)}.")
-  streams = [grain.MapDataset.range(len(p)).map(_Pick(source, p))
-             .shuffle(seed=seed + 2 + j).repeat() if p else None
+  streams = [_endless(source, p, seed + 2 + j) if p else None
              for j, p in enumerate((defect, clean))]
   if class_balance and defect:
-    groups = defect_class_groups(items).values()
     streams[0] = grain.MapDataset.range(len(streams[0])).map(_RoundRobin([
-        grain.MapDataset.range(len(p)).map(_Pick(source, p))
-        .shuffle(seed=seed + 4 + j).repeat() for j, p in enumerate(groups)]))
+        _endless(source, p, seed + 4 + j)
+        for j, p in enumerate(defect_class_groups(items).values())]))
   return grain.MapDataset.range(len(streams[0] or streams[1])).map(
       _Interleave(streams, per_batch, global_batch_size))
+
+
+def _endless(source: grain.MapDataset, positions: list[int],
+             seed: int) -> grain.MapDataset:
+  """source[positions], reshuffled every epoch, repeated without end."""
+  return (grain.MapDataset.range(len(positions)).map(_Pick(source, positions))
+          .shuffle(seed=seed).repeat())
 
 
 class _Pick(grain.transforms.Map):
