@@ -73,6 +73,11 @@ def test_magnetic_tile_variants():
   assert default.train.best_metric == "calibrated/score"
   assert default.eval.decision == "calibrated"  # What calibrated/* needs.
   assert module.get_config("binary").data.source_kwargs.binary is True
+  # Flips without 90-degree turns, as measured (the docstring), reach the
+  # training transform.
+  augment = components.augment(default)
+  assert (augment.flip, augment.rotate90) == (True, False)
+  assert augment.crop_size == (160, 160)
   with pytest.raises(ValueError, match="variant"):
     module.get_config("triclass")
 
