@@ -43,7 +43,9 @@ Dice (0.301 +- 0.111 against 0.295 +- 0.026) at more false alarms (0.170 +-
 0.061 against 0.109 +- 0.011), with a wider spread, as whether a seed learns
 Uneven varies (test Uneven 0.455 / 0 / 0). Adopted because validation
 chooses, the test split does not; with 128x128 crops validation said the
-opposite and the turns stayed on (benchmarks/RESULTS.md, issue 8).
+opposite and the turns stayed on (benchmarks/RESULTS.md, issue 8). A
+fourth seed, run afterwards: val 0.569 and test 0.485 at 0.050 false alarms
+without the turns, 0.278 and 0.298 at 0.163 with them.
 
 1800 steps of 16 crops, validation at steps 600, 1200 and 1800 (about 30 s
 each), train in 19.4-20.1 minutes on 2 idle CPU cores (2026-12-01),
