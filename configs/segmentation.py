@@ -87,6 +87,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 16  # Global, over all devices and processes.
   config.train.steps = 1000
+  # A wall-clock budget in minutes, compilation and validations included
+  # (0 = none): the loop measures this machine and trains min(steps, what
+  # fits), validating budget_evals times, evenly spaced (train/budget.py;
+  # the plan is saved as <workdir>/budget.json).
+  config.train.time_budget_minutes = 0.0
+  config.train.budget_evals = 3
+  config.train.budget_calibration_steps = 10  # Timed steps, after the first.
   config.train.learning_rate = 2e-3
   config.train.warmup_steps = 50
   config.train.weight_decay = 1e-4

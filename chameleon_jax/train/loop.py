@@ -9,6 +9,8 @@ killed run restarted with the same command ends with identical parameters.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -24,6 +26,7 @@ from chameleon_jax import components
 from chameleon_jax.data import pipeline
 from chameleon_jax.evaluation import decision
 from chameleon_jax.evaluation.evaluate import evaluate_split
+from chameleon_jax.train import budget
 from chameleon_jax.train import checkpoint as ckpt_lib
 from chameleon_jax.train import sharding
 from chameleon_jax.train import state as state_lib
@@ -36,12 +39,16 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def build_state(config: ml_collections.ConfigDict, num_classes: int,
-                in_channels: int, mesh):
-  """(graphdef, replicated initial TrainState, optimizer, lr schedule)."""
+                in_channels: int, mesh, total_steps: int | None = None):
+  """(graphdef, replicated initial TrainState, optimizer, lr schedule).
+
+  `total_steps` (default `config.train.steps`) is the schedule's length.
+  """
   model = components.model(config, num_classes, in_channels)
   tx, schedule = state_lib.make_optimizer(
       learning_rate=config.train.learning_rate,
-      total_steps=config.train.steps, warmup_steps=config.train.warmup_steps,
+      total_steps=total_steps or config.train.steps,
+      warmup_steps=config.train.warmup_steps,
       weight_decay=config.train.weight_decay,
       grad_clip_norm=config.train.grad_clip_norm)
   graphdef, state = state_lib.create(model, tx,
@@ -52,17 +59,15 @@ def build_state(config: ml_collections.ConfigDict, num_classes: int,
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains per `config` in `workdir` (resuming if it holds a checkpoint).
 
-  Returns the last validation metrics.
+  With `train.time_budget_minutes` > 0 the step count is planned to fit that
+  budget on this machine (train/budget.py). Returns the last validation
+  metrics.
   """
+  started = time.perf_counter()
   cfg = config.train
   mesh = sharding.make_mesh()
   ds = components.open_dataset(config, workdir)
   signature = components.model_signature(config, ds.num_classes, ds.channels)
-  graphdef, state, tx, schedule = build_state(config, ds.num_classes,
-                                              ds.channels, mesh)
-  checkpointer = ckpt_lib.Checkpointer(
-      workdir, every_steps=cfg.checkpoint_every, keep=cfg.keep_checkpoints,
-      best_metric=cfg.best_metric or None)
   data_iter = pipeline.train_iterator(
       ds, split="train",
       local_batch_size=sharding.local_batch_size(cfg.batch_size, mesh),
@@ -74,20 +79,20 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
       defect_class_balance=config.data.defect_class_balance,
       num_workers=config.data.num_workers,
       process_index=jax.process_index(), process_count=jax.process_count())
-  start = 0
-  restored = checkpointer.restore(ckpt_lib.abstract(state), signature)
-  if restored is not None:
-    state, data_state, start = restored
-    data_iter.set_state(data_state)
-    logging.info("Resumed from step %d of %s.", start, workdir)
-  write_model_card(workdir, signature, ds)  # After the signature check.
+  shard = functools.partial(sharding.shard_batch, mesh=mesh)
 
-  train_step = jax.jit(
-      steps.make_train_step(graphdef, components.loss(config), tx,
-                            cfg.ema_decay or None,
-                            target=components.target_key(config)),
-      donate_argnums=0,
-      out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)))
+  def build(total_steps):
+    graphdef, state, tx, schedule = build_state(
+        config, ds.num_classes, ds.channels, mesh, total_steps)
+    train_step = jax.jit(
+        steps.make_train_step(graphdef, components.loss(config), tx,
+                              cfg.ema_decay or None,
+                              target=components.target_key(config)),
+        donate_argnums=0,
+        out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)))
+    return graphdef, state, schedule, train_step
+
+  graphdef, state, schedule, train_step = build(cfg.steps)
   eval_step = jax.jit(steps.make_eval_step(graphdef,
                                            config.eval.min_defect_area,
                                            components.task(config)))
@@ -101,16 +106,40 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     raise ValueError(
         f"train.best_metric={cfg.best_metric!r} needs the calibrated/* "
         "validation metrics: set eval.decision='calibrated' (segmentation).")
+
+  def validate(state):
+    metrics, _ = evaluate_split(eval_step, state, ds, "val", config, mesh)
+    if predict is not None:
+      metrics.update(decision.validation_metrics(predict, state, ds, config,
+                                                 mesh))
+    return metrics
+
+  plan = _plan(config, workdir, started, lambda: budget.measure(
+      train_step, state, data_iter, shard, validate,
+      cfg.budget_calibration_steps))
+  if plan.steps != cfg.steps:  # The schedule's length is compiled in.
+    graphdef, state, schedule, train_step = build(plan.steps)
+  checkpointer = ckpt_lib.Checkpointer(
+      workdir, every_steps=plan.checkpoint_every, keep=cfg.keep_checkpoints,
+      best_metric=cfg.best_metric or None)
+  start = 0
+  restored = checkpointer.restore(ckpt_lib.abstract(state), signature)
+  if restored is not None:
+    state, data_state, start = restored
+    data_iter.set_state(data_state)
+    logging.info("Resumed from step %d of %s.", start, workdir)
+  write_model_card(workdir, signature, ds)  # After the signature check.
+
   writer = MetricWriter(workdir)
-  bar = ProgressBar(cfg.steps, start, cfg.batch_size)
+  bar = ProgressBar(plan.steps, start, cfg.batch_size)
   val_metrics: dict[str, float] = {}
   last_log, last_time = start, time.perf_counter()
-  for step in range(start + 1, cfg.steps + 1):
-    batch = sharding.shard_batch(next(data_iter), mesh)
+  for step in range(start + 1, plan.steps + 1):
+    batch = shard(next(data_iter))
     with jax.transfer_guard("disallow"):
       state, metrics = train_step(state, batch)
 
-    is_last = step == cfg.steps
+    is_last = step == plan.steps
     save = checkpointer.should_save(step) or is_last
     if step % cfg.log_every == 0 or save or is_last:
       metrics = jax.device_get(metrics)
@@ -131,11 +160,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
       bar.update(step, loss=float(metrics["loss"]))
       logging.info("process %d step %d loss %.9g", jax.process_index(), step,
                    float(metrics["loss"]))
-    if (cfg.eval_every and step % cfg.eval_every == 0) or is_last:
-      val_metrics, _ = evaluate_split(eval_step, state, ds, "val", config, mesh)
-      if predict is not None:
-        val_metrics.update(decision.validation_metrics(predict, state, ds,
-                                                       config, mesh))
+    if (plan.eval_every and step % plan.eval_every == 0) or is_last:
+      val_metrics = validate(state)
       writer.write(step, "val", val_metrics)
       checkpointer.save_best(step, state, signature, val_metrics)
       logging.info("step %d val %s", step, _brief(val_metrics))
@@ -148,7 +174,41 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   checkpointer.wait()
   checkpointer.close()
   writer.close()
+  if plan.budget_s and start == 0:
+    budget.save(workdir, plan, train_seconds=time.perf_counter() - started)
   return val_metrics
+
+
+def _plan(config: ml_collections.ConfigDict, workdir: str, started: float,
+          measure) -> budget.Plan:
+  """The run's schedule: a saved plan (resume), the config's steps, or a
+  plan from `measure()` that fits `train.time_budget_minutes`."""
+  cfg = config.train
+  saved = budget.load(workdir)
+  if saved is not None:
+    logging.info("Schedule from %s.", Path(workdir) / budget.FILENAME)
+    return saved
+  if not cfg.time_budget_minutes:
+    return budget.from_config(cfg)
+  if any(p.name.isdigit() for p in (Path(workdir) / "checkpoints").glob("*")):
+    raise ValueError(
+        f"{workdir} holds checkpoints but no {budget.FILENAME}: it was trained "
+        "without a time budget. Resume it with "
+        "--config.train.time_budget_minutes=0 (and its train.steps).")
+  measured = measure()
+  kwargs = dict(budget_s=60.0 * cfg.time_budget_minutes,
+                elapsed_s=time.perf_counter() - started,
+                step_s=measured["step_s"],
+                validation_s=measured["validation_s"],
+                evals=cfg.budget_evals, max_steps=cfg.steps,
+                min_steps=cfg.warmup_steps + 1)
+  plan = budget.plan_steps(recompile_s=0.0, **kwargs)
+  if plan.steps < cfg.steps:  # A shorter schedule compiles again.
+    plan = budget.plan_steps(recompile_s=measured["compile_s"], **kwargs)
+  plan = dataclasses.replace(plan, measured=measured)
+  budget.save(workdir, plan)
+  budget.log(plan)
+  return plan
 
 
 def write_model_card(workdir: str, signature: dict, ds) -> None:

@@ -1,0 +1,144 @@
+"""Sizing a training run to a wall-clock budget on the machine at hand.
+
+A recipe fixed in steps is fixed in time only on the machine it was measured
+on: the magnetic-tile recipe's 1800 steps took 19-20 min on one 2-core CPU
+and would take about 55 min on another (benchmarks/RESULTS.md, issue 8).
+With `train.time_budget_minutes` > 0 the loop measures this machine before
+training: the first step (compilation), `budget_calibration_steps` steps
+with the real input pipeline and one validation, all on a copy of the state
+with the data iterator rewound afterwards, so the run trains exactly as an
+unmeasured run of the same step count would. The step count becomes
+
+  steps = min(train.steps, (budget - elapsed - recompile - evals * val) / step)
+
+(`train.steps` stays the cap, so on a fast machine the recipe is unchanged),
+with `budget_evals` validations evenly spaced, the last at the end. The plan
+is written to <workdir>/budget.json before the first checkpoint and reused on
+resume, so a restarted run keeps its schedule; the file also records the
+measurements and, when the run ends, the seconds it took. Timing starts when
+`train` is called (imports before it are outside the budget). To repeat a
+run's exact schedule elsewhere: time_budget_minutes=0 and steps from the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+
+FILENAME = "budget.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """How long a run trains and how often it validates and checkpoints."""
+  steps: int
+  eval_every: int
+  checkpoint_every: int
+  budget_s: float = 0.0  # 0: no budget (the config's steps).
+  measured: dict = dataclasses.field(default_factory=dict)
+
+
+def from_config(cfg) -> Plan:
+  """The config's own schedule (no budget)."""
+  return Plan(steps=cfg.steps, eval_every=cfg.eval_every,
+              checkpoint_every=cfg.checkpoint_every)
+
+
+def plan_steps(*, budget_s: float, elapsed_s: float, step_s: float,
+               recompile_s: float, validation_s: float, evals: int,
+               max_steps: int, min_steps: int) -> Plan:
+  """The largest step count <= `max_steps` that fits in what is left.
+
+  Raises ValueError, with the figures, when fewer than `min_steps` fit.
+  """
+  if evals < 1:
+    raise ValueError(f"train.budget_evals={evals}; expected >= 1 (the last "
+                     "validation chooses the checkpoint).")
+  left = budget_s - elapsed_s - recompile_s - evals * validation_s
+  fits = int(left // step_s) if step_s > 0 else max_steps
+  steps = min(max_steps, fits)
+  if steps < min_steps:
+    raise ValueError(
+        f"train.time_budget_minutes={budget_s / 60:g} leaves {max(left, 0):.0f}"
+        f" s for training after {elapsed_s:.0f} s of setup and measurement "
+        f"and {evals} validations of {validation_s:.1f} s: {fits} steps of "
+        f"{step_s:.2f} s, fewer than the {min_steps} needed (more than "
+        "train.warmup_steps). Raise the budget, or lower train.batch_size or "
+        "train.budget_evals.")
+  every = math.ceil(steps / evals)
+  return Plan(steps=steps, eval_every=every, checkpoint_every=every,
+              budget_s=budget_s)
+
+
+def measure(train_step: Callable, state, data_iter, shard: Callable,
+            validate: Callable, calibration_steps: int) -> dict[str, float]:
+  """Seconds of the first (compiling) step, of one step, of one validation.
+
+  Trains on a copy of `state` (the train step donates it) and rewinds
+  `data_iter`; `validate(state)` runs once on the untouched `state`. Every
+  process uses process 0's figures, so all plan the same steps.
+  """
+  if calibration_steps < 2:
+    raise ValueError(f"train.budget_calibration_steps={calibration_steps}; "
+                     "expected >= 2.")
+  data_state = data_iter.get_state()
+  copy = jax.tree.map(jnp.copy, state)
+  start = time.perf_counter()
+  copy, metrics = train_step(copy, shard(next(data_iter)))
+  jax.block_until_ready(metrics)
+  compile_s = time.perf_counter() - start
+  start = time.perf_counter()
+  for _ in range(calibration_steps):
+    copy, metrics = train_step(copy, shard(next(data_iter)))
+  jax.block_until_ready(metrics)
+  step_s = (time.perf_counter() - start) / calibration_steps
+  del copy
+  data_iter.set_state(data_state)
+  start = time.perf_counter()
+  validate(state)
+  validation_s = time.perf_counter() - start
+  figures = np.asarray([compile_s, step_s, validation_s], np.float64)
+  if jax.process_count() > 1:
+    figures = np.asarray(multihost_utils.broadcast_one_to_all(figures))
+  return dict(zip(("compile_s", "step_s", "validation_s"),
+                  map(float, figures)))
+
+
+def load(workdir: str | Path) -> Plan | None:
+  path = Path(workdir) / FILENAME
+  if not path.is_file():
+    return None
+  values = json.loads(path.read_text())
+  return Plan(**{f.name: values[f.name] for f in dataclasses.fields(Plan)})
+
+
+def save(workdir: str | Path, plan: Plan, **extra) -> None:
+  """Writes the plan (and `extra` keys) atomically; process 0 only."""
+  if jax.process_index() != 0:
+    return
+  path = Path(workdir) / FILENAME
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(FILENAME + ".tmp")
+  tmp.write_text(json.dumps({**dataclasses.asdict(plan), **extra},
+                            indent=1) + "\n")
+  os.replace(tmp, path)
+
+
+def log(plan: Plan) -> None:
+  m = plan.measured
+  logging.info(
+      "Budget %.1f min: %d steps (first step %.1f s, then %.3f s per step; "
+      "validation %.1f s), validation and checkpoints every %d steps.",
+      plan.budget_s / 60, plan.steps, m.get("compile_s", 0),
+      m.get("step_s", 0), m.get("validation_s", 0), plan.eval_every)

@@ -1,0 +1,98 @@
+"""A training run sized to a wall-clock budget (train/budget.py)."""
+
+import json
+
+import pytest
+
+from chameleon_jax.train import budget, loop
+from configs import segmentation
+from tests.conftest import checkpoint_digest, run_main
+
+CONFIG = "--config=tests/tiny_config.py"
+
+
+def _plan(**overrides):
+  kwargs = dict(budget_s=600.0, elapsed_s=60.0, step_s=0.5, recompile_s=20.0,
+                validation_s=30.0, evals=3, max_steps=5000, min_steps=51)
+  return budget.plan_steps(**{**kwargs, **overrides})
+
+
+def test_plan_fits_what_is_left_after_setup_recompile_and_validations():
+  # 600 - 60 - 20 - 3 * 30 = 430 s at 0.5 s per step.
+  plan = _plan()
+  assert plan.steps == 860 and plan.budget_s == 600.0
+  # Three validations: at 287 and 574, and at the end (the last step).
+  assert plan.eval_every == plan.checkpoint_every == 287
+  assert [s for s in range(1, 861) if s % 287 == 0] == [287, 574]
+
+
+def test_plan_keeps_the_configured_steps_when_they_fit():
+  assert _plan(max_steps=700).steps == 700
+  assert _plan(max_steps=700, evals=1).eval_every == 700
+
+
+def test_a_budget_too_small_is_refused_with_its_figures():
+  with pytest.raises(ValueError, match=r"time_budget_minutes=2 leaves 0 s.*"
+                     r"30.0 s: -\d+ steps of 0.50 s, fewer than the 51"):
+    _plan(budget_s=120.0)
+  with pytest.raises(ValueError, match="budget_evals=0"):
+    _plan(evals=0)
+
+
+def _config(**train):
+  config = segmentation.get_config()
+  config.train.update(train)
+  return config
+
+
+def test_no_budget_is_the_config_schedule(tmp_path):
+  plan = loop._plan(_config(steps=40, eval_every=10), str(tmp_path), 0.0,
+                    measure=pytest.fail)
+  assert (plan.steps, plan.eval_every, plan.budget_s) == (40, 10, 0.0)
+  assert not (tmp_path / budget.FILENAME).exists()
+
+
+def test_a_saved_plan_is_reused_without_measuring(tmp_path):
+  saved = budget.Plan(steps=123, eval_every=41, checkpoint_every=41,
+                      budget_s=300.0, measured={"step_s": 1.0})
+  budget.save(tmp_path, saved)
+  plan = loop._plan(_config(time_budget_minutes=5.0), str(tmp_path), 0.0,
+                    measure=pytest.fail)
+  assert plan == saved
+
+
+def test_checkpoints_without_a_plan_are_refused(tmp_path):
+  (tmp_path / "checkpoints" / "200").mkdir(parents=True)
+  with pytest.raises(ValueError, match="trained without a time budget.*"
+                     "time_budget_minutes=0"):
+    loop._plan(_config(time_budget_minutes=5.0), str(tmp_path), 0.0,
+               measure=pytest.fail)
+
+
+def test_a_budgeted_run_trains_as_the_same_steps_without_a_budget(tmp_path):
+  """The measurement trains a copy and rewinds the data: the budgeted run's
+  parameters equal those of an unmeasured run of the planned length."""
+  data = tmp_path / "data"
+  run_main(CONFIG, f"--workdir={data}", "--mode=ingest",
+           f"--config.data.root={data}")
+  common = (CONFIG, f"--config.data.root={data}", "--mode=train",
+            "--config.train.log_every=50")
+  run_main(*common, f"--workdir={tmp_path / 'budget'}",
+           "--config.train.steps=100000",
+           "--config.train.time_budget_minutes=0.75")
+  record = json.loads((tmp_path / "budget" / budget.FILENAME).read_text())
+  steps, every = record["steps"], record["eval_every"]
+  assert 2 < steps < 100000 and every == -(-steps // 3)
+  assert set(record["measured"]) == {"compile_s", "step_s", "validation_s"}
+  # Timing, loosely: the plan is made to fit, the overrun is what the
+  # calibration did not see (logging, checkpoints, a busy machine).
+  assert record["train_seconds"] < 45 + 30
+  metrics = [json.loads(l) for l in
+             (tmp_path / "budget" / "metrics.jsonl").read_text().splitlines()]
+  assert [m["step"] for m in metrics if m["split"] == "val"] == [
+      every, 2 * every, steps]
+  run_main(*common, f"--workdir={tmp_path / 'fixed'}",
+           f"--config.train.steps={steps}", f"--config.train.eval_every={every}",
+           f"--config.train.checkpoint_every={every}")
+  assert checkpoint_digest(tmp_path / "budget") == checkpoint_digest(
+      tmp_path / "fixed")
