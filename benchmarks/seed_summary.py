@@ -3,7 +3,8 @@
   python benchmarks/seed_summary.py workdirs/mt_s0 workdirs/mt_s1 workdirs/mt_s2
 
 Reads each workdir's `eval/test_metrics.json`, `eval/test_per_image.json`
-and, for calibrated decisions, `eval/decision.json`, and prints per run and
+and, for calibrated decisions, `eval/decision.json` (and `budget.json` of
+runs planned to a time budget), and prints per run and
 as mean +- std (sample std, n - 1) over runs:
   - the test figures of the decision rule: defect-image Dice, false-alarm
     rate, defect recall, and the argmax mask's Dice and false-alarm rate;
@@ -103,6 +104,17 @@ def main():
     print(f"  {'mean':24}{'':>28}"
           + "".join(f"{np.mean([f[b] for f in fronts]):9.3f}"
                     for b in BUDGETS))
+
+  plans = {w.name: json.loads((w / "budget.json").read_text())
+           for w in args.workdirs if (w / "budget.json").exists()}
+  if plans:
+    print("\ntime budget (budget.json): steps planned, seconds per step, "
+          "per validation, and training seconds against the budget:")
+    for name, b in plans.items():
+      m = b["measured"]
+      took = b.get("train_seconds", float("nan"))
+      print(f"  {name:24}{b['steps']:>7} steps{m['step_s']:8.2f} s"
+            f"{m['validation_s']:8.1f} s{took:9.0f} / {b['budget_s']:.0f} s")
 
   folders = sorted({k for *_, f in runs for k in f})
   print("\ntest defect-image Dice by folder (share of images with a hit):")

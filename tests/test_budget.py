@@ -69,6 +69,7 @@ def test_checkpoints_without_a_plan_are_refused(tmp_path):
                measure=pytest.fail)
 
 
+@pytest.mark.e2e
 def test_a_budgeted_run_trains_as_the_same_steps_without_a_budget(tmp_path):
   """The measurement trains a copy and rewinds the data: the budgeted run's
   parameters equal those of an unmeasured run of the planned length."""
