@@ -9,8 +9,9 @@ background: test defect-image Dice 0.161 +- 0.018 against 0.092 +- 0.069 at
 14 % and 12 % false alarms, and a higher validation Dice within 15 % false
 alarms in every seed (3 seeds each, checkpoints chosen alike;
 benchmarks/RESULTS.md, issue 8). `:binary` trains on defect vs background.
-This recipe: 0.301 +- 0.111 at 0.170 +- 0.061 false alarms (3 seeds),
-short of the 0.5 that issue 8 asks for.
+This recipe: 0.301 +- 0.111 at 0.170 +- 0.061 false alarms (3 seeds of
+1800 steps), 0.236 +- 0.066 at 0.125 +- 0.042 within 25 minutes on a slower
+CPU (the training paragraph), short of the 0.5 that issue 8 asks for.
 
 Presets (configs/presets.py; each docstring gives what it measured on this
 dataset): rare_defects (half of every batch from defect images, two thirds
@@ -47,9 +48,15 @@ opposite and the turns stayed on (benchmarks/RESULTS.md, issue 8). A
 fourth seed, run afterwards: val 0.569 and test 0.485 at 0.050 false alarms
 without the turns, 0.278 and 0.298 at 0.163 with them.
 
-1800 steps of 16 crops, validation at steps 600, 1200 and 1800 (about 30 s
-each), train in 19.4-20.1 minutes on 2 idle CPU cores (2026-12-01),
-compilation included.
+Training is held to issue 8's 25 minutes, compilation and validations
+included (train.time_budget_minutes; chameleon_jax/train/budget.py): at
+most 1800 steps of 16 crops, validated at a third, two thirds and the end;
+where 1800 steps do not fit, the loop measures the machine and plans fewer.
+The figures above are 1800-step runs on the 2-core machine of 2026-12-01
+morning (19.4-20.1 min, validations about 30 s). On that day's slower
+2-core machine (1.8x slower per step, 85-92 s per validation) the budget
+planned 587 / 551 / 637 steps and gave test 0.236 +- 0.066 at 0.125 +-
+0.042 false alarms (3 seeds, 1364-1498 s of training each).
 
   python main.py --config=experiments/magnetic_tile.py --workdir=workdirs/mt \
       --mode=ingest,train,eval
@@ -83,7 +90,8 @@ def get_config(variant: str = "multiclass"):
   config.data.augment.rotate90 = False  # Flips only (docstring).
   config.data.num_workers = 1
   config.train.batch_size = 16
-  config.train.steps = 1800
+  config.train.steps = 1800  # The cap; the budget decides on slower CPUs.
+  config.train.time_budget_minutes = 25.0  # Issue 8's budget (docstring).
   config.train.warmup_steps = 50
   config.train.eval_every = 600
   config.train.checkpoint_every = 600
