@@ -50,11 +50,12 @@ without the turns, 0.278 and 0.298 at 0.163 with them.
 
 Training is held to issue 8's 25 minutes, compilation and validations
 included (train.time_budget_minutes; chameleon_jax/train/budget.py): at
-most 1800 steps of 16 crops, validated at a third, two thirds and the end;
-where 1800 steps do not fit, the loop measures the machine and plans fewer.
+most 1800 steps of 16 crops, validated at a third, two thirds and the end.
+The loop first measures the machine (a compile, 10 steps, one validation)
+and, where 1800 steps do not fit, plans fewer.
 The figures above are 1800-step runs on the 2-core machine of 2026-12-01
 morning (19.4-20.1 min, validations about 30 s). On that day's slower
-2-core machine (1.8x slower per step, 85-92 s per validation) the budget
+2-core machine (1.8x slower per step, 70-92 s per validation) the budget
 planned 587 / 551 / 637 steps and gave test 0.236 +- 0.066 at 0.125 +-
 0.042 false alarms (3 seeds, 1364-1498 s of training each).
 
