@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from chameleon_jax.evaluation.decision import within_budget
+from chameleon_jax.train import budget as time_budget
 
 TEST_KEYS = ("defect_image_dice", "false_alarm_rate", "defect_recall",
              "argmax/defect_image_dice", "argmax/false_alarm_rate")
@@ -105,8 +106,8 @@ def main():
           + "".join(f"{np.mean([f[b] for f in fronts]):9.3f}"
                     for b in BUDGETS))
 
-  plans = {w.name: json.loads((w / "budget.json").read_text())
-           for w in args.workdirs if (w / "budget.json").exists()}
+  plans = {w.name: json.loads((w / time_budget.FILENAME).read_text())
+           for w in args.workdirs if (w / time_budget.FILENAME).exists()}
   if plans:
     print("\ntime budget (budget.json): steps planned, seconds per step, "
           "per validation, and training seconds against the budget:")

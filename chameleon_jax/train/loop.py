@@ -170,7 +170,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                         force=is_last)
   bar.close()
   if not val_metrics:  # Nothing left to train: report the restored state.
-    val_metrics, _ = evaluate_split(eval_step, state, ds, "val", config, mesh)
+    val_metrics = validate(state)
   checkpointer.wait()
   checkpointer.close()
   writer.close()
