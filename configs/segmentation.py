@@ -89,10 +89,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.steps = 1000
   # A wall-clock budget in minutes, compilation and validations included
   # (0 = none): the loop measures this machine and trains min(steps, what
-  # fits), validating budget_evals times, evenly spaced (train/budget.py;
-  # the plan is saved as <workdir>/budget.json).
+  # fits), validating budget_evals times, evenly spaced, or fewer (at least
+  # the last) where they would take more than budget_eval_share of the
+  # budget (train/budget.py; the plan is saved as <workdir>/budget.json).
   config.train.time_budget_minutes = 0.0
   config.train.budget_evals = 3
+  config.train.budget_eval_share = 0.1
   config.train.budget_calibration_steps = 10  # Timed steps, after the first.
   config.train.learning_rate = 2e-3
   config.train.warmup_steps = 50

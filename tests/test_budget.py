@@ -13,7 +13,8 @@ CONFIG = "--config=tests/tiny_config.py"
 
 def _plan(**overrides):
   kwargs = dict(budget_s=600.0, elapsed_s=60.0, step_s=0.5, recompile_s=20.0,
-                validation_s=30.0, evals=3, max_steps=5000, min_steps=51)
+                validation_s=30.0, evals=3, eval_share=0.5, max_steps=5000,
+                min_steps=51)
   return budget.plan_steps(**{**kwargs, **overrides})
 
 
@@ -29,6 +30,18 @@ def test_plan_fits_what_is_left_after_setup_recompile_and_validations():
 def test_plan_keeps_the_configured_steps_when_they_fit():
   assert _plan(max_steps=700).steps == 700
   assert _plan(max_steps=700, evals=1).eval_every == 700
+
+
+def test_validations_are_fewer_where_they_would_take_more_than_their_share():
+  # 10 % of 600 s is two validations of 30 s: the steps use the third's time.
+  plan = _plan(eval_share=0.1)
+  assert (plan.steps, plan.eval_every) == (920, 460)
+  # Never fewer than the last one, which chooses the checkpoint.
+  assert _plan(eval_share=0.01).eval_every == _plan(eval_share=0.01).steps
+  # Never more than budget_evals.
+  assert _plan(eval_share=1.0).eval_every == 287
+  with pytest.raises(ValueError, match="budget_eval_share=0"):
+    _plan(eval_share=0.0)
 
 
 def test_a_budget_too_small_is_refused_with_its_figures():
@@ -83,7 +96,9 @@ def test_a_budgeted_run_trains_as_the_same_steps_without_a_budget(tmp_path):
            "--config.train.time_budget_minutes=0.75")
   record = json.loads((tmp_path / "budget" / budget.FILENAME).read_text())
   steps, every = record["steps"], record["eval_every"]
-  assert 2 < steps < 100000 and every == -(-steps // 3)
+  evals = -(-steps // every)  # 3, or fewer where they cost over 10 %.
+  assert 2 < steps < 100000 and 1 <= evals <= 3
+  assert every == -(-steps // evals)
   assert set(record["measured"]) == {"compile_s", "step_s", "validation_s"}
   # Timing, loosely: the plan is made to fit, the overrun is what the
   # calibration did not see (logging, checkpoints, a busy machine).
@@ -91,7 +106,7 @@ def test_a_budgeted_run_trains_as_the_same_steps_without_a_budget(tmp_path):
   metrics = [json.loads(l) for l in
              (tmp_path / "budget" / "metrics.jsonl").read_text().splitlines()]
   assert [m["step"] for m in metrics if m["split"] == "val"] == [
-      every, 2 * every, steps]
+      every * k for k in range(1, evals)] + [steps]
   run_main(*common, f"--workdir={tmp_path / 'fixed'}",
            f"--config.train.steps={steps}", f"--config.train.eval_every={every}",
            f"--config.train.checkpoint_every={every}")
