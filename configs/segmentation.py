@@ -95,6 +95,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.time_budget_minutes = 0.0
   config.train.budget_evals = 3
   config.train.budget_eval_share = 0.1
+  # Steps are planned at (1 + margin) x the timed step (train/budget.py).
+  config.train.budget_margin = 0.05
   config.train.budget_calibration_steps = 10  # Timed steps, after the first.
   config.train.learning_rate = 2e-3
   config.train.warmup_steps = 50

@@ -13,8 +13,8 @@ CONFIG = "--config=tests/tiny_config.py"
 
 def _plan(**overrides):
   kwargs = dict(budget_s=600.0, elapsed_s=60.0, step_s=0.5, recompile_s=20.0,
-                validation_s=30.0, evals=3, eval_share=0.5, max_steps=5000,
-                min_steps=51)
+                validation_s=30.0, evals=3, eval_share=0.5, margin=0.0,
+                max_steps=5000, min_steps=51)
   return budget.plan_steps(**{**kwargs, **overrides})
 
 
@@ -42,6 +42,13 @@ def test_validations_are_fewer_where_they_would_take_more_than_their_share():
   assert _plan(eval_share=1.0).eval_every == 287
   with pytest.raises(ValueError, match="budget_eval_share=0"):
     _plan(eval_share=0.0)
+
+
+def test_the_margin_plans_each_step_longer_than_timed():
+  # 430 s at 0.5 * 1.25 s per step.
+  assert _plan(margin=0.25).steps == 688
+  with pytest.raises(ValueError, match="budget_margin=-0.1"):
+    _plan(margin=-0.1)
 
 
 def test_a_budget_too_small_is_refused_with_its_figures():

@@ -201,7 +201,7 @@ def _plan(config: ml_collections.ConfigDict, workdir: str, started: float,
                 step_s=measured["step_s"],
                 validation_s=measured["validation_s"],
                 evals=cfg.budget_evals, eval_share=cfg.budget_eval_share,
-                max_steps=cfg.steps,
+                margin=cfg.budget_margin, max_steps=cfg.steps,
                 min_steps=cfg.warmup_steps + 1)
   plan = budget.plan_steps(recompile_s=0.0, **kwargs)
   if plan.steps < cfg.steps:  # A shorter schedule compiles again.
