@@ -103,10 +103,10 @@ def test_a_budgeted_run_trains_as_the_same_steps_without_a_budget(tmp_path):
            "--config.train.time_budget_minutes=0.75")
   record = json.loads((tmp_path / "budget" / budget.FILENAME).read_text())
   steps, every = record["steps"], record["eval_every"]
-  evals = -(-steps // every)  # 3, or fewer where they cost over 10 %.
-  assert 2 < steps < 100000 and 1 <= evals <= 3
-  assert every == -(-steps // evals)
   assert set(record["measured"]) == {"compile_s", "step_s", "validation_s"}
+  # 3 validations, or fewer where they would take over 10 % of the 45 s.
+  evals = max(1, min(3, int(4.5 // record["measured"]["validation_s"])))
+  assert 2 < steps < 100000 and every == -(-steps // evals)
   # Timing, loosely: the plan is made to fit, the overrun is what the
   # calibration did not see (logging, checkpoints, a busy machine).
   assert record["train_seconds"] < 45 + 30
