@@ -162,7 +162,7 @@ def log(plan: Plan) -> None:
   m = plan.measured
   logging.info(
       "Budget %.1f min: %d steps (first step %.1f s, then %.3f s per step; "
-      "validation %.1f s), %d validations and checkpoints, every %d steps.",
+      "validation %.1f s), validations and checkpoints: %d, every %d steps.",
       plan.budget_s / 60, plan.steps, m.get("compile_s", 0),
       m.get("step_s", 0), m.get("validation_s", 0),
       -(-plan.steps // plan.eval_every), plan.eval_every)
