@@ -21,9 +21,9 @@ validations only take steps away: on magnetic tile, 3 seeds of 551-637
 steps on a slow CPU, the last of 3 validations scored best in every seed,
 and the two before it took 2.5 of the 25 minutes. `budget_margin` covers
 what 10 timed steps do not see (logging, checkpoints, and likely the input
-pipeline's buffers, filled during compilation): on magnetic tile the steps of a run took
-0.90-1.04x the timed ones, and a run planned without a margin overran its
-25 minutes by 54 s (3.6 %). The plan
+pipeline's buffers, filled during compilation): on magnetic tile the steps
+of a run took 0.88-1.04x the timed ones (7 runs), and a run planned without
+a margin overran its 25 minutes by 54 s (3.6 %). The plan
 is written to <workdir>/budget.json before the first checkpoint and reused on
 resume, so a restarted run keeps its schedule; the file also records the
 measurements and, when the run ends, the seconds it took. Timing starts when
