@@ -2,6 +2,10 @@
 
 import json
 
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from chameleon_jax.train import budget, loop
@@ -53,10 +57,33 @@ def test_the_margin_plans_each_step_longer_than_timed():
 
 def test_a_budget_too_small_is_refused_with_its_figures():
   with pytest.raises(ValueError, match=r"time_budget_minutes=2 leaves 0 s.*"
-                     r"30.0 s: -\d+ steps of 0.50 s, fewer than the 51"):
-    _plan(budget_s=120.0)
+                     r"30.0 s: -\d+ steps of 0.55 s \(0.50 s timed \+ the 10% "
+                     r"train.budget_margin\), fewer than the 51"):
+    _plan(budget_s=120.0, margin=0.1)
   with pytest.raises(ValueError, match="budget_evals=0"):
     _plan(evals=0)
+
+
+def test_measure_trains_a_copy_and_rewinds_the_data():
+  """What the identity test below checks end to end, on a toy step: the
+  state handed in survives (the step donates its argument), the iterator is
+  where it was, validation sees the untouched state once."""
+  step = jax.jit(lambda w, x: (w + x.sum(), {"loss": x.sum()}),
+                 donate_argnums=0)
+  data = iter(grain.MapDataset.range(100)
+              .map(lambda i: np.full((2,), i, np.float32)).to_iter_dataset())
+  next(data)
+  position = data.get_state()
+  state = jnp.zeros(())
+  seen = []
+  figures = budget.measure(step, state, data, jnp.asarray,
+                           lambda s: seen.append(float(s)), 4)
+  assert set(figures) == {"compile_s", "step_s", "validation_s"}
+  assert all(v > 0 for v in figures.values())
+  assert float(state) == 0.0 and seen == [0.0]
+  assert data.get_state() == position and float(next(data)[0]) == 1.0
+  with pytest.raises(ValueError, match="budget_calibration_steps=1"):
+    budget.measure(step, state, data, jnp.asarray, seen.append, 1)
 
 
 def _config(**train):

@@ -88,15 +88,16 @@ def plan_steps(*, budget_s: float, elapsed_s: float, step_s: float,
   if validation_s > 0:
     evals = max(1, min(evals, int(eval_share * budget_s // validation_s)))
   left = budget_s - elapsed_s - recompile_s - evals * validation_s
-  step_s *= 1 + margin
-  fits = int(left // step_s) if step_s > 0 else max_steps
+  planned_s = step_s * (1 + margin)
+  fits = int(left // planned_s) if planned_s > 0 else max_steps
   steps = min(max_steps, fits)
   if steps < min_steps:
     raise ValueError(
         f"train.time_budget_minutes={budget_s / 60:g} leaves {max(left, 0):.0f}"
         f" s for training after {elapsed_s:.0f} s of setup and measurement "
         f"and {evals} validations of {validation_s:.1f} s: {fits} steps of "
-        f"{step_s:.2f} s, fewer than the {min_steps} needed (more than "
+        f"{planned_s:.2f} s ({step_s:.2f} s timed + the {margin:.0%} "
+        f"train.budget_margin), fewer than the {min_steps} needed (more than "
         "train.warmup_steps). Raise the budget, or lower train.batch_size or "
         "train.budget_evals.")
   every = math.ceil(steps / evals)

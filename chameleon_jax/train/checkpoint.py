@@ -111,6 +111,14 @@ class Checkpointer:
       self._best.close()
 
 
+def saved_steps(workdir: str | Path) -> list[int]:
+  """Steps of the resumable checkpoints in `workdir` (Orbax's layout)."""
+  directory = Path(workdir).absolute() / "checkpoints"
+  if not directory.is_dir():
+    return []
+  return sorted(ocp.path.step.checkpoint_steps(directory))
+
+
 def check_signature(stored: dict, current: dict, where: Any) -> None:
   if stored == current:
     return

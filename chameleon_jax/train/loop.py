@@ -190,7 +190,7 @@ def _plan(config: ml_collections.ConfigDict, workdir: str, started: float,
     return saved
   if not cfg.time_budget_minutes:
     return budget.from_config(cfg)
-  if any(p.name.isdigit() for p in (Path(workdir) / "checkpoints").glob("*")):
+  if ckpt_lib.saved_steps(workdir):
     raise ValueError(
         f"{workdir} holds checkpoints but no {budget.FILENAME}: it was trained "
         "without a time budget. Resume it with "
