@@ -20,10 +20,15 @@ short for the machine the last checkpoint is the one chosen, so earlier
 validations only take steps away: on magnetic tile, 3 seeds of 551-637
 steps on a slow CPU, the last of 3 validations scored best in every seed,
 and the two before it took 2.5 of the 25 minutes. `budget_margin` covers
-what 10 timed steps do not see (logging, checkpoints, and likely the input
-pipeline's buffers, filled during compilation): on magnetic tile the steps
-of a run took 0.88-1.04x the timed ones (7 runs), and a run planned without
-a margin overran its 25 minutes by 54 s (3.6 %). The plan
+what 10 timed steps do not see (logging, checkpoints, timing noise): on
+magnetic tile the steps of a run took 0.88-1.04x the timed ones (7 runs),
+and a run planned without a margin overran its 25 minutes by 54 s (3.6 %).
+It does not cover an input pipeline slower than the model: with zoomed-out
+crops (1-2x the crop's pixels read, then resized) one Grain worker on 2
+cores fell behind in bursts, steps took 1.8-3.1 s, 10 timed steps read 1.77
+s and the run went at 2.13, 182 s over budget; timing 10 steps after
+drawing the buffered batches read 1.80. Re-planning once the run's own pace
+is known would cover it (not built). The plan
 is written to <workdir>/budget.json before the first checkpoint and reused on
 resume, so a restarted run keeps its schedule; the file also records the
 measurements and, when the run ends, the seconds it took. Timing starts when
