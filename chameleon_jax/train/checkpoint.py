@@ -26,6 +26,9 @@ import orbax.checkpoint as ocp
 from chameleon_jax.train.state import TrainState
 
 
+LATEST_DIR = "checkpoints"  # <workdir>/checkpoints/<step>/: the resumable ones.
+
+
 class ModelMismatchError(ValueError):
   """The workdir holds a checkpoint of another model."""
 
@@ -36,7 +39,7 @@ class Checkpointer:
                best_metric: str | None, best_mode: str = "max"):
     workdir = Path(workdir).absolute()
     self._latest = ocp.CheckpointManager(
-        workdir / "checkpoints",
+        workdir / LATEST_DIR,
         options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, save_interval_steps=every_steps, create=True,
             multiprocessing_options=ocp.options.MultiprocessingOptions(
@@ -113,7 +116,7 @@ class Checkpointer:
 
 def saved_steps(workdir: str | Path) -> list[int]:
   """Steps of the resumable checkpoints in `workdir` (Orbax's layout)."""
-  directory = Path(workdir).absolute() / "checkpoints"
+  directory = Path(workdir).absolute() / LATEST_DIR
   if not directory.is_dir():
     return []
   return sorted(ocp.path.step.checkpoint_steps(directory))
