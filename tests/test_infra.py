@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, checkpoint_digest, run_main
+from tests.conftest import REPO, checkpoint_digest, run_main, xla_flags
 
 TINY = "--config=tests/tiny_config.py"
 MT = "--config=experiments/magnetic_tile.py"
@@ -214,8 +214,8 @@ def test_jobset_pods_reproduced_locally_restart_and_resume_exactly(tmp_path):
   files = _render(tmp_path / "r", "cpu", "--config.deploy.hosts=2",
                   "--config.train.steps=24", "--config.train.checkpoint_every=8",
                   "--config.train.keep_checkpoints=5")
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  env.pop("XLA_FLAGS", None)  # One CPU device per pod, as one host each.
+  # One CPU device per pod, as one host each.
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags()}
   shared = tmp_path / "shared"
   (ingest,) = files["ingest"]
   LocalJobSet(ingest, shared, portpicker.pick_unused_port, env).run(600)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, checkpoint_digest, run_main
+from tests.conftest import REPO, checkpoint_digest, run_main, xla_flags
 
 CONFIG = "--config=tests/tiny_config.py"
 
@@ -114,7 +114,7 @@ def test_four_devices_match_one_device(ingested, tmp_path, norm):
     workdir = tmp_path / f"d{devices}"
     run_main(CONFIG, f"--workdir={workdir}", "--mode=train",
              f"--config.data.root={ingested}", f"--config.model.kwargs.norm={norm}",
-             env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"})
+             env={"XLA_FLAGS": xla_flags(devices)})
     curves[devices] = np.array(_losses(workdir))
   assert len(curves[1]) == 20
   rel = np.abs(curves[4] - curves[1]) / np.abs(curves[1])
@@ -128,7 +128,7 @@ def test_two_processes_agree(ingested, tmp_path):
   procs = []
   for pid in range(2):
     env = {**os.environ, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+           "XLA_FLAGS": xla_flags(2)}
     procs.append(subprocess.Popen(
         [sys.executable, "main.py", CONFIG, f"--workdir={tmp_path / 'mp'}",
          "--mode=train", f"--config.data.root={ingested}",
@@ -152,7 +152,7 @@ def test_two_processes_agree(ingested, tmp_path):
   # devices with the same global batch gives the same curve.
   run_main(CONFIG, f"--workdir={tmp_path / 'single'}", "--mode=train",
            f"--config.data.root={ingested}", "--config.train.steps=10",
-           env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+           env={"XLA_FLAGS": xla_flags(4)})
   np.testing.assert_allclose(losses, _losses(tmp_path / "single")[:10],
                              rtol=1e-4)
 
