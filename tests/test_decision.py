@@ -133,6 +133,7 @@ def test_flip_tta_is_the_mean_over_four_flips():
   assert not np.allclose(tta(state, x), plain(state, x), atol=1e-4)
 
 
+@pytest.mark.e2e
 def test_calibrated_eval_through_main(tmp_path):
   import json
   from tests.conftest import run_main
@@ -189,6 +190,7 @@ def test_calibrated_eval_through_main(tmp_path):
   assert result.returncode != 0 and "decision.json is missing" in result.stderr
 
 
+@pytest.mark.e2e
 def test_best_checkpoint_by_calibrated_score(tmp_path):
   """With a calibrated decision, each evaluation reports the rule chosen on
   val, and train.best_metric="calibrated/score" keeps the step whose

@@ -57,10 +57,12 @@ def test_lovasz_gradient_matches_finite_differences_away_from_ties():
       np.testing.assert_allclose(grad[i], fd, rtol=1e-5, atol=1e-8)
 
 
-def _finite(name, kwargs, pred, target, dtype):
-  loss = build_loss(name, **kwargs)
-  value, grad = jax.value_and_grad(loss)(jnp.asarray(pred).astype(dtype),
-                                         jnp.asarray(target))
+def _finite(name, kwargs, pred, target, dtype, jit=False):
+  # Eager dispatch reuses each operation's compilation across calls of one
+  # shape; jit compiles one program, cheaper where every call is a new shape.
+  fn = jax.value_and_grad(build_loss(name, **kwargs))
+  value, grad = (jax.jit(fn) if jit else fn)(jnp.asarray(pred).astype(dtype),
+                                             jnp.asarray(target))
   return bool(jnp.isfinite(value)) and bool(jnp.isfinite(grad).all())
 
 
@@ -91,7 +93,8 @@ def test_no_nan_or_inf_in_hard_cases(name, kwargs, situation, dtype):
 def test_property_finite_on_random_shapes_and_masks(b, h, w, k, scale, seed,
                                                    ignore, mode, name):
   pred, target = case(seed, mode, b, h, w, k, ignore=ignore)
-  assert _finite(name, {"mode": mode}, pred * scale, target, jnp.float32)
+  assert _finite(name, {"mode": mode}, pred * scale, target, jnp.float32,
+                 jit=True)
 
 
 def test_every_registered_loss_is_covered_here():

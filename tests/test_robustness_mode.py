@@ -117,19 +117,21 @@ def test_sweep_is_independent_of_batch_size(trained):
 
 
 def test_bad_robustness_settings_are_named(trained):
+  """In-process (main.py turns these errors into a failed exit with the
+  message, as for every mode)."""
+  from chameleon_jax.robustness import sweep
+  from tests import tiny_config
   root, workdir = trained
-  result = run_main(*_overrides(root, workdir, "--mode=robustness",
-                                "--config.robustness.corruptions=('fgo',)"),
-                    check=False)
-  assert result.returncode != 0 and "unknown 'fgo'" in result.stderr
-  result = run_main(*_overrides(
-      root, workdir, "--mode=robustness",
-      "--config.robustness.attack_goal=make_it_worse"), check=False)
-  assert result.returncode != 0 and "make_it_worse" in result.stderr
-  result = run_main(*_overrides(
-      root, workdir, "--mode=robustness",
-      f"--config.robustness.members=('{root / 'nothing'}',)"), check=False)
-  assert result.returncode != 0 and "holds no trained model" in result.stderr
+  bad = [({"corruptions": ("fgo",)}, ValueError, "unknown 'fgo'"),
+         ({"attack_goal": "make_it_worse"}, ValueError, "make_it_worse"),
+         ({"members": (str(root / "nothing"),)}, FileNotFoundError,
+          "holds no trained model")]
+  for overrides, error, message in bad:
+    config = tiny_config.get_config()
+    config.data.root = str(root / "data")
+    config.robustness.update(overrides)
+    with pytest.raises(error, match=message):
+      sweep.run(config, str(workdir), log=lambda *_: None)
 
 
 def test_defects_to_background_attack_removes_defects(trained):
