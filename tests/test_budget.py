@@ -86,6 +86,86 @@ def test_measure_trains_a_copy_and_rewinds_the_data():
     budget.measure(step, state, data, jnp.asarray, seen.append, 1)
 
 
+def _pace(plan, **overrides):
+  kwargs = dict(elapsed_s=100.0, pace_s=0.5, done_steps=50, recompile_s=20.0,
+                margin=0.0)
+  return budget.check_pace(plan, **{**kwargs, **overrides})
+
+
+def test_pace_within_the_plan_keeps_it_and_records_the_pace():
+  plan = budget.Plan(steps=860, eval_every=287, checkpoint_every=287,
+                     budget_s=600.0, measured={"validation_s": 30.0})
+  # 100 + 810 * 0.5 + 3 * 30 = 595 s <= 600.
+  checked = _pace(plan)
+  assert (checked.steps, checked.eval_every) == (860, 287)
+  assert checked.measured == {"validation_s": 30.0, "pace_s": 0.5,
+                              "pace_at_step": 50}
+
+
+def test_pace_that_would_overrun_shortens_the_plan():
+  plan = budget.Plan(steps=860, eval_every=287, checkpoint_every=287,
+                     budget_s=600.0, measured={"validation_s": 30.0})
+  # At 0.6 s: 100 + 810 * 0.6 + 90 = 676 s. Left: 600 - 100 - 20 - 90 = 390
+  # s at 0.6 * 1.1 = 0.66 s -> 590 steps, so 640 in all; 3 validations.
+  checked = _pace(plan, pace_s=0.6, margin=0.1)
+  assert (checked.steps, checked.eval_every, checked.checkpoint_every) == (
+      640, 214, 287)
+  assert checked.measured["replanned_from"] == 860
+  assert checked.measured["projected_s"] == pytest.approx(676.0)
+  # Validations already run are not counted again (eval_every 40: one done).
+  small = budget.Plan(steps=120, eval_every=40, checkpoint_every=40,
+                      budget_s=200.0, measured={"validation_s": 10.0})
+  # 100 + 70 * 1.0 + 2 * 10 = 190 <= 200: kept; at 1.2 s: 204 > 200.
+  assert _pace(small, pace_s=1.0, recompile_s=0.0).steps == 120
+  assert _pace(small, pace_s=1.2, recompile_s=0.0).steps == 50 + 66
+  # Nothing fits: one more step, not fewer than were run.
+  assert _pace(plan, pace_s=5.0, elapsed_s=590.0).steps == 51
+
+
+def test_the_loop_trains_a_shortened_plan_with_its_schedule(tmp_path,
+                                                            monkeypatch):
+  """In-process, with the pace check told to halve the plan: the run stops
+  at the new length, logs the new schedule's learning rates after warmup,
+  and saves the plan before going on."""
+  from tests import tiny_config
+  run_main(CONFIG, f"--workdir={tmp_path}", "--mode=ingest",
+           f"--config.data.root={tmp_path / 'data'}")
+  config = tiny_config.get_config()
+  config.data.root = str(tmp_path / "data")
+  config.data.num_workers = 0
+  config.train.update(steps=40, warmup_steps=14, time_budget_minutes=10.0,
+                      budget_evals=1, checkpoint_every=0)
+  monkeypatch.setattr(budget, "measure", lambda *_: {
+      "compile_s": 1.0, "step_s": 1e-3, "validation_s": 0.1})
+  checked = []
+
+  def halve(plan, **kwargs):
+    result = budget.Plan(20, 20, plan.checkpoint_every, plan.budget_s,
+                         {**plan.measured, "pace_s": kwargs["pace_s"],
+                          "replanned_from": 40, "projected_s": 700.0})
+    checked.append((plan, kwargs))
+    return result
+
+  monkeypatch.setattr(budget, "check_pace", halve)
+  workdir = tmp_path / "run"
+  loop.train(config, str(workdir))
+  (plan, kwargs), = checked
+  assert plan.steps == 40 and kwargs["done_steps"] == 14
+  assert kwargs["pace_s"] > 0 and kwargs["recompile_s"] == 1.0
+  rows = [json.loads(line) for line in
+          (workdir / "metrics.jsonl").read_text().splitlines()]
+  train = [r for r in rows if r["split"] == "train"]
+  assert [r["step"] for r in train] == list(range(1, 21))
+  _, long_schedule = loop.optimizer(config, 40)
+  _, short_schedule = loop.optimizer(config, 20)
+  lr = {r["step"]: r["learning_rate"] for r in train}
+  assert lr[14] == pytest.approx(float(long_schedule(13)))  # Warmup: alike.
+  assert lr[18] == pytest.approx(float(short_schedule(17)))
+  assert lr[18] != pytest.approx(float(long_schedule(17)))
+  saved = json.loads((workdir / budget.FILENAME).read_text())
+  assert saved["steps"] == 20 and saved["measured"]["pace_s"] > 0
+
+
 def _config(**train):
   config = segmentation.get_config()
   config.train.update(train)
@@ -118,19 +198,22 @@ def test_checkpoints_without_a_plan_are_refused(tmp_path):
 
 @pytest.mark.e2e
 def test_a_budgeted_run_trains_as_the_same_steps_without_a_budget(tmp_path):
-  """The measurement trains a copy and rewinds the data: the budgeted run's
-  parameters equal those of an unmeasured run of the planned length."""
+  """The measurement trains a copy and rewinds the data, and the pace check
+  at the end of warmup (step 15) keeps or shortens the plan: either way the
+  budgeted run's parameters equal those of an unmeasured run of the length
+  it ended with."""
   data = tmp_path / "data"
   run_main(CONFIG, f"--workdir={data}", "--mode=ingest",
            f"--config.data.root={data}")
   common = (CONFIG, f"--config.data.root={data}", "--mode=train",
-            "--config.train.log_every=50")
+            "--config.train.log_every=50", "--config.train.warmup_steps=15")
   run_main(*common, f"--workdir={tmp_path / 'budget'}",
            "--config.train.steps=100000",
            "--config.train.time_budget_minutes=0.75")
   record = json.loads((tmp_path / "budget" / budget.FILENAME).read_text())
   steps, every = record["steps"], record["eval_every"]
-  assert set(record["measured"]) == {"compile_s", "step_s", "validation_s"}
+  assert {"compile_s", "step_s", "validation_s", "pace_s"} <= set(
+      record["measured"]) and record["measured"]["pace_at_step"] == 15
   # 3 validations, or fewer where they would take over 10 % of the 45 s.
   evals = max(1, min(3, int(4.5 // record["measured"]["validation_s"])))
   assert 2 < steps < 100000 and every == -(-steps // evals)

@@ -27,10 +27,16 @@ It does not cover an input pipeline slower than the model: with zoomed-out
 crops (1-2x the crop's pixels read, then resized) one Grain worker on 2
 cores fell behind in bursts, steps took 1.8-3.1 s, 10 timed steps read 1.77
 s and the run went at 2.13, 182 s over budget; timing 10 steps after
-drawing the buffered batches read 1.80. Re-planning once the run's own pace
-is known would cover it (not built). The plan
-is written to <workdir>/budget.json before the first checkpoint and reused on
-resume, so a restarted run keeps its schedule; the file also records the
+drawing the buffered batches read 1.80. That is what the pace check is for:
+at the end of warmup (the learning rate does not depend on the run's length
+until then) the loop times the steps since the first and, if they say the
+plan would overrun, shortens it (`check_pace`: the same formula at the run's
+own pace; the train step compiles again with the shorter schedule, so the
+run is the one a plan of that length from the start would have trained).
+It only shortens: a plan never grows past what was measured. The plan
+is written to <workdir>/budget.json before the first checkpoint, again after
+the pace check, and reused on resume, so a restarted run keeps its schedule
+(a run killed before its pace check checks again); the file also records the
 measurements and, when the run ends, the seconds it took. Timing starts when
 `train` is called (imports before it are outside the budget). To repeat a
 run's exact schedule elsewhere: time_budget_minutes=0 and steps from the file.
@@ -137,11 +143,45 @@ def measure(train_step: Callable, state, data_iter, shard: Callable,
   start = time.perf_counter()
   validate(state)
   validation_s = time.perf_counter() - start
-  figures = np.asarray([compile_s, step_s, validation_s], np.float64)
+  figures = from_process_0([compile_s, step_s, validation_s])
+  return dict(zip(("compile_s", "step_s", "validation_s"), figures))
+
+
+def from_process_0(figures: list[float]) -> list[float]:
+  """Process 0's timings on every process, so that all plan alike."""
+  values = np.asarray(figures, np.float64)
   if jax.process_count() > 1:
-    figures = np.asarray(multihost_utils.broadcast_one_to_all(figures))
-  return dict(zip(("compile_s", "step_s", "validation_s"),
-                  map(float, figures)))
+    values = np.asarray(multihost_utils.broadcast_one_to_all(values))
+  return [float(v) for v in values]
+
+
+def check_pace(plan: Plan, *, elapsed_s: float, pace_s: float,
+               done_steps: int, recompile_s: float, margin: float) -> Plan:
+  """`plan`, shortened if `pace_s` per step from here would overrun it.
+
+  At `done_steps`, `elapsed_s` into the budget: the rest of the plan takes
+  (steps - done) * pace + the validations left. Where that ends past the
+  budget, the steps become done + what fits at pace * (1 + margin) after
+  `recompile_s` (the shorter schedule compiles again) and the validations
+  left, at least done + 1; the number of validations stays, spaced over the
+  new length; checkpoints keep their interval. Either way the returned
+  plan's `measured` records the pace (and what it replanned from).
+  """
+  evals = -(-plan.steps // plan.eval_every)
+  evals_left = evals - done_steps // plan.eval_every
+  validation_s = plan.measured.get("validation_s", 0.0)
+  measured = {**plan.measured, "pace_s": pace_s, "pace_at_step": done_steps}
+  projected_s = (elapsed_s + (plan.steps - done_steps) * pace_s
+                 + evals_left * validation_s)
+  if projected_s <= plan.budget_s:
+    return dataclasses.replace(plan, measured=measured)
+  left = plan.budget_s - elapsed_s - recompile_s - evals_left * validation_s
+  fits = max(0, int(left // (pace_s * (1 + margin))))
+  steps = min(plan.steps, max(done_steps + 1, done_steps + fits))
+  measured.update(replanned_from=plan.steps, projected_s=projected_s)
+  return dataclasses.replace(plan, steps=steps,
+                             eval_every=math.ceil(steps / evals),
+                             measured=measured)
 
 
 def load(workdir: str | Path) -> Plan | None:

@@ -34,6 +34,11 @@ from chameleon_jax.train import steps
 from chameleon_jax.train.reporting import MetricWriter, ProgressBar
 
 
+# Steps the pace check needs between the compiling step and the end of
+# warmup; with fewer (a short warmup, a resume late in it) it is skipped.
+PACE_MIN_STEPS = 10
+
+
 class NonFiniteLossError(FloatingPointError):
   """The loss or the gradients became NaN/Inf."""
 
@@ -45,15 +50,21 @@ def build_state(config: ml_collections.ConfigDict, num_classes: int,
   `total_steps` (default `config.train.steps`) is the schedule's length.
   """
   model = components.model(config, num_classes, in_channels)
-  tx, schedule = state_lib.make_optimizer(
-      learning_rate=config.train.learning_rate,
-      total_steps=total_steps or config.train.steps,
-      warmup_steps=config.train.warmup_steps,
-      weight_decay=config.train.weight_decay,
-      grad_clip_norm=config.train.grad_clip_norm)
+  tx, schedule = optimizer(config, total_steps or config.train.steps)
   graphdef, state = state_lib.create(model, tx,
                                      use_ema=bool(config.train.ema_decay))
   return graphdef, sharding.replicate(state, mesh), tx, schedule
+
+
+def optimizer(config: ml_collections.ConfigDict, total_steps: int):
+  """(optax transformation, lr schedule) for a run of `total_steps`. Its
+  state does not depend on the length, so a state built for one length
+  trains on with another's (the time budget's plans)."""
+  return state_lib.make_optimizer(
+      learning_rate=config.train.learning_rate, total_steps=total_steps,
+      warmup_steps=config.train.warmup_steps,
+      weight_decay=config.train.weight_decay,
+      grad_clip_norm=config.train.grad_clip_norm)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -81,18 +92,20 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
       process_index=jax.process_index(), process_count=jax.process_count())
   shard = functools.partial(sharding.shard_batch, mesh=mesh)
 
-  def build(total_steps):
-    graphdef, state, tx, schedule = build_state(
-        config, ds.num_classes, ds.channels, mesh, total_steps)
+  graphdef, state, _, _ = build_state(config, ds.num_classes, ds.channels,
+                                      mesh)
+
+  def compile_step(total_steps):  # The schedule's length is compiled in.
+    tx, schedule = optimizer(config, total_steps)
     train_step = jax.jit(
         steps.make_train_step(graphdef, components.loss(config), tx,
                               cfg.ema_decay or None,
                               target=components.target_key(config)),
         donate_argnums=0,
         out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)))
-    return graphdef, state, schedule, train_step
+    return schedule, train_step
 
-  graphdef, state, schedule, train_step = build(cfg.steps)
+  schedule, train_step = compile_step(cfg.steps)
   eval_step = jax.jit(steps.make_eval_step(graphdef,
                                            config.eval.min_defect_area,
                                            components.task(config)))
@@ -117,8 +130,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   plan = _plan(config, workdir, started, lambda: budget.measure(
       train_step, state, data_iter, shard, validate,
       cfg.budget_calibration_steps))
-  if plan.steps != cfg.steps:  # The schedule's length is compiled in.
-    graphdef, state, schedule, train_step = build(plan.steps)
+  if plan.steps != cfg.steps:
+    schedule, train_step = compile_step(plan.steps)
   checkpointer = ckpt_lib.Checkpointer(
       workdir, every_steps=plan.checkpoint_every, keep=cfg.keep_checkpoints,
       best_metric=cfg.best_metric or None)
@@ -134,10 +147,27 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   bar = ProgressBar(plan.steps, start, cfg.batch_size)
   val_metrics: dict[str, float] = {}
   last_log, last_time = start, time.perf_counter()
-  for step in range(start + 1, plan.steps + 1):
+  # The pace check (train/budget.py) times the steps after the first, which
+  # compiles, to the end of warmup.
+  pace_from = (start + 1 if plan.budget_s and "pace_s" not in plan.measured
+               and cfg.warmup_steps - start > PACE_MIN_STEPS else None)
+  step = start
+  while step < plan.steps:
+    step += 1
     batch = shard(next(data_iter))
     with jax.transfer_guard("disallow"):
       state, metrics = train_step(state, batch)
+    if pace_from is not None and step in (pace_from, cfg.warmup_steps):
+      jax.block_until_ready(metrics)
+      if step == pace_from:
+        pace_start = time.perf_counter()
+      else:
+        planned = plan.steps
+        plan = _check_pace(plan, workdir, started, pace_start,
+                           step - pace_from, step, cfg.budget_margin)
+        if plan.steps != planned:
+          schedule, train_step = compile_step(plan.steps)
+          bar.total = plan.steps
 
     is_last = step == plan.steps
     save = checkpointer.should_save(step) or is_last
@@ -210,6 +240,29 @@ def _plan(config: ml_collections.ConfigDict, workdir: str, started: float,
   budget.save(workdir, plan)
   budget.log(plan)
   return plan
+
+
+def _check_pace(plan: budget.Plan, workdir: str, started: float,
+                pace_start: float, timed_steps: int, step: int,
+                margin: float) -> budget.Plan:
+  """budget.check_pace on the steps just run; saves and logs the result."""
+  now = time.perf_counter()
+  elapsed_s, pace_s = budget.from_process_0(
+      [now - started, (now - pace_start) / timed_steps])
+  checked = budget.check_pace(
+      plan, elapsed_s=elapsed_s, pace_s=pace_s, done_steps=step,
+      recompile_s=plan.measured.get("compile_s", 0.0), margin=margin)
+  budget.save(workdir, checked)
+  if checked.steps != plan.steps:
+    logging.warning(
+        "Pace check at step %d: %.3f s per step (timed %.3f) would end at "
+        "%.0f s of the %.0f s budget; %d steps instead of %d.", step, pace_s,
+        plan.measured.get("step_s", 0.0), checked.measured["projected_s"],
+        plan.budget_s, checked.steps, plan.steps)
+  else:
+    logging.info("Pace check at step %d: %.3f s per step, within budget.",
+                 step, pace_s)
+  return checked
 
 
 def write_model_card(workdir: str, signature: dict, ds) -> None:
