@@ -92,8 +92,8 @@ def get_config() -> ml_collections.ConfigDict:
   # fits), validating budget_evals times, evenly spaced, or fewer (at least
   # the last) where they would take more than budget_eval_share of the
   # budget (train/budget.py; the plan is saved as <workdir>/budget.json).
-  # At the end of warmup the run's own pace is checked, and the plan
-  # shortened where it would overrun (needs warmup_steps > 10: loop.py).
+  # At the end of warmup the run's own pace (its second half) is checked,
+  # and the plan shortened where it would overrun (warmup_steps >= 20).
   config.train.time_budget_minutes = 0.0
   config.train.budget_evals = 3
   config.train.budget_eval_share = 0.1

@@ -133,16 +133,16 @@ def test_the_loop_trains_a_shortened_plan_with_its_schedule(tmp_path,
   config = tiny_config.get_config()
   config.data.root = str(tmp_path / "data")
   config.data.num_workers = 0
-  config.train.update(steps=40, warmup_steps=14, time_budget_minutes=10.0,
+  config.train.update(steps=60, warmup_steps=24, time_budget_minutes=10.0,
                       budget_evals=1, checkpoint_every=0)
   monkeypatch.setattr(budget, "measure", lambda *_: {
       "compile_s": 1.0, "step_s": 1e-3, "validation_s": 0.1})
   checked = []
 
   def halve(plan, **kwargs):
-    result = budget.Plan(20, 20, plan.checkpoint_every, plan.budget_s,
+    result = budget.Plan(30, 30, plan.checkpoint_every, plan.budget_s,
                          {**plan.measured, "pace_s": kwargs["pace_s"],
-                          "replanned_from": 40, "projected_s": 700.0})
+                          "replanned_from": 60, "projected_s": 700.0})
     checked.append((plan, kwargs))
     return result
 
@@ -150,20 +150,20 @@ def test_the_loop_trains_a_shortened_plan_with_its_schedule(tmp_path,
   workdir = tmp_path / "run"
   loop.train(config, str(workdir))
   (plan, kwargs), = checked
-  assert plan.steps == 40 and kwargs["done_steps"] == 14
+  assert plan.steps == 60 and kwargs["done_steps"] == 24
   assert kwargs["pace_s"] > 0 and kwargs["recompile_s"] == 1.0
   rows = [json.loads(line) for line in
           (workdir / "metrics.jsonl").read_text().splitlines()]
   train = [r for r in rows if r["split"] == "train"]
-  assert [r["step"] for r in train] == list(range(1, 21))
-  _, long_schedule = loop.optimizer(config, 40)
-  _, short_schedule = loop.optimizer(config, 20)
+  assert [r["step"] for r in train] == list(range(1, 31))
+  _, long_schedule = loop.optimizer(config, 60)
+  _, short_schedule = loop.optimizer(config, 30)
   lr = {r["step"]: r["learning_rate"] for r in train}
-  assert lr[14] == pytest.approx(float(long_schedule(13)))  # Warmup: alike.
-  assert lr[18] == pytest.approx(float(short_schedule(17)))
-  assert lr[18] != pytest.approx(float(long_schedule(17)))
+  assert lr[24] == pytest.approx(float(long_schedule(23)))  # Warmup: alike.
+  assert lr[28] == pytest.approx(float(short_schedule(27)))
+  assert lr[28] != pytest.approx(float(long_schedule(27)))
   saved = json.loads((workdir / budget.FILENAME).read_text())
-  assert saved["steps"] == 20 and saved["measured"]["pace_s"] > 0
+  assert saved["steps"] == 30 and saved["measured"]["pace_s"] > 0
 
 
 def _config(**train):
@@ -199,21 +199,21 @@ def test_checkpoints_without_a_plan_are_refused(tmp_path):
 @pytest.mark.e2e
 def test_a_budgeted_run_trains_as_the_same_steps_without_a_budget(tmp_path):
   """The measurement trains a copy and rewinds the data, and the pace check
-  at the end of warmup (step 15) keeps or shortens the plan: either way the
+  at the end of warmup (step 30) keeps or shortens the plan: either way the
   budgeted run's parameters equal those of an unmeasured run of the length
   it ended with."""
   data = tmp_path / "data"
   run_main(CONFIG, f"--workdir={data}", "--mode=ingest",
            f"--config.data.root={data}")
   common = (CONFIG, f"--config.data.root={data}", "--mode=train",
-            "--config.train.log_every=50", "--config.train.warmup_steps=15")
+            "--config.train.log_every=50", "--config.train.warmup_steps=30")
   run_main(*common, f"--workdir={tmp_path / 'budget'}",
            "--config.train.steps=100000",
            "--config.train.time_budget_minutes=0.75")
   record = json.loads((tmp_path / "budget" / budget.FILENAME).read_text())
   steps, every = record["steps"], record["eval_every"]
   assert {"compile_s", "step_s", "validation_s", "pace_s"} <= set(
-      record["measured"]) and record["measured"]["pace_at_step"] == 15
+      record["measured"]) and record["measured"]["pace_at_step"] == 30
   # 3 validations, or fewer where they would take over 10 % of the 45 s.
   evals = max(1, min(3, int(4.5 // record["measured"]["validation_s"])))
   assert 2 < steps < 100000 and every == -(-steps // evals)
