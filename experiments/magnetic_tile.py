@@ -54,7 +54,8 @@ most 1800 steps of 16 crops, validated at a third, two thirds and the end,
 or only at the end where validations would take over 10 % of the budget.
 The loop first measures the machine (a compile, 10 steps, one validation)
 and, where 1800 steps do not fit, plans fewer (each step planned 5 %
-longer than timed).
+longer than timed); at the end of warmup it checks the run's own pace and
+shortens the plan where it would overrun.
 The figures above are 1800-step runs on the 2-core machine of 2026-12-01
 morning (19.4-20.1 min, validations about 30 s). On that day's slower
 2-core machine (1.8x slower per step, 80-92 s per validation) the budget
