@@ -93,7 +93,8 @@ def get_config() -> ml_collections.ConfigDict:
   # the last) where they would take more than budget_eval_share of the
   # budget (train/budget.py; the plan is saved as <workdir>/budget.json).
   # At the end of warmup the run's own pace (its second half) is checked,
-  # and the plan shortened where it would overrun (warmup_steps >= 20).
+  # and the plan shortened where it would overrun (it needs 10 steps to
+  # time: warmup_steps >= 19).
   config.train.time_budget_minutes = 0.0
   config.train.budget_evals = 3
   config.train.budget_eval_share = 0.1
