@@ -29,7 +29,8 @@ cores fell behind in bursts, steps took 1.8-3.1 s, 10 timed steps read 1.77
 s and the run went at 2.13, 182 s over budget; timing 10 steps after
 drawing the buffered batches read 1.80. That is what the pace check is for:
 at the end of warmup (the learning rate does not depend on the run's length
-until then) the loop times the steps since the first and, if they say the
+until then) the loop times the second half of warmup (the first steps after
+a compile run slow while the pipeline fills) and, if that pace says the
 plan would overrun, shortens it (`check_pace`: the same formula at the run's
 own pace; the train step compiles again with the shorter schedule, so the
 run is the one a plan of that length from the start would have trained).

@@ -46,13 +46,11 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def build_state(config: ml_collections.ConfigDict, num_classes: int,
-                in_channels: int, mesh, total_steps: int | None = None):
-  """(graphdef, replicated initial TrainState, optimizer, lr schedule).
-
-  `total_steps` (default `config.train.steps`) is the schedule's length.
-  """
+                in_channels: int, mesh):
+  """(graphdef, replicated initial TrainState, optimizer, lr schedule), the
+  schedule of `config.train.steps` (another length: `optimizer`)."""
   model = components.model(config, num_classes, in_channels)
-  tx, schedule = optimizer(config, total_steps or config.train.steps)
+  tx, schedule = optimizer(config, config.train.steps)
   graphdef, state = state_lib.create(model, tx,
                                      use_ema=bool(config.train.ema_decay))
   return graphdef, sharding.replicate(state, mesh), tx, schedule
