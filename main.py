@@ -16,15 +16,14 @@ export.model_base_path; the only mode that imports TensorFlow), render
 lists every model x encoder with parameters and FLOPs (needs no config).
 """
 
-import json
 import logging
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from chameleon_jax import components
-from chameleon_jax.train import sharding
+from chameleon_jax import components, sharding
+from chameleon_jax.components import modes
 
 MODES = ("ingest", "train", "eval", "predict", "robustness", "export", "render",
          "zoo")
@@ -85,25 +84,18 @@ def main(argv):
                          "report": str(ds.path / "report.md"),
                          **{s: v["count"] for s, v in ds.manifest["splits"].items()}})
     elif mode == "train":
-      from chameleon_jax.train import loop
-      _report("train (final validation)", loop.train(config, workdir))
+      _report("train (final validation)", modes.train(config, workdir))
     elif mode == "eval":
-      from chameleon_jax.evaluation import report
-      metrics = report.run_eval(config, workdir)
-      _report(f"eval on {config.eval.split}", metrics,
+      _report(f"eval on {config.eval.split}", modes.evaluate(config, workdir),
               outputs=f"{workdir}/eval/")
     elif mode == "predict":
-      from chameleon_jax.evaluation import inference
-      _report("predict", {}, outputs=str(inference.predict_folder(config,
-                                                                  workdir)))
-    elif mode == "export":
-      from export import run as export_run  # The only TensorFlow import.
-      _report("export", export_run.run(config, workdir))
+      _report("predict", {}, outputs=str(modes.predict(config, workdir)))
+    elif mode == "export":  # The only mode that imports TensorFlow.
+      _report("export", modes.export(config, workdir))
     elif mode in ("zoo", "render"):
       raise app.UsageError(f"--mode={mode} runs alone.")
     elif mode == "robustness":
-      from chameleon_jax.robustness import report as robustness_report
-      page, headline = robustness_report.run(config, workdir)
+      page, headline = modes.robustness(config, workdir)
       _report("robustness", headline, outputs=str(page))
 
 

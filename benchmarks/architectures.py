@@ -19,22 +19,20 @@ per defect-free image, and training images/s. Results are stored per run
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "experiments"))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-import magnetic_tile  # noqa: E402
+from experiments import magnetic_tile
 from benchmarks import harness  # noqa: E402
 from chameleon_jax import components  # noqa: E402
 from chameleon_jax.data import dataset  # noqa: E402
-from chameleon_jax.train import loop, sharding, steps  # noqa: E402
+from chameleon_jax import sharding
+from chameleon_jax.train import loop, steps
 
 DEFAULT = "unet/-,unet/resnet18,fpn/resnet18,segformer/convnext_atto"
 
@@ -63,8 +61,10 @@ def step_seconds(config, num_classes: int, channels: int) -> float:
   mesh = sharding.make_mesh()
   config = config.copy_and_resolve_references()
   config.train.steps, config.train.warmup_steps = 100, 1
-  graphdef, state, tx, _ = loop.build_state(config, num_classes, channels,
-                                            mesh)
+  settings = components.train_settings(config)
+  graphdef, state = loop.build_state(
+      components.model(config, num_classes, channels), settings, mesh)
+  tx, _ = loop.optimizer(settings, settings.steps)
   step = jax.jit(steps.make_train_step(graphdef, components.loss(config), tx,
                                        None), donate_argnums=0)
   b = config.train.batch_size

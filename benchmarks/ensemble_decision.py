@@ -15,15 +15,11 @@ is a lever only if the ensemble's val frontier is above every member's.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.seed_summary import BUDGETS, frontier  # noqa: E402
 
@@ -64,17 +60,16 @@ def main(argv):
   import jax  # pylint: disable=import-outside-toplevel
   from chameleon_jax import components  # pylint: disable=import-outside-toplevel
   from chameleon_jax.evaluation import decision  # pylint: disable=import-outside-toplevel
-  from chameleon_jax.evaluation.inference import load_members  # pylint: disable=import-outside-toplevel
   from chameleon_jax.train import steps  # pylint: disable=import-outside-toplevel
   config = FLAGS.config
-  members, mesh = load_members(config, [FLAGS.workdir] + FLAGS.members)
+  members, mesh = components.load_members(config, [FLAGS.workdir] + FLAGS.members)
   ds = components.open_dataset(config, FLAGS.workdir)
   preds = {split: [] for split in ("val", "test")}
   for graphdef, state, _, _ in members:
     predict = jax.jit(steps.make_predict_fn(graphdef, config.eval.flip_tta))
     for split, items in preds.items():
-      items.append(list(decision.predictions(predict, state, ds, split,
-                                             config, mesh)))
+      items.append(list(decision.predictions(
+          predict, state, ds, split, components.eval_input(config), mesh)))
   runs = [(f"{wd} (step {card['step']})", preds["val"][i], preds["test"][i])
           for i, (_, _, card, wd) in enumerate(members)]
   runs.append((f"mean of {len(members)}", mean_items(preds["val"]),

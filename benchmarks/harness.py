@@ -9,11 +9,12 @@ sweep resumes where it stopped.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
+
+from chameleon_jax import atomic
 
 
 def train_and_evaluate(config, workdir: Path, **labels) -> dict:
@@ -22,15 +23,14 @@ def train_and_evaluate(config, workdir: Path, **labels) -> dict:
   Returns {**labels, train_seconds, steps, defect_iou, defect_image_dice,
   false_alarm_rate, fp_pixels_per_clean_image, metrics}.
   """
-  from chameleon_jax.evaluation import report  # pylint: disable=import-outside-toplevel
-  from chameleon_jax.train import loop  # pylint: disable=import-outside-toplevel
+  from chameleon_jax.components import modes  # pylint: disable=import-outside-toplevel
   result_path = workdir / "result.json"
   if result_path.exists():
     return json.loads(result_path.read_text())
   start = time.perf_counter()
-  loop.train(config, str(workdir))
+  modes.train(config, str(workdir))
   train_s = time.perf_counter() - start
-  metrics = report.run_eval(config, str(workdir))
+  metrics = modes.evaluate(config, str(workdir))
   rows = json.loads((workdir / "eval" / "test_per_image.json").read_text())
   clean = [r["predicted_defect_pixels"] for r in rows if not r["defect"]]
   result = {**labels, "train_seconds": train_s, "steps": config.train.steps,
@@ -40,9 +40,7 @@ def train_and_evaluate(config, workdir: Path, **labels) -> dict:
             "fp_pixels_per_clean_image": float(np.mean(clean)) if clean
                                          else 0.0,
             "metrics": metrics}
-  tmp = result_path.with_suffix(".tmp")
-  tmp.write_text(json.dumps(result, indent=1))
-  os.replace(tmp, result_path)
+  atomic.write_json(result_path, result)
   return result
 
 

@@ -26,13 +26,11 @@ a rerun skips finished runs, so the sweep resumes after an interruption.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from chameleon_jax import components  # noqa: E402
 from chameleon_jax.data import dataset  # noqa: E402
@@ -71,8 +69,7 @@ def setting_config(setting: str, steps: int):
     config.data.image_size = (96, 96)
     config.train.batch_size = 8
   elif setting == "magnetic_tile":
-    sys.path.insert(0, str(ROOT / "experiments"))
-    import magnetic_tile  # pylint: disable=import-outside-toplevel
+    from experiments import magnetic_tile  # pylint: disable=import-outside-toplevel
     config = magnetic_tile.get_config("binary")
     config.data.crop_size = (96, 96)
     config.data.num_workers = 0  # Grain workers need absl flags parsed.

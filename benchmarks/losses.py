@@ -14,7 +14,6 @@ import argparse
 import time
 
 import jax
-import jax.numpy as jnp
 
 from chameleon_jax.losses import build_loss
 from chameleon_jax.models import build_model

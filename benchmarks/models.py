@@ -21,18 +21,14 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import os
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import jax  # noqa: E402
-from flax import nnx  # noqa: E402
+import jax
+from flax import nnx
 
 from benchmarks.losses import best_ms  # noqa: E402
 from chameleon_jax.losses import build_loss  # noqa: E402
 from chameleon_jax.models import build_model, listing  # noqa: E402
-from chameleon_jax.train.state import merge, model_variables  # noqa: E402
+from chameleon_jax.model_io.state import merge, model_variables
 
 DEFAULT = ("unet/-,unet/resnet18,unetplusplus/resnet18,fpn/resnet18,"
            "deeplabv3plus/resnet18,segformer/resnet18,classifier/*")

@@ -30,7 +30,6 @@ import jax.numpy as jnp
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from chameleon_jax import robustness  # noqa: E402,F401  (registers)
 from chameleon_jax.models import build_model  # noqa: E402

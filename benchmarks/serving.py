@@ -24,8 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import portpicker  # noqa: E402
@@ -33,7 +31,7 @@ import tensorflow as tf  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from chameleon_jax.models import build_model  # noqa: E402
-from chameleon_jax.train.state import merge, model_variables  # noqa: E402
+from chameleon_jax.model_io.state import merge, model_variables
 from export import publish, savedmodel  # noqa: E402
 from export.client import GrpcClient, RestClient  # noqa: E402
 

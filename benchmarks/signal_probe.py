@@ -20,17 +20,13 @@ area or checkpoint choice can recover it.
 from __future__ import annotations
 
 import collections
-import sys
-from pathlib import Path
 
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 from scipy import ndimage
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from chameleon_jax.data.transforms import IGNORE_INDEX  # noqa: E402
+from chameleon_jax.data.labels import IGNORE_INDEX
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                 lock_config=True)
@@ -83,10 +79,9 @@ def main(argv):
   import jax  # pylint: disable=import-outside-toplevel
   from chameleon_jax import components  # pylint: disable=import-outside-toplevel
   from chameleon_jax.evaluation import decision  # pylint: disable=import-outside-toplevel
-  from chameleon_jax.evaluation.inference import restore  # pylint: disable=import-outside-toplevel
   from chameleon_jax.train import steps  # pylint: disable=import-outside-toplevel
   config = FLAGS.config
-  graphdef, state, mesh, card = restore(config, FLAGS.workdir, FLAGS.checkpoint)
+  graphdef, state, mesh, card = components.restore(config, FLAGS.workdir, FLAGS.checkpoint)
   ds = components.open_dataset(config, FLAGS.workdir)
   predict = jax.jit(steps.make_predict_fn(graphdef, config.eval.flip_tta))
   print(f"{FLAGS.workdir}: {card['checkpoint']} checkpoint, step {card['step']}; "
@@ -96,7 +91,8 @@ def main(argv):
     rows = [(ids[i].split("/")[0] if "/" in ids[i] else "-",
              image_signal(probs, labels))
             for i, probs, labels in decision.predictions(
-                predict, state, ds, split, config, mesh)]
+                predict, state, ds, split, components.eval_input(config),
+                mesh)]
     print(f"{split}:")
     print("\n".join(summarize(rows)))
 

@@ -33,7 +33,9 @@ from chameleon_jax.data import dataset, pipeline, sources, transforms
 from chameleon_jax.losses import build_loss
 from chameleon_jax.models import build_model
 from chameleon_jax.models.listing import program_flops
-from chameleon_jax.train import sharding, state as state_lib, steps
+from chameleon_jax import sharding
+from chameleon_jax.model_io import state as state_lib
+from chameleon_jax.train import optim, steps
 
 
 def matmul_peak(dtype, n: int = 2048, repeats: int = 10) -> float:
@@ -56,7 +58,7 @@ def step_throughput(dtype: str, size: int, batch: int, n_steps: int,
   mesh = sharding.make_mesh()
   model = build_model("unet", num_classes=4, in_channels=1, dtype=dtype,
                       widths=widths, norm=norm)
-  tx, _ = state_lib.make_optimizer(learning_rate=1e-3, total_steps=1000,
+  tx, _ = optim.make_optimizer(learning_rate=1e-3, total_steps=1000,
                                    warmup_steps=10, weight_decay=1e-4,
                                    grad_clip_norm=1.0)
   graphdef, state = state_lib.create(model, tx, use_ema=False)

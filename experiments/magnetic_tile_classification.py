@@ -15,11 +15,7 @@ matrix plot (eval/test_confusion.png).
       --workdir=workdirs/mt_cls --mode=ingest,train,eval
 """
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import magnetic_tile  # noqa: E402  pylint: disable=wrong-import-position
+from experiments import magnetic_tile
 
 
 def get_config(encoder: str = "resnet18"):

@@ -198,7 +198,7 @@ def main():
   parser.add_argument("--timeout_s", type=float, default=30.0)
   args = parser.parse_args()
   from chameleon_jax.data import images as imio
-  from chameleon_jax.evaluation import overlays
+  from chameleon_jax.data import overlays
   client = GrpcClient(args.target, args.model, label=args.label,
                       timeout_s=args.timeout_s)
   out = Path(args.output_dir)

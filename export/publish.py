@@ -36,6 +36,8 @@ from tensorflow_serving.config import model_server_config_pb2
 from export.savedmodel import INPUT_DTYPES
 from export import server_flags
 
+from chameleon_jax import atomic
+
 WARMUP_FILE = "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many.
 
@@ -128,9 +130,7 @@ def write_labels(model_dir: Path, labels: dict[str, int]) -> None:
   if missing:
     raise ValueError(f"labels {missing} point to versions that do not exist "
                      f"in {model_dir} ({versions(model_dir)}).")
-  tmp = model_dir / "labels.json.tmp"
-  tmp.write_text(json.dumps(labels, indent=1, sort_keys=True) + "\n")
-  os.replace(tmp, model_dir / "labels.json")
+  atomic.write_json(model_dir / "labels.json", labels, sort_keys=True)
 
 
 def set_label(model_base_path: Path, name: str, label: str,
@@ -186,9 +186,7 @@ def write_server_files(model_base_path: Path,
           for device in ("gpu", "cpu")) + "\n",
   }
   for name, text in files.items():
-    tmp = base / f"{name}.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, base / name)
+    atomic.write_text(base / name, text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,63 +2,109 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
 import logging
 import tempfile
 from pathlib import Path
 
 import jax
-import ml_collections
-import numpy as np
 import tensorflow as tf
 
-from chameleon_jax import components
-from chameleon_jax.evaluation.inference import restore
-from chameleon_jax.train.state import eval_params, merge
+from chameleon_jax.model_io.card import params_digest
+from chameleon_jax.model_io.restore import Restored
+from chameleon_jax.model_io.state import eval_params, merge
 from export import publish, savedmodel
 
 
-def _digest(payload) -> str:
-  return hashlib.sha256(json.dumps(payload, sort_keys=True,
-                                   default=str).encode()).hexdigest()
+@dataclasses.dataclass(frozen=True)
+class ExportSettings:
+  """The `export.*` config section (documented there).
+
+  Attributes:
+    model_name: the served model's name ("" = the dataset's name).
+    model_base_path: the TF Serving base path ("" = <workdir>/serving).
+    checkpoint: "best" or "latest".
+    platforms: jax2tf lowering platforms ("cpu", "cuda", "tpu").
+    buckets: (H, W) input buckets of the serving signature.
+    warmup_batch_sizes: warmup requests per bucket.
+    input_dtype: "uint8", "uint16" or "float32" (in [0, 1]).
+    top_k: classification: classes returned per image.
+    version_label: label of the new version ("canary").
+  """
+  model_name: str
+  model_base_path: str
+  checkpoint: str
+  platforms: tuple[str, ...]
+  buckets: tuple[tuple[int, int], ...]
+  warmup_batch_sizes: tuple[int, ...]
+  input_dtype: str
+  top_k: int
+  version_label: str
+
+  def __post_init__(self):
+    object.__setattr__(self, "platforms", tuple(self.platforms))
+    object.__setattr__(self, "buckets", tuple((int(h), int(w))
+                                              for h, w in self.buckets))
+    object.__setattr__(self, "warmup_batch_sizes",
+                       tuple(int(b) for b in self.warmup_batch_sizes))
 
 
-def _params_digest(params) -> str:
-  """sha256 over every parameter's path, shape, dtype and bytes."""
-  digest = hashlib.sha256()
-  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-    leaf = np.asarray(leaf)
-    digest.update(f"{jax.tree_util.keystr(path)}{leaf.shape}{leaf.dtype}"
-                  .encode())
-    digest.update(np.ascontiguousarray(leaf).tobytes())
-  return digest.hexdigest()
+@dataclasses.dataclass(frozen=True)
+class ModelInput:
+  """What the served model is fed, as training saw it.
+
+  Attributes:
+    task: "segmentation" or "classification".
+    scale: the pixel scale the model was trained at (`data.scale`).
+    image_size: (H, W) classification inputs are resized to (segmentation:
+      None, any bucket).
+    data_name: the dataset's name (the default model name).
+  """
+  task: str
+  scale: float
+  image_size: tuple[int, int] | None
+  data_name: str
 
 
-def contract_for(config: ml_collections.ConfigDict, card: dict,
-                 stride: int) -> savedmodel.Contract:
-  task = components.task(config)
-  size = components.image_size(config)
+def contract_for(settings: ExportSettings, model_input: ModelInput,
+                 card: dict, stride: int) -> savedmodel.Contract:
+  """The serving contract of a model with this card and stride."""
+  task = model_input.task
   return savedmodel.Contract(
       task=task, class_names=tuple(card["class_names"]),
       channels=int(card["signature"]["in_channels"]),
-      input_dtype=config.export.input_dtype,
-      buckets=tuple((int(h), int(w)) for h, w in config.export.buckets),
-      stride=int(stride), scale=float(config.data.scale),
-      image_size=size if task == "classification" else None,
-      top_k=int(config.export.top_k),
-      platforms=tuple(config.export.platforms))
+      input_dtype=settings.input_dtype, buckets=settings.buckets,
+      stride=int(stride), scale=float(model_input.scale),
+      image_size=(model_input.image_size if task == "classification"
+                  else None),
+      top_k=int(settings.top_k), platforms=settings.platforms)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Exports, verifies (refusing to publish on failure) and publishes."""
-  ex = config.export
-  graphdef, state, _, card = restore(config, workdir, ex.checkpoint)
+def run(workdir: str | Path, restored: Restored, settings: ExportSettings,
+        model_input: ModelInput, config_sha256: str) -> dict:
+  """Exports, verifies (refusing to publish on failure) and publishes.
+
+  Args:
+    workdir: the trained workdir (default base path <workdir>/serving).
+    restored: the model (`model_io.restore` of `settings.checkpoint`).
+    settings: what to export and where.
+    model_input: what the model is fed.
+    config_sha256: digest of the experiment's config (recorded).
+
+  Returns:
+    {"model_name", "version", "path", "max_abs_logit_diff"}.
+
+  Raises:
+    savedmodel.VerificationError (or AssertionError): the SavedModel does
+      not reproduce the JAX model; nothing is published.
+  """
+  ex = settings
+  graphdef, state, _, card = restored
   params = jax.device_get(eval_params(state))
   model_state = jax.device_get(state.model_state)
   model = merge(graphdef, params, model_state)
-  contract = contract_for(config, card, getattr(model, "stride", 1))
-  name = ex.model_name or config.data.name
+  contract = contract_for(ex, model_input, card, getattr(model, "stride", 1))
+  name = ex.model_name or model_input.data_name
   base = Path(ex.model_base_path or Path(workdir) / "serving")
   module = savedmodel.ServingModule(graphdef, params, model_state, contract)
   with tempfile.TemporaryDirectory(dir=base.parent if base.parent.is_dir()
@@ -73,15 +119,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "tensorflow_version": tf.__version__,
         "xla_call_module_version": _xla_call_module_version(directory),
         "platforms": list(contract.platforms),
-        "config_sha256": _digest(components.to_dict(config)),
+        "config_sha256": config_sha256,
         "checkpoint": {"step": card["step"], "which": card["checkpoint"],
-                       "params_sha256": _params_digest(params)},
+                       "params_sha256": params_digest(params)},
         "dataset_hash": card.get("dataset_hash"),
         "input_contract": contract.to_json(),
         "verification": report,
     }
     requests = publish.warmup_requests(name, contract,
-                                       tuple(ex.warmup_batch_sizes))
+                                       ex.warmup_batch_sizes)
     version = publish.publish(Path(directory), base, name, requests, metadata,
                               label=ex.version_label)
   return {"model_name": name, "version": version,

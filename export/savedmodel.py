@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 from jax.experimental import jax2tf
 
-from chameleon_jax.train.state import merge
+from chameleon_jax.model_io.state import merge
 
 INPUT_DTYPES = {"uint8": (tf.uint8, 255.0), "uint16": (tf.uint16, 65535.0),
                 "float32": (tf.float32, 1.0)}

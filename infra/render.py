@@ -31,6 +31,8 @@ from export import server_flags
 from infra import manifests
 from infra import targets as targets_lib
 
+from chameleon_jax import atomic
+
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_IMAGE = "chameleon-train"
 PUBLISH_IMAGE = "chameleon-publish"
@@ -178,10 +180,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, target_name: str,
   written = {}
   for name, objects in files.items():
     path = out / f"{name}.yaml"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump_all(objects, sort_keys=False, width=100,
-                                      explicit_start=True))
-    tmp.replace(path)
+    atomic.write_text(path, yaml.safe_dump_all(
+        objects, sort_keys=False, width=100, explicit_start=True))
     written[str(path)] = [f"{o['kind']}/{o['metadata']['name']}"
                           for o in objects]
   if server_files is None:

@@ -62,10 +62,11 @@ def checkpoint_digest(workdir: Path) -> tuple[int, str]:
   code = (
       "import sys; from absl import flags; flags.FLAGS.mark_as_parsed()\n"
       "from tests.tiny_config import get_config\n"
-      "from chameleon_jax.evaluation.inference import restore\n"
-      "from chameleon_jax.train.loop import params_digest\n"
-      "_, state, _, card = restore(get_config(), sys.argv[1], 'latest')\n"
-      "print(card['step'], params_digest(state))\n")
+      "from chameleon_jax import components\n"
+      "from chameleon_jax.model_io.card import params_digest\n"
+      "_, state, _, card = components.restore(get_config(), sys.argv[1], "
+      "'latest')\n"
+      "print(card['step'], params_digest(state.params))\n")
   out = subprocess.run([sys.executable, "-c", code, str(workdir)], cwd=REPO,
                        capture_output=True, text=True, timeout=300,
                        env={**os.environ, "JAX_PLATFORMS": "cpu"})

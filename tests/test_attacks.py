@@ -11,12 +11,12 @@ import numpy as np
 import optax
 import pytest
 
-from chameleon_jax.data.transforms import IGNORE_INDEX
+from chameleon_jax.data.labels import IGNORE_INDEX
 from chameleon_jax.models import build_model
 from chameleon_jax.registry import ATTACKS
 from chameleon_jax.robustness import attacks
 from chameleon_jax.robustness.ensemble import Ensemble, combine
-from chameleon_jax.train import state as state_lib
+from chameleon_jax.model_io import state as state_lib
 
 MEAN, STD = 0.5, 0.25
 

@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from chameleon_jax import components
+from chameleon_jax.components import modes
 from chameleon_jax.train import budget, loop
 from configs import segmentation
 from tests.conftest import checkpoint_digest, run_main
@@ -148,7 +150,7 @@ def test_the_loop_trains_a_shortened_plan_with_its_schedule(tmp_path,
 
   monkeypatch.setattr(budget, "check_pace", halve)
   workdir = tmp_path / "run"
-  loop.train(config, str(workdir))
+  modes.train(config, str(workdir))
   (plan, kwargs), = checked
   assert plan.steps == 60 and kwargs["done_steps"] == 24
   assert kwargs["pace_s"] > 0 and kwargs["recompile_s"] == 1.0
@@ -156,8 +158,9 @@ def test_the_loop_trains_a_shortened_plan_with_its_schedule(tmp_path,
           (workdir / "metrics.jsonl").read_text().splitlines()]
   train = [r for r in rows if r["split"] == "train"]
   assert [r["step"] for r in train] == list(range(1, 31))
-  _, long_schedule = loop.optimizer(config, 60)
-  _, short_schedule = loop.optimizer(config, 30)
+  settings = components.train_settings(config)
+  _, long_schedule = loop.optimizer(settings, 60)
+  _, short_schedule = loop.optimizer(settings, 30)
   lr = {r["step"]: r["learning_rate"] for r in train}
   assert lr[24] == pytest.approx(float(long_schedule(23)))  # Warmup: alike.
   assert lr[28] == pytest.approx(float(short_schedule(27)))
@@ -169,7 +172,7 @@ def test_the_loop_trains_a_shortened_plan_with_its_schedule(tmp_path,
 def _config(**train):
   config = segmentation.get_config()
   config.train.update(train)
-  return config
+  return components.train_settings(config)
 
 
 def test_no_budget_is_the_config_schedule(tmp_path):

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from chameleon_jax.train.classification_metrics import (
+from chameleon_jax.metrics.classification import (
     classification_sums, summarize_classification)
 from tests.conftest import run_main
 

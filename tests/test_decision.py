@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from chameleon_jax.data.transforms import IGNORE_INDEX
+from chameleon_jax.data.labels import IGNORE_INDEX
 from chameleon_jax.evaluation import decision
 
 
@@ -118,7 +118,7 @@ def test_flip_tta_is_the_mean_over_four_flips():
   import jax
   import jax.numpy as jnp
   from chameleon_jax.models import build_model
-  from chameleon_jax.train import state as state_lib
+  from chameleon_jax.model_io import state as state_lib
   from chameleon_jax.train import steps
   import optax
   model = build_model("unet", num_classes=3, in_channels=1, widths=(4, 8),
@@ -240,7 +240,7 @@ def test_worst_misses_break_dice_ties_by_defect_area():
 
 
 def test_best_metric_missing_from_validation_is_refused(tmp_path):
-  from chameleon_jax.train.checkpoint import Checkpointer
+  from chameleon_jax.model_io.checkpoint import Checkpointer
   checkpointer = Checkpointer(tmp_path, every_steps=1, keep=1,
                               best_metric="mean_defect_iuo")  # Misspelt.
   with pytest.raises(KeyError, match="mean_defect_iuo.*mean_defect_iou"):

@@ -213,7 +213,7 @@ def test_serving_manifest_names_exactly_what_the_export_produced(exported,
 
 def _module(task: str, tmp_path: Path):
   from chameleon_jax.models import build_model
-  from chameleon_jax.train.state import model_variables
+  from chameleon_jax.model_io.state import model_variables
   from flax import nnx
   from export import savedmodel
   if task == "classification":

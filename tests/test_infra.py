@@ -184,7 +184,7 @@ def test_bad_deploy_settings_are_refused(tmp_path, override, message):
 
 def test_process_id_comes_from_the_completion_index(monkeypatch):
   import jax
-  from chameleon_jax.train import sharding
+  from chameleon_jax import sharding
   calls = []
   monkeypatch.setattr(jax.distributed, "initialize",
                       lambda **kw: calls.append(kw))

@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from chameleon_jax.train import metrics
+from chameleon_jax.metrics import segmentation as metrics
 
 
 def test_sums_match_numpy():

@@ -89,7 +89,7 @@ def test_report_end_to_end_with_an_ensemble_of_identical_members(trained):
 
 @pytest.mark.e2e
 def test_sweep_is_independent_of_batch_size(trained):
-  from chameleon_jax.robustness import sweep
+  from chameleon_jax.components import modes
   from tests import tiny_config
   root, workdir = trained
   results = []
@@ -102,7 +102,7 @@ def test_sweep_is_independent_of_batch_size(trained):
     config.robustness.epsilons = (2 / 255,)
     config.robustness.max_images = 10
     config.robustness.batch_size = batch
-    results.append(sweep.run(config, str(workdir), log=lambda *_: None)[0])
+    results.append(modes.robustness_sweep(config, str(workdir), log=lambda *_: None)[0])
     (workdir / "robustness" / "finished.json").unlink()
   a, b = results
   assert a["num_images"] == 10 and a["num_defect_images"] == 5
@@ -119,7 +119,7 @@ def test_sweep_is_independent_of_batch_size(trained):
 def test_bad_robustness_settings_are_named(trained):
   """In-process (main.py turns these errors into a failed exit with the
   message, as for every mode)."""
-  from chameleon_jax.robustness import sweep
+  from chameleon_jax.components import modes
   from tests import tiny_config
   root, workdir = trained
   bad = [({"corruptions": ("fgo",)}, ValueError, "unknown 'fgo'"),
@@ -131,11 +131,11 @@ def test_bad_robustness_settings_are_named(trained):
     config.data.root = str(root / "data")
     config.robustness.update(overrides)
     with pytest.raises(error, match=message):
-      sweep.run(config, str(workdir), log=lambda *_: None)
+      modes.robustness_sweep(config, str(workdir), log=lambda *_: None)
 
 
 def test_defects_to_background_attack_removes_defects(trained):
-  from chameleon_jax.robustness import sweep
+  from chameleon_jax.components import modes
   from tests import tiny_config
   root, workdir = trained
   config = tiny_config.get_config()
@@ -145,7 +145,7 @@ def test_defects_to_background_attack_removes_defects(trained):
   config.robustness.attack_kwargs = {"bim": {"steps": 5}}
   config.robustness.attack_goal = "defects_to_background"
   config.robustness.epsilons = (0.0, 16 / 255)
-  results, examples, finished = sweep.run(config, str(workdir),
+  results, examples, finished = modes.robustness_sweep(config, str(workdir),
                                           log=lambda *_: None)
   finished.remove()
   entry = results["attacks"]["bim"]
@@ -167,7 +167,7 @@ def test_defects_to_background_attack_removes_defects(trained):
 
 
 def test_a_killed_sweep_resumes_from_its_finished_conditions(trained):
-  from chameleon_jax.robustness import sweep
+  from chameleon_jax.components import modes
   from tests import tiny_config
   root, workdir = trained
 
@@ -180,17 +180,17 @@ def test_a_killed_sweep_resumes_from_its_finished_conditions(trained):
     c.robustness.max_images = 8
     return c
 
-  _, _, finished = sweep.run(config((2,)), str(workdir), log=lambda *_: None)
+  _, _, finished = modes.robustness_sweep(config((2,)), str(workdir), log=lambda *_: None)
   saved = json.loads(finished.path.read_text())
   assert set(saved["values"]) == {"clean", "contrast/2"}
   # As if killed after "contrast/2": a marked value shows it is reused.
   saved["values"]["contrast/2"]["model"]["pixel_accuracy"] = -1.0
   finished.path.write_text(json.dumps(saved))
-  again, _, finished = sweep.run(config((2,)), str(workdir), log=lambda *_: None)
+  again, _, finished = modes.robustness_sweep(config((2,)), str(workdir), log=lambda *_: None)
   assert again["corruptions"]["contrast"]["severities"]["2"]["model"][
       "pixel_accuracy"] == -1.0
   # Other settings: nothing is reused.
-  other, _, finished = sweep.run(config((2, 4)), str(workdir),
+  other, _, finished = modes.robustness_sweep(config((2, 4)), str(workdir),
                                  log=lambda *_: None)
   assert other["corruptions"]["contrast"]["severities"]["2"]["model"][
       "pixel_accuracy"] >= 0

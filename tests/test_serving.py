@@ -29,7 +29,7 @@ NAME = "parts"
 def _saved_model(directory: Path, seed: int) -> None:
   from flax import nnx
   from chameleon_jax.models import build_model
-  from chameleon_jax.train.state import model_variables
+  from chameleon_jax.model_io.state import model_variables
   from export import savedmodel
   model = build_model("unet", num_classes=3, in_channels=1, widths=(8, 16),
                       norm="group", seed=seed)

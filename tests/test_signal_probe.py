@@ -3,7 +3,7 @@
 import numpy as np
 
 from benchmarks.signal_probe import image_signal, summarize
-from chameleon_jax.data.transforms import IGNORE_INDEX
+from chameleon_jax.data.labels import IGNORE_INDEX
 
 
 def _probs(p_defect):

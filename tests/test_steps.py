@@ -7,12 +7,14 @@ import pytest
 
 from chameleon_jax.losses import build_loss
 from chameleon_jax.models import build_model
-from chameleon_jax.train import sharding, state as state_lib, steps
+from chameleon_jax import sharding
+from chameleon_jax.model_io import state as state_lib
+from chameleon_jax.train import optim, steps
 
 
 def _setup(ema: bool, lr: float = 1e-2):
   model = build_model("unet", num_classes=2, in_channels=1, widths=(8, 16))
-  tx, schedule = state_lib.make_optimizer(
+  tx, schedule = optim.make_optimizer(
       learning_rate=lr, total_steps=100, warmup_steps=1, weight_decay=0.0,
       grad_clip_norm=1.0)
   graphdef, state = state_lib.create(model, tx, use_ema=ema)

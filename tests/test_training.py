@@ -91,10 +91,9 @@ def test_training_never_imports_tensorflow(ingested, tmp_path):
       "sys.meta_path.insert(0, Spy())\n"
       "from absl import flags; flags.FLAGS.mark_as_parsed()\n"
       "from tests.tiny_config import get_config\n"
-      "from chameleon_jax.train import loop\n"
-      "from chameleon_jax.evaluation import report\n"
+      "from chameleon_jax.components import modes\n"
       f"c = get_config(); c.data.root = {str(ingested)!r}; c.train.steps = 3\n"
-      f"loop.train(c, {str(tmp_path)!r}); report.run_eval(c, {str(tmp_path)!r})\n"
+      f"modes.train(c, {str(tmp_path)!r}); modes.evaluate(c, {str(tmp_path)!r})\n"
       "assert not attempts, attempts\n"
       "assert not any(m.startswith('tensorflow') for m in sys.modules)\n"
       "print('NO_TF')\n")

@@ -20,7 +20,7 @@ from chameleon_jax.losses import build_loss
 from chameleon_jax.models import build_model, listing
 from chameleon_jax.models.weights import load_weights, save_weights
 from chameleon_jax.registry import ENCODERS, MODELS
-from chameleon_jax.train.state import merge, model_variables
+from chameleon_jax.model_io.state import merge, model_variables
 from tests.conftest import REPO, xla_flags
 
 # Published counts (torchvision; timm for ViT) with a 1000-class RGB head.
@@ -208,7 +208,7 @@ def test_vit_position_embeddings_resample():
 @pytest.mark.e2e
 def test_deep_supervision_through_the_train_step():
   import optax
-  from chameleon_jax.train import state as state_lib
+  from chameleon_jax.model_io import state as state_lib
   from chameleon_jax.train import steps
   model = build_model("unet", encoder="resnet18", num_classes=2,
                       in_channels=1, deep_supervision=True,
@@ -232,8 +232,8 @@ _BATCHNORM_SYNC = r"""
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from chameleon_jax.models import build_model
-from chameleon_jax.train import sharding
-from chameleon_jax.train.state import merge, model_variables
+from chameleon_jax import sharding
+from chameleon_jax.model_io.state import merge, model_variables
 from tests.conftest import REPO
 from flax import nnx
 assert jax.device_count() == 4

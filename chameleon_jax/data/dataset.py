@@ -33,47 +33,21 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-import msgpack
 import numpy as np
 from array_record.python import array_record_module
 
+from chameleon_jax import atomic
 from chameleon_jax.data import duplicates as dup
 from chameleon_jax.data import fingerprint as fp
 from chameleon_jax.data import quality, splits as splits_lib
+from chameleon_jax.data import records
+from chameleon_jax.data.labels import defect_pixels
+from chameleon_jax.data.records import (  # noqa: F401  (the dataset's API)
+    decode_annotations, decode_record, encode_record)
 from chameleon_jax.data.sources import IGNORE_VALUE, Item, Rejected, SourceInfo
 
 FORMAT_VERSION = 2
 ITEMS_PER_SHARD = 2000
-
-
-def encode_record(item: Item) -> bytes:
-  return msgpack.packb({
-      "id": item.item_id,
-      "image": item.image.tobytes(),
-      "shape": list(item.image.shape),
-      "dtype": item.image.dtype.str,
-      "mask": item.mask.tobytes(),
-      "label": item.label,
-      "source": item.source,
-      "hash": item.content_hash,
-      "has_mask": item.has_mask,
-      "annotations": item.annotations,
-  })
-
-
-def decode_record(record: bytes) -> dict[str, Any]:
-  """Record bytes -> {"image": (H, W, C), "mask": (H, W), "label", "id"}."""
-  raw = msgpack.unpackb(record)
-  shape = tuple(raw["shape"])
-  image = np.frombuffer(raw["image"], dtype=np.dtype(raw["dtype"])).reshape(shape)
-  mask = np.frombuffer(raw["mask"], dtype=np.uint8).reshape(shape[:2])
-  return {"image": image, "mask": mask, "label": np.int32(raw["label"]),
-          "id": raw["id"]}
-
-
-def decode_annotations(record: bytes) -> dict | None:
-  """The format extras stored with a record (e.g. COCO instances), if any."""
-  return msgpack.unpackb(record).get("annotations")
 
 
 def pixel_hash(image: np.ndarray) -> str:
@@ -83,37 +57,12 @@ def pixel_hash(image: np.ndarray) -> str:
   return digest.hexdigest()
 
 
-def _write_records(path: Path, records: Iterator[bytes]) -> int:
-  writer = array_record_module.ArrayRecordWriter(str(path), "group_size:1")
-  count = 0
-  for record in records:
-    writer.write(record)
-    count += 1
-  writer.close()
-  return count
-
-
-def _read_records(path: Path) -> Iterator[bytes]:
-  reader = array_record_module.ArrayRecordReader(str(path))
-  try:
-    for i in range(reader.num_records()):
-      yield reader.read([i])[0]
-  finally:
-    reader.close()
-
-
 def _file_sha256(path: Path) -> str:
   digest = hashlib.sha256()
   with open(path, "rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
       digest.update(block)
   return digest.hexdigest()
-
-
-def _atomic_write_json(path: Path, payload: Any) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
-  os.replace(tmp, path)
 
 
 class BadInputError(ValueError):
@@ -262,7 +211,7 @@ def build(
         seen_ids.add(entry.item_id)
         fingerprint.add(entry.image, entry.mask, entry.has_mask, entry.label,
                         entry.content_hash)
-        foreground = (entry.mask > 0) & (entry.mask != IGNORE_VALUE)
+        foreground = defect_pixels(entry.mask)
         accepted.append({
             "id": entry.item_id, "hash": entry.content_hash,
             "pixel_hash": pixel_hash(entry.image),
@@ -279,13 +228,13 @@ def build(
         yield encode_record(entry)
 
     staged = staging / "staged.array_record"
-    _write_records(staged, staged_records())
+    records.write(staged, staged_records())
     total = len(accepted) + len(quarantine)
     if not accepted:
       raise BadInputError(f"No valid item among {total} inputs; quarantine: "
                           f"{quarantine[:5]}")
     if len(quarantine) > options.max_bad_fraction * total:
-      _atomic_write_json(base / "quarantine-rejected-build.json", quarantine)
+      _write_json(base / "quarantine-rejected-build.json", quarantine)
       raise BadInputError(
           f"{len(quarantine)} of {total} inputs were rejected (more than "
           f"max_bad_fraction={options.max_bad_fraction}); see "
@@ -336,18 +285,17 @@ def build(
         "group_pattern": options.group_pattern,
         "leakage": leaks, "splits": splits, "items": accepted,
     }
-    _atomic_write_json(staging / "quarantine.json", quarantine)
-    _atomic_write_json(staging / "duplicates.json", _duplicate_report(
+    _write_json(staging / "quarantine.json", quarantine)
+    _write_json(staging / "duplicates.json", _duplicate_report(
         accepted, duplicates, leaks))
-    _atomic_write_json(staging / "quality.json",
+    _write_json(staging / "quality.json",
                        _quality_report(accepted, options.thresholds))
     (staging / "fingerprint.json").write_text(fp.dumps(fingerprint.result()))
-    _atomic_write_json(staging / "manifest.json", manifest)
+    _write_json(staging / "manifest.json", manifest)
     from chameleon_jax.data import report  # matplotlib only when writing.
     report.write(Dataset(staging, manifest), quarantine)
     os.replace(staging, final)
-    (base / "LATEST.tmp").write_text(dataset_hash[:16] + "\n")
-    os.replace(base / "LATEST.tmp", base / "LATEST")
+    atomic.write_text(base / "LATEST", dataset_hash[:16] + "\n")
     log(f"wrote dataset {final}: {len(accepted)} items, "
         f"{len(quarantine)} quarantined, splits "
         f"{ {k: v['count'] for k, v in splits.items()} }")
@@ -414,7 +362,7 @@ def _write_splits(staging: Path, staged: Path, members: dict[str, list[int]],
   writers = {key: array_record_module.ArrayRecordWriter(
       str(staging / file), "group_size:1") for key, file in files.items()}
   counts = dict.fromkeys(files, 0)
-  for index, record in enumerate(_read_records(staged)):
+  for index, record in enumerate(records.read(staged)):
     writers[destination[index]].write(record)
     counts[destination[index]] += 1
   for writer in writers.values():
@@ -441,3 +389,8 @@ def latest(root: str | os.PathLike[str], name: str, fold: int = 0) -> Dataset:
         f"No dataset {name!r} under {root} (missing {pointer}); run "
         "`python main.py --mode=ingest --config=...` first.")
   return Dataset.open(Path(root) / name / pointer.read_text().strip(), fold)
+
+
+def _write_json(path: Path, payload: Any) -> None:
+  """Sorted keys: the same dataset gives byte-identical files."""
+  atomic.write_json(path, payload, sort_keys=True)

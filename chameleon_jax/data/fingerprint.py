@@ -34,6 +34,7 @@ import numpy as np
 from scipy import ndimage
 
 from chameleon_jax.data.sampling import BottomK, item_rng
+from chameleon_jax.data.labels import defect_pixels
 from chameleon_jax.data.sources import IGNORE_VALUE
 
 SCHEMA_VERSION = 1
@@ -130,7 +131,7 @@ class Fingerprint:
       return
     self.with_mask += 1
     flat = mask.ravel()
-    foreground = (flat > 0) & (flat != IGNORE_VALUE)
+    foreground = defect_pixels(flat)
     self.fg_moments.add(pixels[foreground])
     self.fg_sample.offer(pixels[foreground], item_rng(content_hash, "fg"))
     counts = np.bincount(flat, minlength=IGNORE_VALUE + 1)

@@ -19,6 +19,8 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from chameleon_jax import atomic
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 TIFF_EXTENSIONS = (".tif", ".tiff")
 SUPPORTED_DTYPES = (np.uint8, np.uint16)
@@ -127,10 +129,8 @@ def save_png(path: str | os.PathLike[str], array: np.ndarray) -> None:
   array = np.asarray(array)
   if array.ndim == 3 and array.shape[2] == 1:
     array = array[:, :, 0]
-  path = Path(path)
-  tmp = path.with_name(path.name + ".tmp")
-  Image.fromarray(array).save(tmp, format="PNG")
-  os.replace(tmp, path)
+  with atomic.replacing(path) as tmp:
+    Image.fromarray(array).save(tmp, format="PNG")
 
 
 def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -13,6 +13,7 @@ process yields the same number of equally shaped batches.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Iterator
 
 import grain
@@ -20,6 +21,28 @@ import numpy as np
 
 from chameleon_jax.data import dataset as dataset_lib
 from chameleon_jax.data import transforms
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalInput:
+  """How evaluation sees a split (built from `data.*` and `eval.batch_size`).
+
+  Attributes:
+    size: (H, W) every evaluated image is brought to.
+    size_policy: how: "resize", "pad" or "crop" (transforms.py).
+    scale: resampling factor applied first (the pixel scale of training).
+    batch_size: global evaluation batch (over every device and process).
+  """
+  size: tuple[int, int]
+  size_policy: str
+  scale: float
+  batch_size: int
+
+  def __post_init__(self):
+    if len(self.size) != 2:
+      raise ValueError(f"Evaluation needs data.image_size (H, W), got "
+                       f"{self.size!r}: set it and data.size_policy.")
+    object.__setattr__(self, "size", (int(self.size[0]), int(self.size[1])))
 
 
 def _source(ds: dataset_lib.Dataset, split: str) -> grain.MapDataset:

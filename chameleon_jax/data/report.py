@@ -21,7 +21,8 @@ import numpy as np  # noqa: E402
 from array_record.python import array_record_module  # noqa: E402
 
 from chameleon_jax.data import images as imio  # noqa: E402
-from chameleon_jax.evaluation import overlays  # noqa: E402
+from chameleon_jax.data import overlays
+from chameleon_jax.data.records import decode_record
 
 EXAMPLES_PER_CLASS = 4
 MAX_LISTED = 200  # Rows per list in the Markdown; the JSON files hold all.
@@ -52,7 +53,6 @@ def _display(image: np.ndarray) -> np.ndarray:
 
 def _examples(ds, folder: Path) -> list[tuple[str, str]]:
   """One PNG per class: images holding it (defect-free images for class 0)."""
-  from chameleon_jax.data.dataset import decode_record
   wanted: dict[int, list[str]] = {k: [] for k in range(ds.num_classes)}
   for a in ds.manifest["items"]:
     classes = a["classes_present"] if a["has_mask"] else [a["label"]]

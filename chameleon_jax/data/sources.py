@@ -25,10 +25,11 @@ import numpy as np
 
 from chameleon_jax.data import images as imio
 from chameleon_jax.data import synthetic
+from chameleon_jax.data.labels import IGNORE_INDEX
 from chameleon_jax.registry import DATASETS
 
 
-IGNORE_VALUE = 255  # Mask value for "not labelled" (VOC void); never a class.
+IGNORE_VALUE = IGNORE_INDEX  # Mask value for "not labelled" (labels.py).
 
 
 @dataclasses.dataclass

@@ -18,11 +18,12 @@ import grain
 import numpy as np
 
 from chameleon_jax.data import images as imio
-from chameleon_jax.data.sources import IGNORE_VALUE
+from chameleon_jax.data.labels import defect_pixels
+from chameleon_jax.data.labels import IGNORE_INDEX
 from chameleon_jax.data.augment import (AugmentConfig, geometric_ops,
                                         photometric_ops)
 
-IGNORE_INDEX = IGNORE_VALUE  # Mask value that losses and metrics skip.
+
 SIZE_POLICIES = ("resize", "pad", "crop")
 
 
@@ -95,7 +96,7 @@ def _crop_origin(rng: np.random.Generator, mask: np.ndarray, ch: int, cw: int,
                  foreground_fraction: float) -> tuple[int, int]:
   h, w = mask.shape
   if rng.random() < foreground_fraction:
-    ys, xs = np.nonzero((mask > 0) & (mask != IGNORE_INDEX))
+    ys, xs = np.nonzero(defect_pixels(mask))
     if ys.size:
       k = rng.integers(ys.size)
       top = int(ys[k]) - ch // 2 + int(rng.integers(-(ch // 4), ch // 4 + 1))

@@ -57,14 +57,16 @@ import logging
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import jax
 import numpy as np
-from jax.experimental import multihost_utils
 from scipy import ndimage
 
+from chameleon_jax import atomic
 from chameleon_jax.data import pipeline
-from chameleon_jax.data.transforms import IGNORE_INDEX
-from chameleon_jax.train import sharding
+from chameleon_jax.evaluation import batches
+from chameleon_jax.data.labels import IGNORE_INDEX
+from chameleon_jax.metrics.confusion import iou_dice, pixel_confusion
+from chameleon_jax.metrics.images import (defect_pixels, image_result,
+                                          is_defect_image)
 
 THRESHOLDS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2).tolist()) + (
     0.97, 0.99)
@@ -126,41 +128,23 @@ class DecisionRule:
     return np.where(defect, classes, 0).astype(np.int32)
 
 
-def predictions(predict, state, ds, split: str, config, mesh
-                ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+def predictions(predict, state, ds, split: str, inp: pipeline.EvalInput,
+                mesh) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
   """(index, probabilities (H, W, K) float16, labels (H, W)) per image of
-  `split`, in split order (every process computes, all get every image)."""
-  size = tuple(config.data.image_size)
-  local = sharding.local_batch_size(config.eval.batch_size, mesh)
-  for batch in pipeline.eval_batches(
-      ds, split=split, local_batch_size=local, size=size,
-      size_policy=config.data.size_policy, scale=config.data.scale,
-      process_index=jax.process_index(), process_count=jax.process_count()):
-    probs = predict(state, sharding.shard_batch({"image": batch["image"]},
-                                                mesh)["image"])
-    probs = np.asarray(multihost_utils.process_allgather(probs, tiled=True)
-                       .astype(np.float16))
-    gathered = {k: (multihost_utils.process_allgather(batch[k], tiled=True)
-                    if jax.process_count() > 1 else batch[k])
-                for k in ("mask", "index")}
-    for p, m, i in zip(probs, gathered["mask"], gathered["index"]):
+  `split`, in split order (every process computes, all get every image).
+
+  Args:
+    predict: jitted (state, images) -> probabilities (`steps.make_predict_fn`).
+    state: the model's state; ds, split: where the images come from.
+    inp: the evaluation input (sizes, global batch size); mesh: the devices.
+  """
+  for probs, host in batches.over_split(
+      lambda st, b: predict(st, b["image"]), state, ds, split, inp, mesh,
+      inputs=("image",), host_keys=("mask", "index")):
+    probs = batches.gather(probs).astype(np.float16)
+    for p, m, i in zip(probs, host["mask"], host["index"]):
       if i >= 0:
         yield int(i), p, m
-
-
-def image_result(pred: np.ndarray, labels: np.ndarray) -> dict:
-  valid = labels != IGNORE_INDEX
-  gt = valid & (labels > 0)
-  fg = valid & (pred > 0)
-  inter = int((gt & fg).sum())
-  gt_area, pred_area = int(gt.sum()), int(fg.sum())
-  gt_classes = np.bincount(labels[gt], minlength=1)
-  pred_classes = np.bincount(pred[fg], minlength=1)
-  return {"dice": 2 * inter / max(gt_area + pred_area, 1),
-          "defect": gt_area > 0, "alarm": pred_area > 0,
-          "pred_area": pred_area, "gt_area": gt_area,
-          "true_class": int(gt_classes.argmax()) if gt_area else 0,
-          "pred_class": int(pred_classes.argmax()) if pred_area else 0}
 
 
 def summarize(results: Sequence[dict], pixel_confusion: np.ndarray,
@@ -174,11 +158,7 @@ def summarize(results: Sequence[dict], pixel_confusion: np.ndarray,
   images = np.zeros((k, k), np.int64)
   for r in results:
     images[r["true_class"], r["pred_class"]] += 1
-  tp = np.diag(pixel_confusion).astype(np.float64)
-  fp = pixel_confusion.sum(0) - tp
-  fn = pixel_confusion.sum(1) - tp
-  with np.errstate(invalid="ignore", divide="ignore"):
-    dice = np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
+  _, dice = iou_dice(pixel_confusion)
   out = {
       "defect_image_dice": float(np.mean([r["dice"] for r in defect]))
       if defect else float("nan"),
@@ -209,8 +189,7 @@ def evaluate(rule: DecisionRule, items, class_names: Sequence[str]
   for index, probs, labels in items:
     valid = labels != IGNORE_INDEX
     pred = rule.apply(probs.astype(np.float32), valid)
-    confusion += np.bincount(labels[valid] * k + pred[valid],
-                             minlength=k * k).reshape(k, k)
+    confusion += pixel_confusion(pred, labels, valid, k)
     results.append({"index": index, **image_result(pred, labels)})
     maps[index] = pred
   return summarize(results, confusion, class_names), results, maps
@@ -285,12 +264,12 @@ def calibrate(items, max_false_alarm: float,
   gt_list, num_classes = [], 0
   for image, (_, probs, labels) in enumerate(items):
     valid = labels != IGNORE_INDEX
-    gt = valid & (labels > 0)
+    gt = defect_pixels(labels)
     gt_area = int(gt.sum())
     gt_list.append(gt_area)
     num_classes = probs.shape[-1]
-    n_defect += gt_area > 0
-    n_clean += gt_area == 0
+    n_defect += is_defect_image(gt_area)
+    n_clean += not is_defect_image(gt_area)
     p_defect = 1.0 - probs[..., 0].astype(np.float32)
     for ti, t in enumerate(thresholds):
       components, n = ndimage.label((p_defect >= t) & valid, structure=_EIGHT)
@@ -429,20 +408,22 @@ def chosen_row(rule: DecisionRule, table: list[dict]) -> dict:
                                        "false_alarm_rate"})
 
 
-def validation_metrics(predict, state, ds, config, mesh) -> dict[str, float]:
+def validation_metrics(predict, state, ds, inp: pipeline.EvalInput, mesh,
+                       max_false_alarm: float, per_class: bool
+                       ) -> dict[str, float]:
   """The calibrated rule's figures on "val", for choosing checkpoints.
 
   `calibrated/score` is the rule's validation defect-image Dice when it keeps
-  false alarms within `config.eval.max_false_alarm`, else minus its
+  false alarms within `max_false_alarm`, else minus its
   false-alarm rate: any checkpoint that meets the budget beats any that
   cannot, which is what `train.best_metric = "calibrated/score"` needs. The
   argmax `defect_image_dice` is a poor stand-in: its masks alarm on nearly
   every clean image, and on magnetic tile it chose steps whose calibrated
   figures were lower (benchmarks/RESULTS.md, issue 8).
   """
-  budget = config.eval.max_false_alarm
-  rule, table = calibrate(predictions(predict, state, ds, "val", config, mesh),
-                          budget, per_class=config.eval.per_class_rule)
+  budget = max_false_alarm
+  rule, table = calibrate(predictions(predict, state, ds, "val", inp, mesh),
+                          budget, per_class=per_class)
   row = chosen_row(rule, table)
   within = bool(within_budget(row["false_alarm_rate"], budget))
   return {"calibrated/defect_image_dice": row["defect_image_dice"],
@@ -459,9 +440,7 @@ def save_rule(path: Path, rule: DecisionRule, table: list[dict],
   payload = {"rule": dataclasses.asdict(rule), "chosen_on": split,
              "max_false_alarm": max_false_alarm,
              "validation": chosen_row(rule, table), "grid": table}
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(payload, indent=1) + "\n")
-  tmp.replace(path)
+  atomic.write_json(path, payload)
 
 
 def load_rule(workdir: str | Path) -> DecisionRule:

@@ -5,48 +5,43 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
-import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
 
-from chameleon_jax import components
 from chameleon_jax.data import dataset as dataset_lib
 from chameleon_jax.data import pipeline
-from chameleon_jax.train import metrics as metrics_lib
-from chameleon_jax.train import sharding
-from chameleon_jax.train.classification_metrics import summarize_classification
+from chameleon_jax.evaluation import batches
+from chameleon_jax.metrics import segmentation as metrics_lib
+from chameleon_jax.metrics.classification import summarize_classification
 
 
 def evaluate_split(eval_step: Callable, state, ds: dataset_lib.Dataset,
-                   split: str, config: ml_collections.ConfigDict,
-                   mesh) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-  """Runs `eval_step` (jitted) over `split`.
+                   split: str, inp: pipeline.EvalInput, mesh, task: str
+                   ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+  """Runs `eval_step` (jitted; `train.steps.make_eval_step`) over `split`.
 
-  Returns the summarised metrics and, for every example of the split (in
-  manifest order of the split), its per-image values (segmentation: "index",
-  "dice", "false_alarm", "defect", "pred_area", "gt_area"; classification:
-  "index", "pred", "label", "confidence"), gathered from every process.
+  Args:
+    eval_step: (state, batch) -> (psum-able sums, per-image values).
+    state: the model's (replicated) state.
+    ds, split: the dataset version and the split.
+    inp: the evaluation input (sizes, global batch size).
+    mesh: the device mesh.
+    task: "segmentation" or "classification".
+
+  Returns:
+    The summarised metrics and, for every example of the split (in manifest
+    order), its per-image values (segmentation: "index", "dice",
+    "false_alarm", "defect", "pred_area", "gt_area"; classification:
+    "index", "pred", "label", "confidence"), gathered from every process.
   """
-  size = components.image_size(config)
-  if size is None:
-    raise ValueError("Evaluation needs data.image_size (a fixed size per "
-                     "batch); set it and data.size_policy.")
-  local = sharding.local_batch_size(config.eval.batch_size, mesh)
-  classify = components.task(config) == "classification"
+  classify = task == "classification"
+  inputs = ("image", "label" if classify else "mask", "weight")
   sums = None
   per_image: dict[str, list[np.ndarray]] = {}
-  for batch in pipeline.eval_batches(
-      ds, split=split, local_batch_size=local, size=size,
-      size_policy=config.data.size_policy, scale=config.data.scale,
-      process_index=jax.process_index(), process_count=jax.process_count()):
-    index = batch.pop("index")
-    batch.pop("mask" if classify else "label")
-    batch_sums, images = eval_step(state, sharding.shard_batch(batch, mesh))
+  for (batch_sums, images), host in batches.over_split(
+      eval_step, state, ds, split, inp, mesh, inputs=inputs):
     sums = metrics_lib.add_sums(sums, jax.device_get(batch_sums))
-    images = {k: multihost_utils.process_allgather(v, tiled=True)
-              for k, v in images.items()}
-    images["index"] = multihost_utils.process_allgather(index, tiled=True) \
-        if jax.process_count() > 1 else index
+    images = {k: batches.gather(v) for k, v in images.items()}
+    images["index"] = host["index"]
     for k, v in images.items():
       per_image.setdefault(k, []).append(np.asarray(v))
   merged = {k: np.concatenate(v) for k, v in per_image.items()}

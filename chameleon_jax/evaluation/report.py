@@ -2,40 +2,45 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import jax
-import ml_collections
 import numpy as np
 
-from chameleon_jax import components
+from chameleon_jax import atomic
+from chameleon_jax.data import dataset as dataset_lib
 from chameleon_jax.data import images as imio
 from chameleon_jax.data import pipeline
-from chameleon_jax.evaluation import decision, overlays
+from chameleon_jax.data import overlays
+from chameleon_jax.evaluation import decision
 from chameleon_jax.evaluation.evaluate import evaluate_split
-from chameleon_jax.evaluation.inference import restore
+from chameleon_jax.evaluation.settings import EvalSettings
+from chameleon_jax.model_io.restore import Restored
 from chameleon_jax.train import steps
 
 
-def run_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Evaluates the chosen checkpoint on `config.eval.split`.
+def run_eval(workdir: str | Path, restored: Restored,
+             ds: dataset_lib.Dataset, settings: EvalSettings,
+             inp: pipeline.EvalInput, task: str) -> dict:
+  """Evaluates a restored model on `settings.split` of `ds`.
 
-  Writes <workdir>/eval/<split>_metrics.json, per_image.json and, in
-  eval/worst/, panels (image | truth | prediction) of the missed defects with
-  the lowest Dice and the false alarms with the largest predicted area.
+  Writes <workdir>/eval/<split>_metrics.json, <split>_per_image.json and, in
+  eval/<split>_worst/, panels (image | truth | prediction) of the missed
+  defects with the lowest Dice and the false alarms with the largest
+  predicted area; with the calibrated decision also eval/decision.json.
+  Classification: the metrics, predictions and the confusion-matrix plot
+  (the decision rule is for segmentation; classification uses argmax).
   """
-  split = config.eval.split
-  graphdef, state, mesh, card = restore(config, workdir, config.eval.checkpoint)
-  ds = components.open_dataset(config, workdir)
+  split = settings.split
+  graphdef, state, mesh, card = restored
   if ds.dataset_hash != card["dataset_hash"]:
     logging.warning("Evaluating on dataset %s, the model was trained on %s.",
                     ds.dataset_hash[:16], card["dataset_hash"][:16])
-  task = components.task(config)
-  eval_step = jax.jit(steps.make_eval_step(graphdef,
-                                           config.eval.min_defect_area, task))
-  metrics, per_image = evaluate_split(eval_step, state, ds, split, config, mesh)
+  eval_step = jax.jit(steps.make_eval_step(graphdef, settings.min_defect_area,
+                                           task))
+  metrics, per_image = evaluate_split(eval_step, state, ds, split, inp, mesh,
+                                      task)
   metrics["checkpoint_step"] = card["step"]
   metrics["checkpoint"] = card["checkpoint"]
   out = Path(workdir) / "eval"
@@ -48,12 +53,9 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
                             ds.class_names)
     return metrics
   maps = None
-  if task == "segmentation" and config.eval.decision == "calibrated":
-    metrics, per_image, maps = _calibrated(config, graphdef, state, ds, split,
-                                           mesh, metrics, out)
-  elif config.eval.decision != "argmax":
-    raise ValueError(f"eval.decision={config.eval.decision!r}; expected "
-                     "'argmax' or 'calibrated' (segmentation).")
+  if settings.calibrated:
+    metrics, per_image, maps = _calibrated(settings, graphdef, state, ds,
+                                           inp, mesh, metrics, out)
   if jax.process_index() == 0:
     rows = [{"id": ids[int(i)], "dice": float(d), "defect": bool(t),
              "false_alarm": bool(f), "predicted_defect_pixels": int(a)}
@@ -61,30 +63,32 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                      per_image["defect"],
                                      per_image["false_alarm"],
                                      per_image["pred_area"])]
-    _write_json(out / f"{split}_metrics.json", metrics)
-    _write_json(out / f"{split}_per_image.json", rows)
-    _write_worst(config, graphdef, state, ds, split, ids, per_image,
-                 out / f"{split}_worst", maps)
+    atomic.write_json(out / f"{split}_metrics.json", metrics)
+    atomic.write_json(out / f"{split}_per_image.json", rows)
+    _write_worst(settings.num_worst, inp, graphdef, state, ds, split, ids,
+                 per_image, out / f"{split}_worst", maps)
   return metrics
 
 
-def _calibrated(config, graphdef, state, ds, split, mesh, metrics, out):
-  """Chooses the decision rule on "val", applies it to `split`; the
+def _calibrated(settings: EvalSettings, graphdef, state, ds, inp, mesh,
+                metrics, out):
+  """Chooses the decision rule on "val", applies it to the split; the
   headline numbers become the rule's (the argmax masks' values of the same
   names stay as argmax/...; pixel IoU and accuracy remain argmax's)."""
-  predict = jax.jit(steps.make_predict_fn(graphdef, config.eval.flip_tta))
+  split = settings.split
+  predict = jax.jit(steps.make_predict_fn(graphdef, settings.flip_tta))
   if split == "val":
     logging.warning("Calibrating and evaluating on the validation split: "
                     "its figures are optimistic.")
   rule, table = decision.calibrate(
-      decision.predictions(predict, state, ds, "val", config, mesh),
-      config.eval.max_false_alarm, per_class=config.eval.per_class_rule)
+      decision.predictions(predict, state, ds, "val", inp, mesh),
+      settings.max_false_alarm, per_class=settings.per_class_rule)
   if jax.process_index() == 0:
     decision.save_rule(out / "decision.json", rule, table,
-                       config.eval.max_false_alarm, "val")
+                       settings.max_false_alarm, "val")
   logging.info("Decision rule chosen on val: %s", rule)
   ruled, results, maps = decision.evaluate(
-      rule, decision.predictions(predict, state, ds, split, config, mesh),
+      rule, decision.predictions(predict, state, ds, split, inp, mesh),
       ds.class_names)
   merged = {(f"argmax/{k}" if k in ruled and not k.startswith("num_") else k): v
             for k, v in metrics.items()}
@@ -116,15 +120,16 @@ def worst(per_image: dict, n: int) -> tuple[np.ndarray, np.ndarray]:
   return missed, alarms[:n]
 
 
-def _write_worst(config, graphdef, state, ds, split, ids, per_image,
-                 folder: Path, maps: dict | None = None):
+def _write_worst(num_worst: int, inp: pipeline.EvalInput, graphdef, state,
+                 ds, split, ids, per_image, folder: Path,
+                 maps: dict | None = None):
   """Panels of the worst missed/partial defects and the worst false alarms
   (with `maps`, {index: class map}, the decision rule's masks are shown)."""
   folder.mkdir(parents=True, exist_ok=True)
-  missed, alarms = worst(per_image, config.eval.num_worst)
+  missed, alarms = worst(per_image, num_worst)
   predict = jax.jit(steps.make_predict_fn(graphdef))
-  examples = pipeline.eval_examples(ds, split, components.image_size(config),
-                                    config.data.size_policy, config.data.scale)
+  examples = pipeline.eval_examples(ds, split, inp.size, inp.size_policy,
+                                    inp.scale)
   for kind, chosen in (("missed", missed), ("false_alarm", alarms)):
     for rank, pos in enumerate(chosen):
       index = int(per_image["index"][pos])
@@ -145,15 +150,37 @@ def _write_classification(out: Path, split: str, metrics: dict, per_image,
           for i, t, p, c in zip(per_image["index"], per_image["label"],
                                 per_image["pred"], per_image["confidence"])]
   rows.sort(key=lambda r: (r["label"] == r["pred"], -r["confidence"]))
-  _write_json(out / f"{split}_metrics.json", metrics)
-  _write_json(out / f"{split}_per_image.json", rows)
-  overlays.confusion_plot(np.asarray(metrics["confusion"]), class_names,
+  atomic.write_json(out / f"{split}_metrics.json", metrics)
+  atomic.write_json(out / f"{split}_per_image.json", rows)
+  confusion_plot(np.asarray(metrics["confusion"]), class_names,
                           out / f"{split}_confusion.png",
                           title=f"{split}: accuracy {metrics['accuracy']:.3f}, "
                           f"balanced {metrics['balanced_accuracy']:.3f}")
 
 
-def _write_json(path: Path, payload) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(payload, indent=1) + "\n")
-  tmp.replace(path)
+def confusion_plot(confusion: np.ndarray, class_names, path: Path,
+                   title: str = "") -> Path:
+  """A confusion-matrix PNG: counts, and colour by row-normalised recall."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  confusion = np.asarray(confusion)
+  k = len(class_names)
+  rates = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+  fig, ax = plt.subplots(figsize=(1.1 * k + 2.5, 1.0 * k + 2))
+  ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+  for i in range(k):
+    for j in range(k):
+      ax.text(j, i, str(int(confusion[i, j])), ha="center", va="center",
+              color="white" if rates[i, j] > 0.5 else "black")
+  ax.set_xticks(range(k), class_names, rotation=45, ha="right")
+  ax.set_yticks(range(k), class_names)
+  ax.set_xlabel("predicted")
+  ax.set_ylabel("true")
+  ax.set_title(title, fontsize=9)
+  fig.tight_layout()
+  path = Path(path)
+  with atomic.replacing(path) as tmp:
+    fig.savefig(tmp, dpi=100, format="png")
+  plt.close(fig)
+  return path

@@ -28,7 +28,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from chameleon_jax.data.transforms import IGNORE_INDEX
+from chameleon_jax.data.labels import IGNORE_INDEX
 from chameleon_jax.registry import ATTACKS
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]

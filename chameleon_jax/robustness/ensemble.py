@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from chameleon_jax.robustness import attacks
-from chameleon_jax.train.state import eval_params, merge
+from chameleon_jax.model_io.state import eval_params, merge
 
 METHODS = ("logits", "probs", "vote")
 GRADIENTS = ("combined", "member_sum")

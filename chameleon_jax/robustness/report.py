@@ -26,11 +26,12 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from chameleon_jax.evaluation import overlays
+from chameleon_jax import atomic
+from chameleon_jax.data import overlays
 from chameleon_jax.robustness.corruptions import CORE_GROUPS
 
 HEADLINE = ("defect_image_dice", "false_alarm_rate", "mean_defect_iou")
@@ -56,14 +57,15 @@ def summarize(results: dict[str, Any], metric: str = "defect_image_dice"
   return out
 
 
-def run(config, workdir: str) -> tuple[Path, dict[str, Any]]:
-  """`--mode=robustness`: the sweep, then every output.
+def run(sweep_run: Callable[[], tuple], workdir: str | Path
+        ) -> tuple[Path, dict[str, Any]]:
+  """`--mode=robustness`: `sweep_run()` (sweep.run with its arguments), then
+  every output under <workdir>/robustness/.
 
   Returns (path of report.html, headline numbers of the last model: the
   ensemble when there is one).
   """
-  from chameleon_jax.robustness import sweep
-  results, examples, finished = sweep.run(config, workdir)
+  results, examples, finished = sweep_run()
   results["summary"] = summarize(results)
   page = write(results, examples, Path(workdir) / "robustness")
   finished.remove()
@@ -86,7 +88,7 @@ def write(results: dict[str, Any], examples: dict[str, dict], out_dir: Path,
   out_dir.mkdir(parents=True, exist_ok=True)
   if results.get("summary", {}).get("metric") != metric:
     results = {**results, "summary": summarize(results, metric)}
-  _atomic_write(out_dir / "results.json",
+  atomic.write_bytes(out_dir / "results.json",
                 json.dumps(_json_ready(results), indent=1).encode() + b"\n")
   figures = {}
   if results["corruptions"]:
@@ -94,15 +96,15 @@ def write(results: dict[str, Any], examples: dict[str, dict], out_dir: Path,
   if results["attacks"]:
     figures["attacks.png"] = _plot_attacks(results, metric)
   for name, png in figures.items():
-    _atomic_write(out_dir / name, png)
+    atomic.write_bytes(out_dir / name, png)
   grids = {}
   (out_dir / "examples").mkdir(exist_ok=True)
   for label, ex in examples.items():
     png = _example_grid(ex, results["models"])
     grids[label] = png
-    _atomic_write(out_dir / "examples" / f"{_slug(label)}.png", png)
+    atomic.write_bytes(out_dir / "examples" / f"{_slug(label)}.png", png)
   page = _html(results, figures, grids, metric)
-  _atomic_write(out_dir / "report.html", page.encode())
+  atomic.write_bytes(out_dir / "report.html", page.encode())
   return out_dir / "report.html"
 
 
@@ -307,9 +309,3 @@ def _json_ready(value):
   if isinstance(value, (np.floating, np.integer)):
     return _json_ready(value.item())
   return value
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_bytes(data)
-  tmp.replace(path)

@@ -1,11 +1,11 @@
 """`--mode=robustness`: a trained model (or ensemble) under every perturbation.
 
-Evaluates on `config.robustness.split` (a balanced subset of at most
+Evaluates on `settings.split` (a balanced subset of at most
 `max_images`: half with defects) the clean images, every corruption x
 severity, every attack x epsilon, and optionally another dataset of the same
 domain (generalisation), for every member and for the ensemble. The numbers
 are the segmentation metrics of `--mode=eval` (psum-able sums from
-`train.metrics`); `report.py` turns them into JSON, plots and HTML.
+`metrics.segmentation`); `report.py` turns them into JSON, plots and HTML.
 
 Determinism: every perturbed image (and every random attack start) is a
 function of (robustness.seed, condition name, the image's index in the split)
@@ -19,7 +19,6 @@ call (vmap).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -30,19 +29,21 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from chameleon_jax import components
+from chameleon_jax import atomic
 from chameleon_jax.data import pipeline
-from chameleon_jax.data.transforms import IGNORE_INDEX
-from chameleon_jax.evaluation.inference import load_members
+from chameleon_jax.data.labels import IGNORE_INDEX
+from chameleon_jax.metrics.images import defect_pixels
 from chameleon_jax.registry import ATTACKS
 from chameleon_jax.robustness import attacks as attacks_lib
 from chameleon_jax.robustness import corruptions as corruptions_lib
 from chameleon_jax.robustness.ensemble import Ensemble
-from chameleon_jax.train import metrics as metrics_lib
-from chameleon_jax.train import sharding
+from chameleon_jax.robustness.subset import EvalData, load_eval_data
+from chameleon_jax.robustness.settings import (  # noqa: F401  (API)
+    ATTACK_GOALS, OtherData, Settings)
+from chameleon_jax.metrics import segmentation as metrics_lib
+from chameleon_jax import sharding
 from chameleon_jax.train.reporting import ProgressBar
 
 GROUP_ALIASES = {
@@ -50,53 +51,6 @@ GROUP_ALIASES = {
     "imagenet_c": corruptions_lib.CORE_GROUPS + ("extra",),
     "imagenet_c_core": corruptions_lib.CORE_GROUPS,
 }
-ATTACK_GOALS = ("untargeted", "defects_to_background")
-
-
-@dataclasses.dataclass
-class EvalData:
-  """The evaluated images in host memory, padded to whole batches."""
-  image: np.ndarray   # (N, H, W, C) float32 in [0, 1]
-  mask: np.ndarray    # (N, H, W) int32, IGNORE_INDEX where unlabelled
-  index: np.ndarray   # (N,) position in the split; -1 for padding
-  weight: np.ndarray  # (N,) 1 real, 0 padding
-
-  def batches(self, size: int):
-    for start in range(0, len(self.index), size):
-      yield {k: getattr(self, k)[start:start + size]
-             for k in ("image", "mask", "index", "weight")}
-
-
-def load_eval_data(ds, split: str, config: ml_collections.ConfigDict,
-                   max_images: int, batch_size: int) -> EvalData:
-  """A deterministic, balanced subset of `split` (half defect images)."""
-  examples = pipeline.eval_examples(ds, split, components.image_size(config),
-                                    config.data.size_policy, config.data.scale)
-  rows = [examples[i] for i in range(len(examples))]
-  if not rows:
-    raise ValueError(f"Split {split!r} of {ds.path} is empty.")
-  defect = np.array([bool(((r["mask"] > 0) & (r["mask"] != IGNORE_INDEX)).any())
-                     for r in rows])
-  chosen = np.arange(len(rows))
-  if max_images and len(rows) > max_images:
-    pos, neg = np.flatnonzero(defect), np.flatnonzero(~defect)
-    n_pos = min(len(pos), max(max_images // 2, max_images - len(neg)))
-    n_neg = min(len(neg), max_images - n_pos)
-    pick = lambda ids, n: ids[np.linspace(0, len(ids) - 1, n).round()
-                              .astype(int)] if n else ids[:0]
-    chosen = np.sort(np.concatenate([pick(pos, n_pos), pick(neg, n_neg)]))
-  n = len(chosen)
-  total = -(-n // batch_size) * batch_size
-  first = rows[0]
-  data = EvalData(
-      image=np.zeros((total,) + first["image"].shape, np.float32),
-      mask=np.full((total,) + first["mask"].shape, IGNORE_INDEX, np.int32),
-      index=np.full((total,), -1, np.int32),
-      weight=np.zeros((total,), np.float32))
-  for j, i in enumerate(chosen):
-    data.image[j], data.mask[j] = rows[i]["image"], rows[i]["mask"]
-    data.index[j], data.weight[j] = rows[i]["index"], 1.0
-  return data
 
 
 def select_corruptions(selection) -> list[str]:
@@ -146,20 +100,18 @@ class Finished:
 
   def put(self, key: str, value: Any) -> Any:
     self.values[key] = value
-    self.path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = self.path.with_name(self.path.name + ".tmp")
-    tmp.write_text(json.dumps({"fingerprint": self.fingerprint,
-                               "values": self.values}, allow_nan=True))
-    tmp.replace(self.path)
+    atomic.write_text(self.path, json.dumps(
+        {"fingerprint": self.fingerprint, "values": self.values},
+        allow_nan=True))
     return json.loads(json.dumps(value))  # As a resumed run would see it.
 
   def remove(self) -> None:
     self.path.unlink(missing_ok=True)
 
 
-def build_attack(rcfg: ml_collections.ConfigDict, name: str):
+def build_attack(rcfg: Settings, name: str):
   """(attack fn, its options) from robustness.attack_kwargs and the goal."""
-  kwargs = components.to_dict(rcfg.attack_kwargs).get(name, {})
+  kwargs = dict(rcfg.attack_kwargs.get(name, {}))
   if rcfg.attack_goal == "defects_to_background":
     kwargs = {**kwargs, "targeted": True}
   return ATTACKS.build(name, **kwargs), kwargs
@@ -300,36 +252,45 @@ class Evaluator:
     return results, norms
 
 
-def run(config: ml_collections.ConfigDict, workdir: str,
+def run(rcfg: Settings, workdir: str | Path, *, members, mesh, ds,
+        inp: pipeline.EvalInput, min_defect_area: int,
+        open_other: Callable[[OtherData], Any] | None = None,
         log: Callable[[str], Any] = logging.info):
   """The whole sweep -> (results, examples, finished) for `report.write`.
 
-  results: every number (JSON-ready); examples: {condition: arrays} of a
-  few images for the example grid; finished: the on-disk record of finished
-  conditions (remove it once the report is written).
+  Args:
+    rcfg: what to sweep.
+    workdir: the evaluated model's workdir (robustness/ is written there).
+    members: [(graphdef, state, card, workdir)], the evaluated model first
+      (`model_io.load_members`); mesh: their mesh.
+    ds: the dataset version evaluated; inp: its evaluation size and scale.
+    min_defect_area: predicted pixels that raise an alarm.
+    open_other: opens `rcfg.other_data` (generalisation), when it is named.
+    log: progress messages.
+
+  Returns:
+    results: every number (JSON-ready); examples: {condition: arrays} of a
+    few images for the example grid; finished: the on-disk record of
+    finished conditions (remove it once the report is written).
+
+  Raises:
+    ValueError: more than one process; batch sizes that do not divide.
   """
-  rcfg = config.robustness
   if jax.process_count() > 1:
     raise ValueError("--mode=robustness runs in one process (on all of its "
                      "devices); start it without jax.distributed.")
-  if rcfg.attack_goal not in ATTACK_GOALS:
-    raise ValueError(f"robustness.attack_goal={rcfg.attack_goal!r}; expected "
-                     f"one of {ATTACK_GOALS}.")
-  members, mesh = load_members(
-      config, [workdir] + [m for m in rcfg.members if m])
   ensemble = Ensemble([m[0] for m in members], rcfg.ensemble_method)
   states = [m[1] for m in members]
-  ds = components.open_dataset(config, workdir)
   batch = rcfg.batch_size
   sharding.local_batch_size(batch, mesh)  # Refuses uneven splits early.
   sharding.local_batch_size(rcfg.attack_batch_size, mesh)
   if batch % rcfg.attack_batch_size:
     raise ValueError(f"robustness.attack_batch_size={rcfg.attack_batch_size} "
                      f"must divide robustness.batch_size={batch}.")
-  data = load_eval_data(ds, rcfg.split, config, rcfg.max_images, batch)
+  data = load_eval_data(ds, rcfg.split, inp, rcfg.max_images, batch)
   evaluator = Evaluator(ensemble, states, mesh, ds.class_names,
-                        config.eval.min_defect_area)
-  size = components.image_size(config)
+                        min_defect_area)
+  size = inp.size
   scale = (corruptions_lib.scale_for(size) if rcfg.corruption_scale == "auto"
            else rcfg.corruption_scale)
   names = select_corruptions(rcfg.corruptions)
@@ -347,7 +308,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       "ensemble_method": ensemble.method if ensemble.size > 1 else None,
       "dataset": str(ds.path), "split": rcfg.split,
       "num_images": num_images,
-      "num_defect_images": int(sum(((m > 0) & (m != IGNORE_INDEX)).any()
+      "num_defect_images": int(sum(defect_pixels(m).any()
                                    for m in data.mask[data.weight > 0])),
       "corruption_scale": scale, "seed": rcfg.seed,
       "attack_goal": rcfg.attack_goal, "attack_gradient": rcfg.attack_gradient,
@@ -356,7 +317,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   steps = 1 + len(names) * len(severities) + len(attack_names) * len(targets)
   bar = ProgressBar(total=steps, start=0, batch_size=num_images)
   store = Finished(Path(workdir) / "robustness" / "finished.json",
-                   {"robustness": components.to_dict(rcfg),
+                   {"robustness": _identity(rcfg),
                     "members": results["members"], "dataset": results["dataset"],
                     "images": data.index.tolist()})
   done = 0
@@ -393,8 +354,12 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   bar.close()
   other = rcfg.other_data
   if other.name:
-    results["generalisation"] = _generalisation(config, workdir, evaluator,
-                                                members, other, batch)
+    if open_other is None:
+      raise ValueError(f"robustness.other_data names {other.name!r}, but no "
+                       "way to open it was given.")
+    results["generalisation"] = _generalisation(
+        open_other(other), other.split, inp, rcfg.max_images, evaluator,
+        members, batch)
   log(f"Robustness sweep done: {steps} conditions on {num_images} images.")
   shown = _example_conditions(names, severities, attack_names, epsilons)
   return results, examples(evaluator, data, rcfg, scale, shown), store
@@ -419,8 +384,7 @@ def examples(evaluator: Evaluator, data: EvalData, rcfg, scale: str,
   crafted on the ensemble.
   """
   real = np.flatnonzero(data.weight > 0)
-  defect = [i for i in real
-            if ((data.mask[i] > 0) & (data.mask[i] != IGNORE_INDEX)).any()]
+  defect = [i for i in real if defect_pixels(data.mask[i]).any()]
   chosen = (defect + [i for i in real if i not in defect])[:rcfg.num_examples]
   n_dev = evaluator.mesh.devices.size
   take = np.asarray(chosen + [chosen[-1]] * (-len(chosen) % n_dev))
@@ -450,23 +414,22 @@ def examples(evaluator: Evaluator, data: EvalData, rcfg, scale: str,
   return out
 
 
-def _generalisation(config, workdir: str, evaluator: Evaluator, members,
-                    other, batch: int) -> dict:
+def _identity(rcfg: Settings) -> dict:
+  """The settings as the config spelled them (lists, not tuples): what a
+  finished condition is valid for."""
+  return json.loads(json.dumps(dataclasses.asdict(rcfg)))
+
+
+def _generalisation(ds, split: str, inp: pipeline.EvalInput, max_images: int,
+                    evaluator: Evaluator, members, batch: int) -> dict:
   """Clean metrics on another dataset of the same domain."""
-  other_config = copy.deepcopy(config)
-  with other_config.unlocked():
-    other_config.data.name = other.name
-    other_config.data.version = other.version
-    other_config.data.root = other.root or config.data.root
-  ds = components.open_dataset(other_config, workdir)
   sig = members[0][2]["signature"]
   if ds.num_classes != sig["num_classes"] or ds.channels != sig["in_channels"]:
     raise ValueError(
         f"robustness.other_data {ds.path}: {ds.num_classes} classes and "
         f"{ds.channels} channels; the model has {sig['num_classes']} and "
         f"{sig['in_channels']}.")
-  data = load_eval_data(ds, other.split, config, config.robustness.max_images,
-                        batch)
-  return {"dataset": str(ds.path), "split": other.split,
+  data = load_eval_data(ds, split, inp, max_images, batch)
+  return {"dataset": str(ds.path), "split": split,
           "num_images": int(data.weight.sum()),
           "metrics": evaluator.metrics(data, batch)}

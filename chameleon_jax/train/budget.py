@@ -49,7 +49,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -58,6 +57,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
+
+from chameleon_jax import atomic
 
 FILENAME = "budget.json"
 
@@ -72,8 +73,8 @@ class Plan:
   measured: dict = dataclasses.field(default_factory=dict)
 
 
-def from_config(cfg) -> Plan:
-  """The config's own schedule (no budget)."""
+def fixed(cfg) -> Plan:
+  """The schedule `cfg` (train settings) fixes in steps (no budget)."""
   return Plan(steps=cfg.steps, eval_every=cfg.eval_every,
               checkpoint_every=cfg.checkpoint_every)
 
@@ -197,12 +198,8 @@ def save(workdir: str | Path, plan: Plan, **extra) -> None:
   """Writes the plan (and `extra` keys) atomically; process 0 only."""
   if jax.process_index() != 0:
     return
-  path = Path(workdir) / FILENAME
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(FILENAME + ".tmp")
-  tmp.write_text(json.dumps({**dataclasses.asdict(plan), **extra},
-                            indent=1) + "\n")
-  os.replace(tmp, path)
+  atomic.write_json(Path(workdir) / FILENAME,
+                    {**dataclasses.asdict(plan), **extra})
 
 
 def log(plan: Plan) -> None:

@@ -11,26 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 import logging
-import os
 import time
 from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
 
 import jax
-import ml_collections
-import numpy as np
+from flax import nnx
 
-from chameleon_jax import components
-from chameleon_jax.data import pipeline
-from chameleon_jax.evaluation import decision
-from chameleon_jax.evaluation.evaluate import evaluate_split
-from chameleon_jax.train import budget
-from chameleon_jax.train import checkpoint as ckpt_lib
-from chameleon_jax.train import sharding
-from chameleon_jax.train import state as state_lib
-from chameleon_jax.train import steps
+from chameleon_jax import sharding
+from chameleon_jax.model_io import card as card_lib
+from chameleon_jax.model_io import checkpoint as ckpt_lib
+from chameleon_jax.model_io import state as state_lib
+from chameleon_jax.train import budget, optim, steps
 from chameleon_jax.train.reporting import MetricWriter, ProgressBar
 
 
@@ -45,89 +38,124 @@ class NonFiniteLossError(FloatingPointError):
   """The loss or the gradients became NaN/Inf."""
 
 
-def build_state(config: ml_collections.ConfigDict, num_classes: int,
-                in_channels: int, mesh):
-  """(graphdef, replicated initial TrainState, optimizer, lr schedule), the
-  schedule of `config.train.steps` (another length: `optimizer`)."""
-  model = components.model(config, num_classes, in_channels)
-  tx, schedule = optimizer(config, config.train.steps)
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+  """How to train (the `train.*` config section, documented there).
+
+  Attributes:
+    batch_size: global batch over every device and process.
+    steps: steps to train (with a time budget: at most this many).
+    time_budget_minutes: wall-clock budget (0 = off; budget.py).
+    budget_evals, budget_eval_share, budget_margin, budget_calibration_steps:
+      how the budget plans validations and steps (budget.py).
+    learning_rate, warmup_steps, weight_decay, grad_clip_norm: the optimizer
+      (optim.py; grad_clip_norm 0 = no clipping).
+    ema_decay: EMA of the parameters (0 = off); evaluation uses the EMA.
+    log_every, eval_every, checkpoint_every: intervals in steps
+      (eval_every 0 = validate at the end only).
+    keep_checkpoints: resumable checkpoints kept.
+    best_metric: validation metric the best checkpoint is kept by ("" =
+      none: evaluation then restores the latest).
+  """
+  batch_size: int
+  steps: int
+  time_budget_minutes: float
+  budget_evals: int
+  budget_eval_share: float
+  budget_margin: float
+  budget_calibration_steps: int
+  learning_rate: float
+  warmup_steps: int
+  weight_decay: float
+  grad_clip_norm: float
+  ema_decay: float
+  log_every: int
+  eval_every: int
+  checkpoint_every: int
+  keep_checkpoints: int
+  best_metric: str
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetCard:
+  """What the model card records of the training data."""
+  class_names: tuple[str, ...]
+  path: str
+  dataset_hash: str
+
+
+# validate(graphdef, mesh) -> (state -> validation metrics): the composer's.
+MakeValidate = Callable[[nnx.GraphDef, Any], Callable[[Any], dict]]
+
+
+def build_state(model: nnx.Module, settings: TrainSettings, mesh):
+  """(graphdef, replicated initial TrainState) of `model` for `settings`."""
+  tx, _ = optimizer(settings, settings.steps)
   graphdef, state = state_lib.create(model, tx,
-                                     use_ema=bool(config.train.ema_decay))
-  return graphdef, sharding.replicate(state, mesh), tx, schedule
+                                     use_ema=bool(settings.ema_decay))
+  return graphdef, sharding.replicate(state, mesh)
 
 
-def optimizer(config: ml_collections.ConfigDict, total_steps: int):
+def optimizer(settings: TrainSettings, total_steps: int):
   """(optax transformation, lr schedule) for a run of `total_steps`. Its
   state does not depend on the length, so a state built for one length
   trains on with another's (the time budget's plans)."""
-  return state_lib.make_optimizer(
-      learning_rate=config.train.learning_rate, total_steps=total_steps,
-      warmup_steps=config.train.warmup_steps,
-      weight_decay=config.train.weight_decay,
-      grad_clip_norm=config.train.grad_clip_norm)
+  return optim.make_optimizer(
+      learning_rate=settings.learning_rate, total_steps=total_steps,
+      warmup_steps=settings.warmup_steps,
+      weight_decay=settings.weight_decay,
+      grad_clip_norm=settings.grad_clip_norm)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains per `config` in `workdir` (resuming if it holds a checkpoint).
+def train(workdir: str | Path, settings: TrainSettings, *,
+          model: nnx.Module, signature: Mapping[str, Any],
+          data: DatasetCard, data_iter: Iterator[dict], loss_fn: Callable,
+          target: str, make_validate: MakeValidate, mesh,
+          started: float | None = None) -> dict[str, float]:
+  """Trains `model` in `workdir` (resuming if it holds a checkpoint).
 
-  With `train.time_budget_minutes` > 0 the step count is planned to fit that
-  budget on this machine (train/budget.py). Returns the last validation
-  metrics.
+  Args:
+    workdir: checkpoints, metrics.jsonl, TensorBoard events, model.json.
+    settings: the schedule and optimizer.
+    model: the freshly built model (its initial parameters).
+    signature: its signature (checkpoints refuse another model's).
+    data: the training data, as the model card records it.
+    data_iter: the checkpointable training iterator (host batches of this
+      process's rows; `get_state`/`set_state`).
+    loss_fn: (outputs, targets) -> scalar loss.
+    target: the batch key the loss is computed against ("mask", "label").
+    make_validate: builds the validation of a state (metrics on "val").
+    mesh: the device mesh (data parallel on its "data" axis).
+    started: the run's start (perf_counter), for the time budget.
+
+  With `settings.time_budget_minutes` > 0 the step count is planned to fit
+  that budget on this machine (train/budget.py).
+
+  Returns:
+    The last validation metrics.
+
+  Raises:
+    NonFiniteLossError: the loss or gradients became NaN/Inf.
+    checkpoint.ModelMismatchError: `workdir` holds another model.
   """
-  started = time.perf_counter()
-  cfg = config.train
-  mesh = sharding.make_mesh()
-  ds = components.open_dataset(config, workdir)
-  signature = components.model_signature(config, ds.num_classes, ds.channels)
-  data_iter = pipeline.train_iterator(
-      ds, split="train",
-      local_batch_size=sharding.local_batch_size(cfg.batch_size, mesh),
-      seed=config.seed, size=components.image_size(config),
-      size_policy=config.data.size_policy, augment=components.augment(config),
-      scale=config.data.scale,
-      defect_image_fraction=(config.data.defect_image_fraction
-                             if config.data.defect_image_fraction >= 0 else None),
-      defect_class_balance=config.data.defect_class_balance,
-      num_workers=config.data.num_workers,
-      process_index=jax.process_index(), process_count=jax.process_count())
+  started = time.perf_counter() if started is None else started
+  cfg = settings
   shard = functools.partial(sharding.shard_batch, mesh=mesh)
-
-  graphdef, state, _, _ = build_state(config, ds.num_classes, ds.channels,
-                                      mesh)
+  graphdef, state = build_state(model, settings, mesh)
 
   def compile_step(total_steps):  # The schedule's length is compiled in.
-    tx, schedule = optimizer(config, total_steps)
+    tx, schedule = optimizer(settings, total_steps)
     train_step = jax.jit(
-        steps.make_train_step(graphdef, components.loss(config), tx,
-                              cfg.ema_decay or None,
-                              target=components.target_key(config)),
+        steps.make_train_step(graphdef, loss_fn, tx, cfg.ema_decay or None,
+                              target=target),
         donate_argnums=0,
         out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)))
     return schedule, train_step
 
   schedule, train_step = compile_step(cfg.steps)
-  eval_step = jax.jit(steps.make_eval_step(graphdef,
-                                           config.eval.min_defect_area,
-                                           components.task(config)))
-  # With a calibrated decision, each evaluation also chooses the rule on val
-  # (calibrated/* metrics), so train.best_metric can select by what --mode=eval
-  # will report.
-  predict = (jax.jit(steps.make_predict_fn(graphdef, config.eval.flip_tta))
-             if components.task(config) == "segmentation"
-             and config.eval.decision == "calibrated" else None)
-  if cfg.best_metric.startswith("calibrated/") and predict is None:
-    raise ValueError(
-        f"train.best_metric={cfg.best_metric!r} needs the calibrated/* "
-        "validation metrics: set eval.decision='calibrated' (segmentation).")
+  validate = make_validate(graphdef, mesh)
 
-  def validate(state):
-    metrics, _ = evaluate_split(eval_step, state, ds, "val", config, mesh)
-    if predict is not None:
-      metrics.update(decision.validation_metrics(predict, state, ds, config,
-                                                 mesh))
-    return metrics
-
-  plan = _plan(config, workdir, started, lambda: budget.measure(
+  plan = _plan(settings, workdir, started, lambda: budget.measure(
       train_step, state, data_iter, shard, validate,
       cfg.budget_calibration_steps))
   if plan.steps != cfg.steps:
@@ -141,7 +169,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     state, data_state, start = restored
     data_iter.set_state(data_state)
     logging.info("Resumed from step %d of %s.", start, workdir)
-  write_model_card(workdir, signature, ds)  # After the signature check.
+  card_lib.write_card(workdir, signature, data.class_names, data.path,
+                      data.dataset_hash)  # After the signature check.
 
   writer = MetricWriter(workdir)
   bar = ProgressBar(plan.steps, start, cfg.batch_size)
@@ -210,17 +239,16 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   return val_metrics
 
 
-def _plan(config: ml_collections.ConfigDict, workdir: str, started: float,
+def _plan(cfg: TrainSettings, workdir: str | Path, started: float,
           measure) -> budget.Plan:
-  """The run's schedule: a saved plan (resume), the config's steps, or a
-  plan from `measure()` that fits `train.time_budget_minutes`."""
-  cfg = config.train
+  """The run's schedule: a saved plan (resume), the settings' steps, or a
+  plan from `measure()` that fits `cfg.time_budget_minutes`."""
   saved = budget.load(workdir)
   if saved is not None:
     logging.info("Schedule from %s.", Path(workdir) / budget.FILENAME)
     return saved
   if not cfg.time_budget_minutes:
-    return budget.from_config(cfg)
+    return budget.fixed(cfg)
   if ckpt_lib.saved_steps(workdir):
     raise ValueError(
         f"{workdir} holds checkpoints but no {budget.FILENAME}: it was trained "
@@ -243,7 +271,7 @@ def _plan(config: ml_collections.ConfigDict, workdir: str, started: float,
   return plan
 
 
-def _check_pace(plan: budget.Plan, workdir: str, started: float,
+def _check_pace(plan: budget.Plan, workdir: str | Path, started: float,
                 pace_start: float, timed_steps: int, step: int,
                 margin: float) -> budget.Plan:
   """budget.check_pace on the steps just run; saves and logs the result."""
@@ -266,37 +294,8 @@ def _check_pace(plan: budget.Plan, workdir: str, started: float,
   return checked
 
 
-def write_model_card(workdir: str, signature: dict, ds) -> None:
-  """<workdir>/model.json: what inference needs without the dataset."""
-  if jax.process_index() != 0:
-    return
-  path = Path(workdir) / "model.json"
-  path.parent.mkdir(parents=True, exist_ok=True)
-  card = {"signature": signature, "class_names": ds.class_names,
-          "dataset": str(ds.path), "dataset_hash": ds.dataset_hash}
-  tmp = path.with_name("model.json.tmp")
-  tmp.write_text(json.dumps(card, indent=1) + "\n")
-  os.replace(tmp, path)
-
-
-def read_model_card(workdir: str) -> dict:
-  path = Path(workdir) / "model.json"
-  if not path.is_file():
-    raise FileNotFoundError(f"{path} is missing: {workdir} holds no trained "
-                            "model (run --mode=train first).")
-  return json.loads(path.read_text())
-
-
 def _brief(metrics: dict[str, float]) -> str:
   keys = ("mean_defect_iou", "defect_image_dice", "accuracy",
           "balanced_accuracy", "false_alarm_rate",
           "calibrated/defect_image_dice", "calibrated/false_alarm_rate")
   return " ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
-
-
-def params_digest(state: state_lib.TrainState) -> str:
-  """A hash of all parameters (bitwise), used to compare runs exactly."""
-  digest = hashlib.sha256()
-  for leaf in jax.tree.leaves(jax.device_get(state.params)):
-    digest.update(np.ascontiguousarray(leaf).tobytes())
-  return digest.hexdigest()

@@ -10,9 +10,9 @@ import optax
 from flax import nnx
 
 from chameleon_jax.losses import deep_supervision
-from chameleon_jax.train import metrics as metrics_lib
-from chameleon_jax.train.classification_metrics import classification_sums
-from chameleon_jax.train.state import TrainState, eval_params, merge, model_variables
+from chameleon_jax.metrics import segmentation as metrics_lib
+from chameleon_jax.metrics.classification import classification_sums
+from chameleon_jax.model_io.state import TrainState, eval_params, merge, model_variables
 
 
 def make_train_step(graphdef: nnx.GraphDef, loss_fn: Callable,

@@ -5,12 +5,11 @@ sums); under `jit` with a batch-sharded input XLA adds them across devices,
 and across evaluation batches the host adds them again. Ratios are formed once
 at the end, so the result does not depend on how data was split.
 
-Image-level quantities, the ones a quality engineer reads:
-  false_alarm_rate   fraction of defect-free images (no valid defect pixel in
-                     the ground truth) on which >= min_defect_area pixels are
-                     predicted as any defect class;
-  defect_image_dice  mean over images with a defect of the binary (defect vs
-                     background) Dice of that image.
+Image-level quantities, the ones a quality engineer reads (their terms are
+defined in images.py):
+  false_alarm_rate   fraction of defect-free images with an alarm (at least
+                     min_defect_area pixels predicted as any defect class);
+  defect_image_dice  mean image Dice over the defect images.
 """
 
 from __future__ import annotations
@@ -21,7 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from chameleon_jax.data.transforms import IGNORE_INDEX
+from chameleon_jax.data.labels import IGNORE_INDEX
+from chameleon_jax.metrics import images
+from chameleon_jax.metrics.confusion import iou_dice
 
 
 def segmentation_sums(logits: jax.Array, labels: jax.Array, weight: jax.Array,
@@ -47,10 +48,10 @@ def segmentation_sums(logits: jax.Array, labels: jax.Array, weight: jax.Array,
   pred_area = pred_fg.sum((1, 2))
   inter = (gt_fg & pred_fg).sum((1, 2))
   real = weight > 0
-  defect_image = real & (gt_area > 0)
-  clean_image = real & (gt_area == 0)
-  alarm = pred_area >= min_defect_area
-  image_dice = 2 * inter / jnp.maximum(gt_area + pred_area, 1)
+  defect_image = real & images.is_defect_image(gt_area)
+  clean_image = real & ~images.is_defect_image(gt_area)
+  alarm = images.is_alarm(pred_area, min_defect_area)
+  image_dice = images.image_dice(inter, gt_area, pred_area)
   sums = {
       "confusion": confusion,
       "num_images": real.sum(),
@@ -66,6 +67,7 @@ def segmentation_sums(logits: jax.Array, labels: jax.Array, weight: jax.Array,
 
 
 def add_sums(a: dict | None, b: dict) -> dict:
+  """a + b key by key in float64 (a None: the first batch)."""
   b = {k: np.asarray(v, np.float64) for k, v in b.items()}
   return b if a is None else {k: a[k] + b[k] for k in a}
 
@@ -74,12 +76,7 @@ def summarize(sums: dict, class_names: Sequence[str]) -> dict[str, float]:
   """Turns accumulated sums into named metrics (JSON-ready floats)."""
   conf = np.asarray(sums["confusion"], np.float64)
   tp = np.diag(conf)
-  fp = conf.sum(0) - tp
-  fn = conf.sum(1) - tp
-  present = (tp + fp + fn) > 0
-  with np.errstate(invalid="ignore", divide="ignore"):
-    iou = np.where(present, tp / (tp + fp + fn), np.nan)
-    dice = np.where(present, 2 * tp / (2 * tp + fp + fn), np.nan)
+  iou, dice = iou_dice(conf)
   out: dict[str, float] = {}
   for k, name in enumerate(class_names):
     out[f"iou/{name}"] = float(iou[k])

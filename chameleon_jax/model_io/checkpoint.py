@@ -23,7 +23,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from chameleon_jax.train.state import TrainState
+from chameleon_jax.model_io.state import TrainState
 
 
 LATEST_DIR = "checkpoints"  # <workdir>/checkpoints/<step>/: the resumable ones.
@@ -34,6 +34,16 @@ class ModelMismatchError(ValueError):
 
 
 class Checkpointer:
+  """The latest-K and the best checkpoints of one workdir.
+
+  Args:
+    workdir: the run's directory (checkpoints/ and best/ below it).
+    every_steps: save the latest every this many steps (`should_save`).
+    keep: how many of the latest to keep.
+    best_metric: validation metric the best checkpoint is chosen by; None
+      keeps no best checkpoints.
+    best_mode: "max" or "min" of `best_metric`.
+  """
 
   def __init__(self, workdir: str | Path, *, every_steps: int, keep: int,
                best_metric: str | None, best_mode: str = "max"):
@@ -54,6 +64,10 @@ class Checkpointer:
               best_mode=best_mode, create=True,
               multiprocessing_options=ocp.options.MultiprocessingOptions(
                   barrier_sync_key_prefix="best")))
+
+  def keeps_best(self) -> bool:
+    """Whether best checkpoints are kept (a best metric was given)."""
+    return self._best is not None
 
   def latest_step(self) -> int | None:
     return self._latest.latest_step()
@@ -88,8 +102,17 @@ class Checkpointer:
 
   def restore(self, abstract_state: TrainState, signature: dict, *,
               best: bool = False) -> tuple[TrainState, dict | None, int] | None:
-    """Restores (state, data_state, step) from the latest (or best) step."""
-    manager = self._best if best and self._best is not None else self._latest
+    """Restores (state, data_state, step) from the latest (or best) step;
+    None where there is none. `data_state` is None for a best checkpoint.
+
+    Raises:
+      ValueError: `best` without a best metric (no best checkpoints kept).
+      ModelMismatchError: the checkpoint's signature is not `signature`.
+    """
+    if best and self._best is None:
+      raise ValueError("No best checkpoints are kept (no best_metric): "
+                       "restore the latest instead.")
+    manager = self._best if best else self._latest
     step = (manager.best_step() if manager is self._best
             else manager.latest_step())
     if step is None:

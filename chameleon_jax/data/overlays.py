@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
-from chameleon_jax.data.transforms import IGNORE_INDEX
+from chameleon_jax.data.labels import IGNORE_INDEX
 
 # Class colours (RGB), background transparent; cycles for many classes.
 PALETTE = np.array([
@@ -58,32 +57,3 @@ def panel(image: np.ndarray, truth: np.ndarray | None,
   for tile in tiles:
     parts += [tile, gap]
   return np.concatenate(parts[:-1], axis=1)
-
-
-def confusion_plot(confusion: np.ndarray, class_names, path: Path,
-                   title: str = "") -> Path:
-  """A confusion-matrix PNG: counts, and colour by row-normalised recall."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  confusion = np.asarray(confusion)
-  k = len(class_names)
-  rates = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
-  fig, ax = plt.subplots(figsize=(1.1 * k + 2.5, 1.0 * k + 2))
-  ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-  for i in range(k):
-    for j in range(k):
-      ax.text(j, i, str(int(confusion[i, j])), ha="center", va="center",
-              color="white" if rates[i, j] > 0.5 else "black")
-  ax.set_xticks(range(k), class_names, rotation=45, ha="right")
-  ax.set_yticks(range(k), class_names)
-  ax.set_xlabel("predicted")
-  ax.set_ylabel("true")
-  ax.set_title(title, fontsize=9)
-  fig.tight_layout()
-  path = Path(path)
-  tmp = path.with_name(path.name + ".tmp.png")
-  fig.savefig(tmp, dpi=100)
-  plt.close(fig)
-  tmp.replace(path)
-  return path

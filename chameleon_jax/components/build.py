@@ -1,0 +1,231 @@
+"""Config sections -> objects: the only code that reads a config.
+
+Configs name registered components and give their options; the functions
+here build them (datasets, models, losses, augmentation, input pipelines,
+optimizers, restored models) and turn the sections the rooms below need into
+their typed settings, so `main.py`, the modes, tests and benchmarks all
+construct the same objects the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import gin
+import ml_collections
+
+from chameleon_jax import robustness  # noqa: F401  (corruptions, attacks)
+from chameleon_jax import sharding
+from chameleon_jax.data import augment as augment_lib
+from chameleon_jax.data import dataset as dataset_lib
+from chameleon_jax.data import formats  # noqa: F401  (registers formats)
+from chameleon_jax.data import pipeline
+from chameleon_jax.data import sources  # noqa: F401  (registers sources)
+from chameleon_jax.data.augment import AugmentConfig
+from chameleon_jax.evaluation.settings import EvalSettings, PredictSettings
+from chameleon_jax.losses import build_loss
+from chameleon_jax.model_io import card as card_lib
+from chameleon_jax.model_io import restore as restore_lib
+from chameleon_jax.models import build_model
+from chameleon_jax.registry import DATASETS
+from chameleon_jax.robustness import sweep
+from chameleon_jax.train import loop
+
+
+def to_dict(value: Any) -> Any:
+  """ConfigDict / FrozenConfigDict / tuples -> plain Python containers."""
+  if isinstance(value, (ml_collections.ConfigDict,
+                        ml_collections.FrozenConfigDict)):
+    return {k: to_dict(v) for k, v in value.items()}
+  if isinstance(value, dict):
+    return {k: to_dict(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [to_dict(v) for v in value]
+  return value
+
+
+def config_digest(config: ml_collections.ConfigDict) -> str:
+  """sha256 of the whole config (sorted JSON): what a model was made with."""
+  return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True,
+                                   default=str).encode()).hexdigest()
+
+
+def parse_gin(config: ml_collections.ConfigDict) -> None:
+  """Applies `config.gin_files` and `config.gin_bindings` (component defaults)."""
+  gin.clear_config()
+  gin.parse_config_files_and_bindings(list(config.get("gin_files", [])),
+                                      list(config.get("gin_bindings", [])))
+
+
+def data_root(config: ml_collections.ConfigDict, workdir: str) -> Path:
+  return Path(config.data.root) if config.data.root else Path(workdir) / "data"
+
+
+def ingest(config: ml_collections.ConfigDict, workdir: str,
+           log=print) -> dataset_lib.Dataset:
+  """Runs the ETL stage: source -> validated, split, versioned shards."""
+  info, items = DATASETS.build(config.data.source,
+                               **to_dict(config.data.source_kwargs))
+  return dataset_lib.build(
+      info, items, data_root(config, workdir), config.data.name,
+      ingest_options(config), log=log)
+
+
+def ingest_options(config: ml_collections.ConfigDict) -> dataset_lib.IngestOptions:
+  data = config.data
+  return dataset_lib.IngestOptions(
+      split_fractions=to_dict(data.splits), split_seed=data.split_seed,
+      max_bad_fraction=data.max_bad_fraction, folds=data.get("folds", 0),
+      group_pattern=data.get("group_pattern", ""),
+      near_duplicate_bits=data.get("near_duplicate_bits", 4))
+
+
+def open_dataset(config: ml_collections.ConfigDict, workdir: str, *,
+                 name: str | None = None, version: str | None = None,
+                 root: str | None = None) -> dataset_lib.Dataset:
+  """The dataset version `data.version` of `data.name` under `data.root`
+  (LATEST where the version is ""), with `data.fold` as validation;
+  `name`, `version` and `root` open another dataset the same way."""
+  root = Path(root) if root else data_root(config, workdir)
+  name = config.data.name if name is None else name
+  version = config.data.version if version is None else version
+  fold = config.data.get("fold", 0)
+  if version:
+    return dataset_lib.Dataset.open(root / name / version, fold)
+  return dataset_lib.latest(root, name, fold)
+
+
+def model_signature(config: ml_collections.ConfigDict, num_classes: int,
+                    in_channels: int) -> dict:
+  """What identifies a model's parameter layout (stored in checkpoints)."""
+  return card_lib.signature(config.model.name, num_classes, in_channels,
+                            config.model.dtype, to_dict(config.model.kwargs))
+
+
+def model(config: ml_collections.ConfigDict, num_classes: int,
+          in_channels: int):
+  return build_model(config.model.name, num_classes=num_classes,
+                     in_channels=in_channels, dtype=config.model.dtype,
+                     seed=config.seed, **to_dict(config.model.kwargs))
+
+
+def loss(config: ml_collections.ConfigDict):
+  return build_loss(config.loss.name, **to_dict(config.loss.kwargs))
+
+
+TASKS = ("segmentation", "classification")
+
+
+def task(config: ml_collections.ConfigDict) -> str:
+  """The experiment's task; decides targets, metrics and eval outputs."""
+  name = config.get("task", "segmentation")
+  if name not in TASKS:
+    raise ValueError(f"task={name!r}; expected one of {TASKS}.")
+  return name
+
+
+def target_key(config: ml_collections.ConfigDict) -> str:
+  """The batch entry the loss is computed against."""
+  return "label" if task(config) == "classification" else "mask"
+
+
+def image_size(config: ml_collections.ConfigDict) -> tuple[int, int] | None:
+  """`data.image_size` as (H, W); None where it is () (native sizes)."""
+  size = tuple(config.data.image_size)
+  return (int(size[0]), int(size[1])) if size else None
+
+
+def augment(config: ml_collections.ConfigDict) -> AugmentConfig:
+  """The preset `data.augment_preset`, with `data.augment` keys on top."""
+  crop = tuple(config.data.crop_size)
+  return augment_lib.from_preset(
+      config.data.get("augment_preset", "default"),
+      crop_size=(int(crop[0]), int(crop[1])) if crop else None,
+      **to_dict(config.data.augment))
+
+
+def eval_input(config: ml_collections.ConfigDict,
+               batch_size: int | None = None) -> pipeline.EvalInput:
+  """How evaluation sees a split: `data.image_size`, `data.size_policy`,
+  `data.scale` and `eval.batch_size` (or `batch_size`).
+
+  Raises:
+    ValueError: `data.image_size` is () (evaluation batches need one size).
+  """
+  return pipeline.EvalInput(
+      size=tuple(config.data.image_size), size_policy=config.data.size_policy,
+      scale=float(config.data.scale),
+      batch_size=int(config.eval.batch_size if batch_size is None
+                     else batch_size))
+
+
+def eval_settings(config: ml_collections.ConfigDict) -> EvalSettings:
+  """The `eval.*` section as EvalSettings (unknown keys refused)."""
+  section = to_dict(config.eval)
+  section.pop("batch_size")  # Part of the EvalInput.
+  return EvalSettings(**section)
+
+
+def predict_settings(config: ml_collections.ConfigDict) -> PredictSettings:
+  """The `predict.*` section (with `data.scale`, `eval.batch_size`)."""
+  return PredictSettings(**to_dict(config.predict),
+                         scale=float(config.data.scale),
+                         batch_size=int(config.eval.batch_size))
+
+
+def robustness_settings(config: ml_collections.ConfigDict):
+  """The `robustness.*` section as sweep.Settings (unknown keys refused)."""
+  return sweep.Settings(**to_dict(config.robustness))
+
+
+def train_settings(config: ml_collections.ConfigDict) -> loop.TrainSettings:
+  """The `train.*` section as TrainSettings (unknown keys refused)."""
+  return loop.TrainSettings(**to_dict(config.train))
+
+
+def restore(config: ml_collections.ConfigDict, workdir: str, which: str,
+            mesh=None) -> restore_lib.Restored:
+  """`workdir`'s `which` ("best"/"latest") checkpoint, refusing a model
+  other than the config's (model_io.restore)."""
+  settings = train_settings(config)
+  card = card_lib.read_card(workdir)
+  sig = card["signature"]
+  tx, _ = loop.optimizer(settings, settings.steps)
+  return restore_lib.restore(
+      workdir, which, tx=tx, use_ema=bool(settings.ema_decay),
+      best_metric=settings.best_metric or None, mesh=mesh,
+      expected=model_signature(config, sig["num_classes"],
+                               sig["in_channels"]))
+
+
+def load_members(config: ml_collections.ConfigDict, workdirs):
+  """Ensemble members (model_io.load_members): each member's own model,
+  the experiment's `eval.checkpoint` and optimizer layout."""
+  settings = train_settings(config)
+  tx, _ = loop.optimizer(settings, settings.steps)
+  return restore_lib.load_members(
+      workdirs, config.eval.checkpoint, tx=tx,
+      use_ema=bool(settings.ema_decay),
+      best_metric=settings.best_metric or None)
+
+
+def train_iterator(config: ml_collections.ConfigDict,
+                   ds: dataset_lib.Dataset, mesh, process_index: int,
+                   process_count: int):
+  """The checkpointable training iterator of `data.*` (this process's rows
+  of every global batch of `train.batch_size`)."""
+  fraction = config.data.defect_image_fraction
+  return pipeline.train_iterator(
+      ds, split="train",
+      local_batch_size=sharding.local_batch_size(config.train.batch_size,
+                                                 mesh),
+      seed=config.seed, size=image_size(config),
+      size_policy=config.data.size_policy, augment=augment(config),
+      scale=config.data.scale,
+      defect_image_fraction=fraction if fraction >= 0 else None,
+      defect_class_balance=config.data.defect_class_balance,
+      num_workers=config.data.num_workers,
+      process_index=process_index, process_count=process_count)

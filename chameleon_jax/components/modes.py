@@ -1,0 +1,146 @@
+"""The modes of `main.py`, composed: config -> objects -> the room that works.
+
+Each function reads the config once (through `build`), builds the objects
+and typed settings the lower rooms take, and calls them. Lower rooms never
+see a config.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+
+from chameleon_jax import sharding
+from chameleon_jax.components import build
+from chameleon_jax.evaluation import decision
+from chameleon_jax.evaluation import inference
+from chameleon_jax.evaluation import report as eval_report
+from chameleon_jax.evaluation.evaluate import evaluate_split
+from chameleon_jax.robustness import report as robustness_report
+from chameleon_jax.robustness import sweep
+from chameleon_jax.train import loop, steps
+
+
+def make_validate(config: ml_collections.ConfigDict, ds) -> loop.MakeValidate:
+  """The validation the training loop runs: `--mode=eval`'s metrics on
+  "val", and with the calibrated decision (segmentation) the rule chosen
+  on val (calibrated/* metrics), so `train.best_metric` can select by what
+  --mode=eval will report.
+
+  Raises:
+    ValueError: `train.best_metric` is a calibrated/* metric without the
+      calibrated decision.
+  """
+  task = build.task(config)
+  inp = build.eval_input(config)
+  settings = build.eval_settings(config)
+  calibrated = task == "segmentation" and settings.calibrated
+  best = config.train.best_metric
+  if best.startswith("calibrated/") and not calibrated:
+    raise ValueError(
+        f"train.best_metric={best!r} needs the calibrated/* validation "
+        "metrics: set eval.decision='calibrated' (segmentation).")
+
+  def make(graphdef, mesh):
+    eval_step = jax.jit(steps.make_eval_step(
+        graphdef, settings.min_defect_area, task))
+    predict = (jax.jit(steps.make_predict_fn(graphdef, settings.flip_tta))
+               if calibrated else None)
+
+    def validate(state) -> dict[str, float]:
+      metrics, _ = evaluate_split(eval_step, state, ds, "val", inp, mesh,
+                                  task)
+      if predict is not None:
+        metrics.update(decision.validation_metrics(
+            predict, state, ds, inp, mesh, settings.max_false_alarm,
+            settings.per_class_rule))
+      return metrics
+
+    return validate
+
+  return make
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """`--mode=train`: trains per `config` in `workdir` (resuming if it holds a
+  checkpoint); returns the last validation metrics (train/loop.py)."""
+  started = time.perf_counter()
+  mesh = sharding.make_mesh()
+  ds = build.open_dataset(config, workdir)
+  data_iter = build.train_iterator(config, ds, mesh, jax.process_index(),
+                                   jax.process_count())
+  return loop.train(
+      workdir, build.train_settings(config),
+      model=build.model(config, ds.num_classes, ds.channels),
+      signature=build.model_signature(config, ds.num_classes, ds.channels),
+      data=loop.DatasetCard(tuple(ds.class_names), str(ds.path),
+                            ds.dataset_hash),
+      data_iter=data_iter, loss_fn=build.loss(config),
+      target=build.target_key(config),
+      make_validate=make_validate(config, ds), mesh=mesh, started=started)
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """`--mode=eval`: the `eval.checkpoint` model on `eval.split`
+  (evaluation/report.py)."""
+  settings = build.eval_settings(config)
+  restored = build.restore(config, workdir, settings.checkpoint)
+  return eval_report.run_eval(
+      workdir, restored, build.open_dataset(config, workdir), settings,
+      build.eval_input(config), build.task(config))
+
+
+def predict(config: ml_collections.ConfigDict, workdir: str) -> Path:
+  """`--mode=predict`: masks and overlays for `predict.input_dir`."""
+  settings = build.eval_settings(config)
+  predict_settings = build.predict_settings(config)
+  restored = build.restore(config, workdir, settings.checkpoint)
+  return inference.predict_folder(
+      workdir, restored, predict_settings, flip_tta=settings.flip_tta,
+      calibrated=settings.calibrated)
+
+
+def robustness_sweep(config: ml_collections.ConfigDict, workdir: str,
+                     log=None):
+  """sweep.run for `config`: (results, examples, finished)."""
+  settings = build.robustness_settings(config)
+  members, mesh = build.load_members(
+      config, [workdir] + [m for m in settings.members if m])
+
+  def open_other(other):
+    return build.open_dataset(config, workdir, name=other.name,
+                              version=other.version,
+                              root=other.root or config.data.root)
+
+  kwargs = {} if log is None else {"log": log}
+  return sweep.run(
+      settings, workdir, members=members, mesh=mesh,
+      ds=build.open_dataset(config, workdir),
+      inp=build.eval_input(config, settings.batch_size),
+      min_defect_area=config.eval.min_defect_area, open_other=open_other,
+      **kwargs)
+
+
+def robustness(config: ml_collections.ConfigDict,
+               workdir: str) -> tuple[Path, dict[str, Any]]:
+  """`--mode=robustness`: the sweep and its report (robustness/)."""
+  return robustness_report.run(lambda: robustness_sweep(config, workdir),
+                               workdir)
+
+
+def export(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """`--mode=export`: verified SavedModel in TF Serving layout (export/;
+  the only mode that imports TensorFlow)."""
+  from export import run  # pylint: disable=import-outside-toplevel
+  settings = run.ExportSettings(**build.to_dict(config.export))
+  task = build.task(config)
+  return run.run(
+      workdir, build.restore(config, workdir, settings.checkpoint), settings,
+      run.ModelInput(task=task, scale=float(config.data.scale),
+                     image_size=build.image_size(config),
+                     data_name=config.data.name),
+      config_sha256=build.config_digest(config))

@@ -1,0 +1,73 @@
+"""Image-level meanings, defined once.
+
+  defect image   an image with at least one valid ground-truth defect pixel
+                 (class > 0, not IGNORE_INDEX); the others are defect-free
+  alarm          an image with at least `min_area` predicted defect pixels
+  false alarm    an alarm on a defect-free image
+  image Dice     the binary (defect vs background) Dice of one image, 0 when
+                 neither the truth nor the prediction has a defect pixel
+
+The functions take NumPy or JAX arrays (the jitted eval step and the host
+code count with the same lines).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from chameleon_jax.data.labels import IGNORE_INDEX, defect_pixels
+
+__all__ = ["defect_pixels", "image_dice", "image_result", "is_alarm",
+           "is_defect_image"]
+
+
+def is_defect_image(gt_area: Any) -> Any:
+  """True where the ground truth has a valid defect pixel.
+
+  Args:
+    gt_area: valid ground-truth defect pixels per image (int or array).
+  """
+  return gt_area > 0
+
+
+def is_alarm(pred_area: Any, min_area: int = 1) -> Any:
+  """True where at least `min_area` pixels are predicted as a defect.
+
+  Args:
+    pred_area: predicted defect pixels per image (int or array).
+    min_area: pixels an image needs to raise an alarm (default 1).
+  """
+  return pred_area >= min_area
+
+
+def image_dice(intersection: Any, gt_area: Any, pred_area: Any) -> Any:
+  """Binary Dice 2|G∩P| / (|G| + |P|) per image; 0 where both are empty."""
+  total = gt_area + pred_area
+  return 2 * intersection / (max(total, 1) if np.isscalar(total)
+                             else total.clip(min=1))
+
+
+def image_result(pred: np.ndarray, labels: np.ndarray) -> dict:
+  """Per-image result of a class map `pred` against `labels` (H, W).
+
+  Returns:
+    {"dice", "defect", "alarm", "pred_area", "gt_area", "true_class"
+    (the dominant ground-truth defect class, 0 if none), "pred_class" (the
+    dominant predicted class, 0 if no alarm)}; an alarm is any predicted
+    defect pixel (a decision rule has already removed small components).
+  """
+  valid = labels != IGNORE_INDEX
+  gt = defect_pixels(labels)
+  fg = valid & (pred > 0)
+  inter = int((gt & fg).sum())
+  gt_area, pred_area = int(gt.sum()), int(fg.sum())
+  gt_classes = np.bincount(labels[gt], minlength=1)
+  pred_classes = np.bincount(pred[fg], minlength=1)
+  return {"dice": float(image_dice(inter, gt_area, pred_area)),
+          "defect": bool(is_defect_image(gt_area)),
+          "alarm": bool(is_alarm(pred_area)),
+          "pred_area": pred_area, "gt_area": gt_area,
+          "true_class": int(gt_classes.argmax()) if gt_area else 0,
+          "pred_class": int(pred_classes.argmax()) if pred_area else 0}
