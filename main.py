@@ -60,8 +60,7 @@ def main(argv):
   logging.getLogger().setLevel(logging.INFO)
   config, workdir = FLAGS.config, FLAGS.workdir
   if FLAGS.mode == ["render"]:  # Text only: no gin, no JAX devices.
-    from infra import render
-    _report("render", render.run(
+    _report("render", modes.render(
         config, workdir, FLAGS.target,
         config_flags.get_config_filename(FLAGS["config"]),
         config_flags.get_override_values(FLAGS["config"]), FLAGS.sweep))

@@ -83,7 +83,7 @@ def corruption_table(args) -> None:
       scores.append(psnr(np.asarray(fn(keys, x))[:n], images[:n]))
     ms = 1e3 * seconds / (len(C.SEVERITIES) * args.batch)
     r = ref.get(name)
-    print(f"| {name} | {C.SPECS[name].group} | {1e3 / ms:.0f} | {ms:.3f} | "
+    print(f"| {name} | {C.spec(name).group} | {1e3 / ms:.0f} | {ms:.3f} | "
           + (f"{r['ms_per_image']:.2f} | {r['ms_per_image'] / ms:.1f}x | "
              if r else "- | - | ")
           + " ".join(f"{v:.1f}" for v in scores) + " | "

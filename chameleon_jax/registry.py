@@ -29,21 +29,54 @@ class Registry:
     self.kind = kind
     self.gin_configurable = gin_configurable
     self._entries: dict[str, Callable[..., Any]] = {}
+    self._metadata: dict[str, Any] = {}
+    self._raw: dict[str, Callable[..., Any]] = {}  # Before gin wraps them.
 
-  def register(self, name: str) -> Callable[[T], T]:
-    """Decorator: registers `fn` under `name`, gin-configurable as `kind.name`."""
+  def register(self, name: str, metadata: Any = None) -> Callable[[T], T]:
+    """Decorator: registers `fn` under `name`, gin-configurable as `kind.name`.
+
+    Args:
+      name: the entry's name (unique in this registry).
+      metadata: what else the zoo records about the entry (e.g. a
+        corruption's group and parameters); `metadata(name)` returns it.
+
+    Raises:
+      ValueError: `name` is registered twice.
+    """
 
     def decorator(fn: T) -> T:
       if name in self._entries:
         raise ValueError(f"{self.kind} {name!r} is registered twice.")
       self._entries[name] = (gin.external_configurable(
           fn, name=name, module=self.kind) if self.gin_configurable else fn)
+      self._metadata[name] = metadata
+      self._raw[name] = fn
       return fn
 
     return decorator
 
   def names(self) -> list[str]:
+    """Registered names, sorted."""
     return sorted(self._entries)
+
+  def in_order(self) -> list[str]:
+    """Registered names in registration order."""
+    return list(self._entries)
+
+  def parameters(self, name: str) -> dict[str, inspect.Parameter]:
+    """The builder's own parameters (of a class: its __init__'s, without
+    self), as written in code, whatever gin wraps around it."""
+    self.get(name)
+    raw = self._raw[name]
+    params = dict(inspect.signature(
+        raw.__init__ if inspect.isclass(raw) else raw).parameters)
+    params.pop("self", None)
+    return params
+
+  def metadata(self, name: str) -> Any:
+    """What was registered with `name` (KeyError naming close matches)."""
+    self.get(name)
+    return self._metadata[name]
 
   def get(self, name: str) -> Callable[..., Any]:
     if name not in self._entries:
@@ -56,7 +89,7 @@ class Registry:
   def build(self, name: str, **kwargs: Any) -> Any:
     """Builds `name` with `kwargs`, refusing arguments the builder lacks."""
     builder = self.get(name)
-    params = inspect.signature(builder).parameters
+    params = self.parameters(name)
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
       unknown = sorted(set(kwargs) - set(params))
       if unknown:
@@ -76,3 +109,4 @@ DATASETS = Registry("datasets")
 AUGMENTATIONS = Registry("augmentations")  # training augmentation presets
 CORRUPTIONS = Registry("corruptions")  # robustness: image corruptions
 ATTACKS = Registry("attacks")  # robustness: white-box attacks
+DECODERS = Registry("decoders")  # segmentation decoders (models/decoders)

@@ -11,7 +11,8 @@ next one by name, not copied by hand:
                          "defect_alarm", "cpu_unet")
 
 Component defaults (a UNet's norm groups, a loss's smoothing) are not
-presets: they are gin-bindable (configs/defaults.gin).
+presets: they live in the components' code, with their reasons, and a gin
+binding can override them (README, "Configuration").
 """
 
 import ml_collections

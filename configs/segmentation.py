@@ -77,8 +77,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.name = "unet"
   config.model.dtype = "float32"  # Compute dtype; "bfloat16" for mixed.
-  config.model.kwargs = ml_collections.ConfigDict(
-      {"widths": (16, 32, 64, 128), "norm": "group"})
+  # The architecture's options; unset ones take the code's defaults (the
+  # builder's docstring: `python main.py --mode=zoo`, models/), which a gin
+  # binding can change (models.unet.widths = ...). Any other option of the
+  # architecture can be given too (config.model.kwargs = {...}).
+  config.model.kwargs = ml_collections.ConfigDict({
+      "encoder": _unset(str),  # None: the plain UNet (architecture "unet").
+      "widths": _unset(tuple),  # Plain UNet: channels per level.
+      "norm": _unset(str),  # group | batch | none
+      "norm_groups": _unset(int),
+  })
   config.loss = ml_collections.ConfigDict()
   config.loss.name = "dice_ce"
   config.loss.kwargs = ml_collections.ConfigDict()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import ml_collections
 
 from export import server_flags
 from infra import targets as targets_lib
@@ -66,7 +65,7 @@ def coordinator_address(jobset_name: str) -> str:
   return f"{jobset_name}-{WORKER}-0-0.{jobset_name}:{COORDINATOR_PORT}"
 
 
-def shared_volume(target: Target, deploy: ml_collections.ConfigDict,
+def shared_volume(target: Target, deploy: targets_lib.Deploy,
                   name: str = "shared", read_only: bool = False,
                   only_dir: str = "") -> dict:
   if target.storage == "gcs":
@@ -85,7 +84,7 @@ def _pod_annotations(target: Target) -> dict:
   return {"gke-gcsfuse/volumes": "true"} if target.storage == "gcs" else {}
 
 
-def jobset(step: Step, target: Target, deploy: ml_collections.ConfigDict,
+def jobset(step: Step, target: Target, deploy: targets_lib.Deploy,
            service_account: str) -> dict:
   env = []
   if step.hosts > 1:
@@ -128,7 +127,7 @@ def jobset(step: Step, target: Target, deploy: ml_collections.ConfigDict,
   }
 
 
-def serving_image(target: Target, deploy: ml_collections.ConfigDict) -> str:
+def serving_image(target: Target, deploy: targets_lib.Deploy) -> str:
   version = deploy.serving_version
   if version not in SERVING_READS_XLA_CALL_MODULE:
     raise ValueError(
@@ -140,7 +139,7 @@ def serving_image(target: Target, deploy: ml_collections.ConfigDict) -> str:
 
 
 def serving(name: str, model_name: str, target: Target,
-            deploy: ml_collections.ConfigDict,
+            deploy: targets_lib.Deploy,
             server_files: dict[str, str]) -> list[dict]:
   """ConfigMap, Deployment, Service, PodDisruptionBudget, HPA."""
   missing = [f for f in server_flags.SERVER_FILES if f not in server_files]
@@ -223,7 +222,7 @@ def serving(name: str, model_name: str, target: Target,
   ]
 
 
-def base(target: Target, deploy: ml_collections.ConfigDict) -> list[dict]:
+def base(target: Target, deploy: targets_lib.Deploy) -> list[dict]:
   """Namespace and the two service accounts (GKE: bound to Google service
   accounts of the same names through workload identity, see infra/terraform)."""
   objects = [{"apiVersion": "v1", "kind": "Namespace",

@@ -20,11 +20,11 @@ the renderer (deploy.* excepted), plus the cluster paths of data and workdir.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
 
-import ml_collections
 import yaml
 
 from export import server_flags
@@ -78,11 +78,30 @@ def load_sweep(config_file: str) -> list[dict]:
   return sweep
 
 
-def steps(config: ml_collections.ConfigDict, target: targets_lib.Target,
-          args: tuple[str, ...], sweep: list[dict] | None = None
-          ) -> dict[str, list[manifests.Step]]:
-  deploy = config.deploy
-  base = targets_lib.dns_label(deploy.name or config.data.name, "deploy.name")
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """What the manifests need to know of the experiment beyond `deploy`.
+
+  Attributes:
+    config_file: the `--config` given (path[:variant]), forwarded to pods.
+    overrides: the `--config.x=y` overrides given, as {key: value}.
+    data_name: the dataset's name (default names of jobs and models).
+    model_name: the served model's name ("" = data_name).
+    model_base_path: where exports were published ("" = <workdir>/serving).
+  """
+  config_file: str
+  overrides: dict
+  data_name: str
+  model_name: str
+  model_base_path: str
+
+
+def steps(deploy: targets_lib.Deploy, data_name: str,
+          target: targets_lib.Target, args: tuple[str, ...],
+          sweep: list[dict] | None = None) -> dict[str, list[manifests.Step]]:
+  """The JobSet steps (ingest, train (one per sweep member), evaluate,
+  export) of the pipeline on `target`."""
+  base = targets_lib.dns_label(deploy.name or data_name, "deploy.name")
   registry = deploy.registry.rstrip("/")
   train_image = f"{registry}/{TRAIN_IMAGE}:{deploy.image_tag}"
   publish_image = f"{registry}/{PUBLISH_IMAGE}:{deploy.image_tag}"
@@ -151,27 +170,33 @@ def check_exports(model_base_path: Path, model_name: str,
   return found
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, target_name: str,
-        config_file: str, overrides: dict, sweep: bool = False) -> dict:
-  """Writes the manifests; returns {file: [kind/name, ...]}."""
+def run(deploy: targets_lib.Deploy, experiment: Experiment, workdir: str,
+        target_name: str, sweep: bool = False) -> dict:
+  """Writes the manifests under <workdir>/render/<target>/; returns
+  {file: [kind/name, ...]}.
+
+  Raises:
+    ValueError: an unknown target, a config file outside the repository,
+      deploy settings the target cannot run (names, hosts, topology), or
+      exports the serving image cannot read.
+  """
   target = targets_lib.get(target_name)
-  args = config_args(config_file, overrides)
-  members = load_sweep(config_file) if sweep else None
+  args = config_args(experiment.config_file, experiment.overrides)
+  members = load_sweep(experiment.config_file) if sweep else None
   out = Path(workdir) / "render" / target.name
   out.mkdir(parents=True, exist_ok=True)
-  deploy = config.deploy
   sa = deploy.train_service_account
   files = {"base": manifests.base(target, deploy)}
-  for name, group in steps(config, target, args, members).items():
+  for name, group in steps(deploy, experiment.data_name, target, args,
+                           members).items():
     files[name] = [manifests.jobset(s, target, deploy, sa) for s in group]
-  model_name = config.export.model_name or config.data.name
-  model_base = Path(config.export.model_base_path or
-                    Path(workdir) / "serving")
+  model_name = experiment.model_name or experiment.data_name
+  model_base = Path(experiment.model_base_path or Path(workdir) / "serving")
   server_files = read_server_files(model_base)
   if server_files is not None:
     check_exports(model_base, model_name, deploy.serving_version)
-    name = targets_lib.dns_label(f"{deploy.name or config.data.name}-serving",
-                                 "deploy.name")
+    name = targets_lib.dns_label(
+        f"{deploy.name or experiment.data_name}-serving", "deploy.name")
     files["serving"] = manifests.serving(name, model_name, target, deploy,
                                          server_files)
   else:

@@ -15,8 +15,6 @@ import dataclasses
 import math
 import re
 
-import ml_collections
-
 TARGETS = ("gke-gpu", "gke-tpu", "cpu")
 GPU_SELECTOR = "cloud.google.com/gke-accelerator"
 TPU_SELECTOR = "cloud.google.com/gke-tpu-accelerator"
@@ -24,6 +22,51 @@ TOPOLOGY_SELECTOR = "cloud.google.com/gke-tpu-topology"
 GPU_RESOURCE = "nvidia.com/gpu"
 TPU_RESOURCE = "google.com/tpu"
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Deploy:
+  """The cluster (the `deploy.*` config section, documented there).
+
+  Attributes:
+    name: JobSet / Deployment name ("" = the dataset's name).
+    namespace, project, registry, image_tag, bucket, volume_claim: where
+      the workloads, images and data live.
+    hosts, max_restarts, cpu, memory_gi: training pods, JobSet restarts,
+      CPU and memory requested per training pod.
+    gpu_type, gpus_per_host: GKE GPU pools.
+    tpu_type, tpu_topology, tpu_chips_per_host: GKE TPU slices.
+    train_service_account, serve_service_account: service account names.
+    serving_version, serving_replicas, serving_cpu_target, serving_gpus:
+      TF Serving's version, (min, max) replicas, HPA CPU target, GPUs per
+      replica.
+  """
+  name: str
+  namespace: str
+  project: str
+  registry: str
+  image_tag: str
+  bucket: str
+  volume_claim: str
+  hosts: int
+  max_restarts: int
+  cpu: int
+  memory_gi: int
+  gpu_type: str
+  gpus_per_host: int
+  tpu_type: str
+  tpu_topology: str
+  tpu_chips_per_host: int
+  train_service_account: str
+  serve_service_account: str
+  serving_version: str
+  serving_replicas: tuple[int, int]
+  serving_cpu_target: int
+  serving_gpus: int
+
+  def __post_init__(self):
+    object.__setattr__(self, "serving_replicas",
+                       tuple(int(r) for r in self.serving_replicas))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +113,7 @@ def dns_label(value: str, what: str) -> str:
   return label
 
 
-def tpu_hosts(deploy: ml_collections.ConfigDict) -> int:
+def tpu_hosts(deploy: Deploy) -> int:
   """Hosts of the TPU slice: chips of the topology / chips per host."""
   try:
     dims = [int(d) for d in deploy.tpu_topology.split("x")]
@@ -85,7 +128,7 @@ def tpu_hosts(deploy: ml_collections.ConfigDict) -> int:
   return chips // deploy.tpu_chips_per_host
 
 
-def training_hosts(target: Target, deploy: ml_collections.ConfigDict) -> int:
+def training_hosts(target: Target, deploy: Deploy) -> int:
   """Pods of the training JobSet; on TPU fixed by the slice topology."""
   if target.device == "tpu":
     hosts = tpu_hosts(deploy)
@@ -101,7 +144,7 @@ def training_hosts(target: Target, deploy: ml_collections.ConfigDict) -> int:
 
 
 def training_placement(target: Target,
-                       deploy: ml_collections.ConfigDict) -> Placement:
+                       deploy: Deploy) -> Placement:
   requests = {"cpu": str(deploy.cpu), "memory": f"{deploy.memory_gi}Gi"}
   if target.device == "gpu":
     count = str(deploy.gpus_per_host)
@@ -129,14 +172,14 @@ def cpu_placement(cpu: int | str, memory_gi: int) -> Placement:
                     "limits": {"memory": memory}}, {}, [])
 
 
-def serving_device(target: Target, deploy: ml_collections.ConfigDict) -> str:
+def serving_device(target: Target, deploy: Deploy) -> str:
   """gpu when the target serves on GPUs and replicas get some, else cpu."""
   return ("gpu" if target.serving_device == "gpu" and deploy.serving_gpus > 0
           else "cpu")
 
 
 def serving_placement(target: Target,
-                      deploy: ml_collections.ConfigDict) -> Placement:
+                      deploy: Deploy) -> Placement:
   base = {"cpu": "2", "memory": "8Gi"}
   if serving_device(target, deploy) == "gpu":
     count = str(deploy.serving_gpus)

@@ -162,9 +162,16 @@ def lovasz_hinge_flat(logits, labels):
 def lovasz(pred, target, mode="binary", per_image=False, present_only=False,
            include_background=False):
   pred = np.asarray(pred, np.float64)
+  """Berman et al.'s reference: per image (per_image=True) the loss of each
+  image, then their mean; multiclass `present_only` averages the classes
+  present within each image (an image with none: 0)."""
   batches = [slice(i, i + 1) for i in range(len(pred))] if per_image else [slice(None)]
   out = []
   for b in batches:
+    if per_image and mode != "binary":
+      out.append(lovasz(pred[b], target[b], mode, False, present_only,
+                        include_background))
+      continue
     if mode == "binary":
       t = target[b].ravel()
       x = pred[b][..., 0].ravel()

@@ -1,12 +1,15 @@
-"""Configs: templates load, gin defaults parse and act, variants are checked."""
+"""Configs: templates load, gin bindings act, variants are checked."""
 
 import importlib.util
 from pathlib import Path
 
+import gin
 import pytest
+from flax import nnx
 
 from chameleon_jax import components
-from chameleon_jax.registry import MODELS
+from chameleon_jax.models import build_model
+from chameleon_jax.registry import ENCODERS, MODELS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,38 +34,63 @@ def test_experiment_configs_build_their_components(path):
   assert model.num_classes == 2
 
 
-def test_gin_defaults_file_parses_and_config_values_win():
-  """Every binding of configs/defaults.gin must reach a real argument."""
-  config = _load("tests/tiny_config.py").get_config()
-  config.gin_files = [str(REPO / "configs" / "defaults.gin")]
-  config.gin_bindings = ["models.unet.norm_groups = 2"]
-  components.parse_gin(config)
-  try:
-    model = components.model(config, num_classes=2, in_channels=1)
-    assert model.down[0].norm1.layer.num_groups == 2  # Bound by gin.
-    # widths come from the config ((8, 16)), not from the gin file.
-    assert model.down[1].conv1.out_features == 16
-    components.loss(config)  # The loss bindings name accepted options.
-  finally:
-    import gin
+def _graph(build):
+  """The parameter-free graph of a module, built abstractly (no weights)."""
+  return nnx.graphdef(nnx.eval_shape(build))
+
+
+def _built(kind: str, name: str):
+  """What a registry entry builds with defaults (and the bindings parsed)."""
+  if kind == "encoders":
+    return _graph(lambda: ENCODERS.build(name, in_channels=1,
+                                         rngs=nnx.Rngs(0)))
+  if kind == "models":
+    return _graph(lambda: build_model(name, num_classes=2, in_channels=1))
+  raise AssertionError(f"no comparison for {kind} bindings yet: add one.")
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.gin")),
+                         ids=lambda p: p.name)
+def test_every_shipped_gin_binding_changes_what_gets_built(path):
+  """A binding that restates a default, or names an argument that no
+  longer exists, cannot take effect: each one must change the build."""
+  bindings = [line.strip() for line in path.read_text().splitlines()
+              if line.strip() and not line.lstrip().startswith("#")]
+  assert bindings, f"{path} binds nothing"
+  for binding in bindings:
+    kind, name, _ = binding.split("=")[0].strip().split(".")
     gin.clear_config()
+    try:
+      default = _built(kind, name)
+      gin.parse_config(binding)
+      assert _built(kind, name) != default, f"{path.name}: {binding!r}"
+    finally:
+      gin.clear_config()
 
 
-def test_gin_binds_encoder_defaults_of_any_architecture():
-  config = _load("tests/tiny_config.py").get_config()
-  config.model.name = "fpn"
-  config.model.kwargs = {"encoder": "resnet18"}
-  config.gin_files = [str(REPO / "configs" / "defaults.gin")]
-  config.gin_bindings = ["encoders.resnet18.norm_groups = 16"]
+def test_gin_rebinds_template_defaults_and_the_config_wins():
+  """The template leaves model options unset, so a gin binding reaches
+  them; a value set in the config still wins."""
+  config = _load("experiments/quickstart.py").get_config()
+  config.gin_bindings = ["models.unet.widths = (8, 16, 32)",
+                         "encoders.resnet18.norm_groups = 16"]
   components.parse_gin(config)
   try:
-    model = components.model(config, num_classes=2, in_channels=1)
+    model = nnx.eval_shape(lambda: components.model(config, 2, 1))
+    assert len(model.down) == 3  # Bound by gin.
+    config.model.kwargs.widths = (8, 16)
+    model = nnx.eval_shape(lambda: components.model(config, 2, 1))
+    assert len(model.down) == 2  # The config wins.
+    assert components.model_signature(config, 2, 1)["kwargs"] == {
+        "widths": [8, 16]}  # Unset options are not recorded as None.
+    config.model.name = "fpn"
+    config.model.kwargs = {"encoder": "resnet18"}
+    model = nnx.eval_shape(lambda: components.model(config, 2, 1))
     assert model.encoder.bn1.layer.num_groups == 16
     config.model.kwargs = {"encoder": "resnet18", "norm_groups": 4}
-    model = components.model(config, num_classes=2, in_channels=1)
+    model = nnx.eval_shape(lambda: components.model(config, 2, 1))
     assert model.encoder.bn1.layer.num_groups == 4  # The config wins.
   finally:
-    import gin
     gin.clear_config()
 
 

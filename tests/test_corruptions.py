@@ -21,7 +21,7 @@ from chameleon_jax.robustness import corruptions as C
 from chameleon_jax.robustness import filters
 from chameleon_jax.robustness.natural import natural_images
 
-MONOTONE = [n for n, s in C.SPECS.items() if s.monotone]
+MONOTONE = [n for n, s in C.specs().items() if s.monotone]
 
 
 def _psnr(a, b) -> np.ndarray:
@@ -45,7 +45,7 @@ def test_every_family_is_registered_with_five_severities():
   assert sorted(C.names(("extra",))) == ["gaussian_blur", "saturate",
                                          "spatter", "speckle_noise"]
   assert len(C.names(("real_world",))) == 9
-  for name, spec in C.SPECS.items():
+  for name, spec in C.specs().items():
     assert name in CORRUPTIONS
     for scale in C.SCALES:
       assert len(spec.params[scale]) == 5, (name, scale)
@@ -59,7 +59,7 @@ def test_every_family_is_registered_with_five_severities():
 def test_contrast_is_the_reference_formula_exactly():
   x = natural_images(3, 40, 56, 3, seed=1)
   for severity in (1, 5):
-    c = C.SPECS["contrast"].param(severity)
+    c = C.spec("contrast").param(severity)
     xf = x / 255.0
     mean = xf.mean((1, 2), keepdims=True)
     ref = np.clip((xf - mean) * c + mean, 0, 1)
@@ -77,7 +77,7 @@ def test_contrast_is_the_reference_formula_exactly():
 def test_gaussian_blur_is_scipy_gaussian_filter_exactly():
   x = natural_images(2, 48, 40, 3, seed=2)
   for severity in (1, 3, 5):
-    sigma = C.SPECS["gaussian_blur"].param(severity)
+    sigma = C.spec("gaussian_blur").param(severity)
     ref = np.stack([ndimage.gaussian_filter(img / 255.0, (sigma, sigma, 0),
                                             mode="nearest", truncate=4.0)
                     for img in x])
@@ -148,7 +148,7 @@ def test_jpeg_round_trip_is_close_to_pil(channels):
   x = natural_images(2, 64, 48, 3, seed=4)
   if channels == 1:
     x = np.round(x.mean(-1, keepdims=True)).astype(np.uint8)
-  quality = C.SPECS["jpeg_compression"].param(1)
+  quality = C.spec("jpeg_compression").param(1)
   ours = np.asarray(_jitted("jpeg_compression", 1)(_keys(2), jnp.asarray(x)))
   for img, out in zip(x, ours):
     buf = io.BytesIO()
@@ -164,7 +164,7 @@ def test_jpeg_round_trip_is_close_to_pil(channels):
 def test_pixelate_matches_pil_box_then_nearest():
   x = natural_images(1, 50, 70, 3, seed=5)[0]
   for severity in (1, 5):
-    c = C.SPECS["pixelate"].param(severity)
+    c = C.spec("pixelate").param(severity)
     small = Image.fromarray(x).resize((int(70 * c), int(50 * c)), Image.BOX)
     ref = np.asarray(small.resize((70, 50), Image.NEAREST), np.float64)
     out = np.asarray(_jitted("pixelate", severity)(_keys(1), jnp.asarray(
@@ -209,7 +209,7 @@ def test_severity_lowers_psnr_where_the_reference_does(name, severity_sweep):
   assert (psnr[:, -1] < psnr[:, 0]).all(), (name, psnr.round(2))
 
 
-@pytest.mark.parametrize("name", list(C.SPECS))
+@pytest.mark.parametrize("name", list(C.specs()))
 def test_dtype_shape_range_and_determinism(name):
   grey8 = jnp.asarray(natural_images(2, 24, 28, 3, seed=9).mean(-1, keepdims=True)
                       .round().astype(np.uint8))

@@ -200,13 +200,21 @@ def test_lovasz_hinge_matches_reference(per_image):
                              **TOL)
 
 
+@pytest.mark.parametrize("reduce_over", ["batch", "image"])
 @pytest.mark.parametrize("empty_target,present_only", [("penalize", False),
                                                        ("exclude", True)])
-def test_lovasz_softmax_matches_reference(empty_target, present_only):
-  pred, target = case(9, "multiclass", k=4)
+def test_lovasz_softmax_matches_reference(empty_target, present_only,
+                                          reduce_over):
+  pred, target = case(9, "multiclass", b=3, k=4)
   target[target == 3] = 0  # Class 3 absent: "present" mode skips it.
-  got = run64("lovasz", pred, target, empty_target=empty_target)
-  want = ref.lovasz(pred, target, "multiclass", present_only=present_only)
+  target[1][target[1] == 2] = 1  # Images with 2, 1 and 2 present classes:
+  target[2][target[2] == 1] = 0  # per image, present classes are averaged
+  target[2][target[2] == 2] = 0  # within each image first (an image with
+  target[2][0, 0] = 2            # none would count 0).
+  got = run64("lovasz", pred, target, empty_target=empty_target,
+              reduce_over=reduce_over)
+  want = ref.lovasz(pred, target, "multiclass", per_image=reduce_over ==
+                    "image", present_only=present_only)
   np.testing.assert_allclose(got, want, **TOL)
 
 

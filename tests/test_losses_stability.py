@@ -124,3 +124,54 @@ def test_options_are_refused_with_clear_errors():
         jnp.asarray(pred[..., :1]), jnp.asarray(target.clip(0, 1)))
   with pytest.raises(ValueError, match="compound term 0"):
     build_loss("compound", terms=[{"nme": "dice"}])
+
+
+@pytest.mark.parametrize("name", ["dice_ce", "dice_focal", "dice_ce_image"])
+def test_compounds_refuse_reductions_they_cannot_keep(name):
+  """A compound adds terms of different shapes under reduction="none"
+  (per-unit Dice, per-pixel CE): refused by name, as is a compound term."""
+  with pytest.raises(TypeError, match="does not take.*reduction"):
+    build_loss(name, reduction="none")
+  with pytest.raises(ValueError, match="reduction='sum'"):
+    build_loss("compound", terms=[{"name": "dice",
+                                   "kwargs": {"reduction": "sum"}}])
+
+
+def test_dice_focal_refuses_class_weights_and_uses_softmax_focal():
+  """dice_focal's focal term has no class weights to apply them to
+  consistently; in multiclass mode it is the softmax focal loss (MONAI's
+  DiceFocal uses a sigmoid one per channel: a different number)."""
+  with pytest.raises(TypeError, match="does not take.*class_weights"):
+    build_loss("dice_focal", class_weights=[1.0, 2.0, 3.0])
+  pred, target = case(31, "multiclass", k=3)
+  with jax.enable_x64():
+    x, t = jnp.asarray(pred, jnp.float64), jnp.asarray(target)
+    both = float(build_loss("dice_focal")(x, t))
+    dice = float(build_loss("dice")(x, t))
+    softmax_focal = float(build_loss("focal")(x, t))
+    onehot = np.eye(3)[np.where(target == 255, 0, target)]
+    p = 1 / (1 + np.exp(-pred))
+    pt = np.where(onehot == 1, p, 1 - p)
+    sigmoid_focal = -((1 - pt) ** 2 * np.log(pt)).mean(-1)
+    sigmoid_focal = sigmoid_focal[target != 255].mean()
+  np.testing.assert_allclose(both, dice + softmax_focal, rtol=1e-12)
+  assert abs(both - (dice + sigmoid_focal)) > 1e-3
+
+
+@pytest.mark.parametrize("name", ["dice", "jaccard", "tversky",
+                                  "generalized_dice", "dice_ce"])
+def test_no_smoothing_and_an_empty_unit_give_finite_gradients(name):
+  """smooth_nr = smooth_dr = 0 (the SMP setting) with a class absent from
+  target and prediction (probabilities exactly 0): 0/0 must not make the
+  image's gradient NaN (SMP clamps the denominator)."""
+  probs = np.zeros((1, 4, 4, 3))
+  probs[..., 0] = 0.7
+  probs[..., 1] = 0.3  # Class 2: probability exactly 0, absent from target.
+  target = np.zeros((1, 4, 4), np.int64)
+  target[0, :2] = 1
+  loss = build_loss(name, from_logits=False, smooth_nr=0.0, smooth_dr=0.0,
+                    **({"include_background": True} if name != "dice_ce"
+                       else {}))
+  value, grad = jax.value_and_grad(lambda p: loss(p, jnp.asarray(target)))(
+      jnp.asarray(probs, jnp.float32))
+  assert np.isfinite(float(value)) and np.isfinite(np.asarray(grad)).all()

@@ -141,10 +141,36 @@ def test_encoder_feature_contract(encoder):
                                       for c, s in zip(channels, strides)]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("encoder", [e for e in LIGHT if e != "resnet18"])
-def test_every_light_encoder(encoder, tmp_path):
+@pytest.mark.parametrize("encoder", ["efficientnet_b0", "vit_tiny"])
+def test_light_encoders(encoder, tmp_path):
+  """EfficientNet-B0 and ViT through the shared tester in the default run
+  (ResNet-18 above, ConvNeXt in the classifier)."""
   check_model("fpn", encoder, tmp_path)
+
+
+@pytest.mark.parametrize("encoder", ["resnet18", "convnext_atto"])
+@pytest.mark.parametrize("architecture", MODELS.names())
+def test_every_architecture_builds_the_registered_encoder(architecture,
+                                                           encoder):
+  """The constructor is uniform: the encoder inside any architecture is the
+  one ENCODERS.build(encoder) gives (norm, groups, stochastic depth; the
+  graph without its parameters, abstractly), and zoo-wide options reach it
+  the same way in every architecture."""
+  def inside(**options):
+    model = nnx.eval_shape(lambda: build_model(
+        architecture, num_classes=2, in_channels=1, encoder=encoder,
+        **options))
+    return nnx.graphdef(model.encoder)
+
+  def alone(**options):
+    return nnx.graphdef(nnx.eval_shape(lambda: ENCODERS.build(
+        encoder, in_channels=1, rngs=nnx.Rngs(0), dtype=jnp.float32,
+        head=architecture == "classifier", **options)))
+
+  assert inside() == alone()
+  options = ({"norm_groups": 16} if encoder == "resnet18"
+             else {"drop_path_rate": 0.3})
+  assert inside(**options) == alone(**options) != alone()
 
 
 def test_classifier(tmp_path):

@@ -98,18 +98,25 @@ def open_dataset(config: ml_collections.ConfigDict, workdir: str, *,
   return dataset_lib.latest(root, name, fold)
 
 
+def model_kwargs(config: ml_collections.ConfigDict) -> dict:
+  """`model.kwargs` without the unset (None) options: those take the
+  builder's defaults (or a gin binding)."""
+  return {k: v for k, v in to_dict(config.model.kwargs).items()
+          if v is not None}
+
+
 def model_signature(config: ml_collections.ConfigDict, num_classes: int,
                     in_channels: int) -> dict:
   """What identifies a model's parameter layout (stored in checkpoints)."""
   return card_lib.signature(config.model.name, num_classes, in_channels,
-                            config.model.dtype, to_dict(config.model.kwargs))
+                            config.model.dtype, model_kwargs(config))
 
 
 def model(config: ml_collections.ConfigDict, num_classes: int,
           in_channels: int):
   return build_model(config.model.name, num_classes=num_classes,
                      in_channels=in_channels, dtype=config.model.dtype,
-                     seed=config.seed, **to_dict(config.model.kwargs))
+                     seed=config.seed, **model_kwargs(config))
 
 
 def loss(config: ml_collections.ConfigDict):

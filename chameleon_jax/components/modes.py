@@ -144,3 +144,17 @@ def export(config: ml_collections.ConfigDict, workdir: str) -> dict:
                      image_size=build.image_size(config),
                      data_name=config.data.name),
       config_sha256=build.config_digest(config))
+
+
+def render(config: ml_collections.ConfigDict, workdir: str, target: str,
+           config_file: str, overrides: dict, sweep: bool) -> dict:
+  """`--mode=render`: Kubernetes manifests for `target` (infra/; text
+  only: neither JAX devices nor TensorFlow are used)."""
+  from infra import render as render_lib  # pylint: disable=import-outside-toplevel
+  from infra import targets  # pylint: disable=import-outside-toplevel
+  experiment = render_lib.Experiment(
+      config_file=config_file, overrides=dict(overrides),
+      data_name=config.data.name, model_name=config.export.model_name,
+      model_base_path=config.export.model_base_path)
+  return render_lib.run(targets.Deploy(**build.to_dict(config.deploy)),
+                        experiment, workdir, target, sweep)

@@ -11,7 +11,9 @@ Empty targets (per unit: a class, or an image-class pair): "penalize" keeps
 units whose target is empty (for softmax their errors are the predicted
 probabilities, so false positives cost; the binary hinge on an empty target
 costs relu(1 + max logit)); "exclude" skips them (the reference "present"
-mode); "zero" counts them as 0.
+mode: with reduce_over="image", Lovász-softmax averages the present classes
+within each image first, then the images, as Berman et al.'s and SMP's
+per-image mode do); "zero" counts them as 0.
 """
 
 from __future__ import annotations
@@ -67,4 +69,13 @@ def lovasz(pred: jax.Array, target: jax.Array, opts: Options) -> jax.Array:
     hinge = True
   errors, g, valid = (_flat(t, per_image) for t in (errors, g, valid))
   loss = _sorted_loss(errors, g, valid, hinge)  # (units, C)
-  return reduce_units(loss, (g * valid).sum(-1) == 0, opts, None)
+  empty = (g * valid).sum(-1) == 0
+  if (per_image and not hinge and opts.empty_target == "exclude"
+      and opts.reduction == "mean"):
+    # The reference "present" mode per image: the mean over the classes
+    # present in each image (0 for an image with none), then over images.
+    present = (~empty).astype(loss.dtype)
+    per_image_loss = (loss * present).sum(-1) / jnp.maximum(
+        present.sum(-1), 1.0)
+    return per_image_loss.mean()
+  return reduce_units(loss, empty, opts, None)

@@ -12,7 +12,12 @@ the probability and G the target, both zero at ignored elements.
   focal tv.   (tversky loss)^(1 / gamma)  per unit (Abraham & Khan 2019)
   gen. dice   1 - (2 sum_c w_c TP_c + nr) / (sum_c w_c (SP_c + SG_c) + dr)
 
-The empty-target policy and reductions are those of vocabulary.py.
+The empty-target policy and reductions are those of vocabulary.py. A unit
+whose denominator is exactly 0 (no target, no prediction, no smoothing:
+`smooth_nr = smooth_dr = 0`, the setting that reproduces SMP) scores 1, the
+limit of equal smoothing, with a finite (zero) gradient: SMP clamps the
+denominator for the same reason; a plain 0/0 would make the whole image's
+gradient NaN.
 """
 
 from __future__ import annotations
@@ -37,6 +42,14 @@ def region_sums(pred: jax.Array, target: jax.Array, opts: Options):
   return ((p * g).sum(axes), p.sum(axes), g.sum(axes), (p * p).sum(axes))
 
 
+def _ratio(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
+  """numerator / denominator, 1 where the denominator is exactly 0 (an
+  empty unit without smoothing), with gradients that stay finite there."""
+  empty = denominator == 0
+  return jnp.where(empty, 1.0,
+                   numerator / jnp.where(empty, 1.0, denominator))
+
+
 def _finish(loss: jax.Array, sg: jax.Array, opts: Options) -> jax.Array:
   weights = class_weight_vector(opts, loss.dtype)
   if weights is not None:
@@ -50,7 +63,7 @@ def dice(pred, target, opts: Options, variant: str = "plain") -> jax.Array:
                      "log.")
   tp, sp, sg, sp2 = region_sums(pred, target, opts)
   denominator = (sp2 if variant == "squared" else sp) + sg
-  score = (2 * tp + opts.smooth_nr) / (denominator + opts.smooth_dr)
+  score = _ratio(2 * tp + opts.smooth_nr, denominator + opts.smooth_dr)
   if variant == "log":
     loss = -jnp.log(jnp.clip(score, jnp.finfo(score.dtype).tiny, None))
   else:
@@ -60,20 +73,30 @@ def dice(pred, target, opts: Options, variant: str = "plain") -> jax.Array:
 
 def jaccard(pred, target, opts: Options) -> jax.Array:
   tp, sp, sg, _ = region_sums(pred, target, opts)
-  score = (2 * tp + opts.smooth_nr) / (2 * (sp + sg - tp) + opts.smooth_dr)
+  score = _ratio(2 * tp + opts.smooth_nr, 2 * (sp + sg - tp) + opts.smooth_dr)
   return _finish(1 - score, sg, opts)
 
 
 def _tversky_index(pred, target, opts, alpha, beta):
   tp, sp, sg, _ = region_sums(pred, target, opts)
   fp, fn = sp - tp, sg - tp
-  index = (tp + opts.smooth_nr) / (tp + alpha * fp + beta * fn + opts.smooth_dr)
+  index = _ratio(tp + opts.smooth_nr,
+                 tp + alpha * fp + beta * fn + opts.smooth_dr)
   return index, sg
 
 
 def tversky(pred, target, opts: Options, alpha: float = 0.3,
             beta: float = 0.7) -> jax.Array:
-  """alpha weights false positives, beta false negatives (0.5/0.5 = Dice)."""
+  """Tversky loss. alpha weights false positives, beta false negatives
+  (0.5/0.5 = Dice). The defaults 0.3/0.7 weigh missed defect pixels more,
+  the choice measured for defects of <= 0.5 % of an image (RESULTS.md,
+  "Which loss on imbalanced defect data"); on textured surfaces it raises
+  false positives, so watch the false-alarm rate.
+
+  Example:
+    >>> loss = build_loss("tversky", alpha=0.3, beta=0.7)
+    >>> loss(logits, labels)  # logits (B, H, W, K), labels (B, H, W)
+  """
   index, sg = _tversky_index(pred, target, opts, alpha, beta)
   return _finish(1 - index, sg, opts)
 
@@ -103,7 +126,7 @@ def generalized_dice(pred, target, opts: Options,
     w = jnp.where(finite, w, w.max(-1, keepdims=True))
   numerator = 2 * (w * tp).sum(-1) + opts.smooth_nr
   denominator = (w * (sp + sg)).sum(-1) + opts.smooth_dr
-  loss = 1 - numerator / denominator  # () for batch, (B,) per image.
+  loss = 1 - _ratio(numerator, denominator)  # () batch, (B,) per image.
   if opts.reduction == "none":
     return loss
   return loss.sum() if opts.reduction == "sum" else loss.mean()

@@ -79,14 +79,26 @@ def _dice_ce(pred, target, opts, dice_weight, ce_weight, label_smoothing):
 
 
 def _dice_focal(pred, target, opts, dice_weight, focal_weight, gamma, alpha):
-  """dice_weight * Dice + focal_weight * focal (MONAI's DiceFocal)."""
+  """dice_weight * Dice + focal_weight * focal.
+
+  The focal term is the one of `focal` in the same mode: in multiclass mode
+  a softmax focal loss over the classes (Lin et al.), in binary and
+  multilabel modes a sigmoid one per channel. MONAI's DiceFocalLoss uses a
+  per-channel sigmoid focal term in every mode, so in multiclass mode the
+  two differ (tests/test_losses.py checks which). Per-class weighting is
+  `alpha` (focal's own); `class_weights` is refused, since the focal term
+  has no per-class weights to apply it to consistently."""
   focal_opts = Options(mode=opts.mode, from_logits=opts.from_logits,
                        ignore_index=opts.ignore_index)
   return (dice_weight * region.dice(pred, target, opts)
           + focal_weight * pixel.focal(pred, target, focal_opts, gamma, alpha))
 
 
-_register("dice_ce", _dice_ce, REGION,
+# Compounds add terms of different shapes under reduction="none" (per-unit
+# Dice, per-pixel CE): they always reduce to the mean, and refuse the option.
+COMPOUND = tuple(o for o in REGION if o != "reduction")
+
+_register("dice_ce", _dice_ce, COMPOUND,
           dice_weight=1.0, ce_weight=1.0, label_smoothing=0.0)
 
 
@@ -102,9 +114,10 @@ def _dice_ce_image(pred, target, opts, dice_weight, ce_weight, image_weight,
           + image_weight * image.image_topk(pred, target, image_opts, k))
 
 
-_register("dice_ce_image", _dice_ce_image, REGION, dice_weight=1.0,
+_register("dice_ce_image", _dice_ce_image, COMPOUND, dice_weight=1.0,
           ce_weight=1.0, image_weight=1.0, k=16, label_smoothing=0.0)
-_register("dice_focal", _dice_focal, REGION, dice_weight=1.0,
+_register("dice_focal", _dice_focal,
+          tuple(o for o in COMPOUND if o != "class_weights"), dice_weight=1.0,
           focal_weight=1.0, gamma=2.0, alpha=None)
 
 
@@ -120,8 +133,13 @@ def compound(terms: Sequence[dict]) -> Callable:
     if unknown or "name" not in term:
       raise ValueError(f"compound term {i} {term!r}: keys are name, weight, "
                        "kwargs.")
+    kwargs = dict(term.get("kwargs", {}))
+    if kwargs.get("reduction", "mean") != "mean":
+      raise ValueError(f"compound term {i} ({term['name']}): reduction="
+                       f"{kwargs['reduction']!r}; a sum of terms needs each "
+                       "reduced to its mean.")
     built.append((float(term.get("weight", 1.0)),
-                  LOSSES.build(term["name"], **dict(term.get("kwargs", {})))))
+                  LOSSES.build(term["name"], **kwargs)))
 
   def loss(pred, target):
     return sum(w * fn(pred, target) for w, fn in built)

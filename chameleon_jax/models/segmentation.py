@@ -22,18 +22,30 @@ import jax.numpy as jnp
 from flax import nnx
 
 from chameleon_jax.models.classifier import build_encoder
-from chameleon_jax.models.decoders.deeplab import DeepLabV3PlusDecoder
-from chameleon_jax.models.decoders.fpn import FPNDecoder, SegFormerDecoder
-from chameleon_jax.models.decoders.unet import UNetDecoder, UNetPlusPlusDecoder
+from chameleon_jax.models.decoders import deeplab, fpn, unet  # noqa: F401  (register DECODERS)
 from chameleon_jax.models.layers import conv, normalise_input, per_channel, upsample
-from chameleon_jax.registry import MODELS
+from chameleon_jax.registry import DECODERS, MODELS
 
-DECODERS = {"unet": UNetDecoder, "unetplusplus": UNetPlusPlusDecoder,
-            "fpn": FPNDecoder, "deeplabv3plus": DeepLabV3PlusDecoder,
-            "segformer": SegFormerDecoder}
+# Arguments every decoder takes from the encoder and the model; the rest of
+# a decoder's keyword arguments are its options (defaults in its class).
+_COMMON = {"self", "feature_channels", "feature_strides", "norm",
+           "norm_groups", "dtype", "rngs"}
+
+
+def decoder_options(architecture: str) -> list[str]:
+  """The options of `architecture`'s decoder (its own keyword arguments)."""
+  return sorted(set(DECODERS.parameters(architecture)) - _COMMON)
 
 
 class SegmentationModel(nnx.Module):
+  """encoder -> decoder -> 1x1 head, upsampled to the input size.
+
+  Inputs are float pixels in [0, 1], (B, H, W, in_channels), normalised
+  inside the model (input_mean / input_std). Outputs: float32 logits
+  (B, H, W, num_classes); with deep supervision and train=True, the list
+  [logits, aux_1, ...].
+  """
+
   def __init__(self, encoder, decoder, num_classes: int, in_channels: int,
                input_mean: Sequence[float], input_std: Sequence[float],
                dtype, deep_supervision: bool, *, rngs: nnx.Rngs):
@@ -70,19 +82,25 @@ def build_segmentation(architecture: str, num_classes: int, in_channels: int,
                        input_mean, input_std, dtype: str,
                        deep_supervision: bool, decoder_kwargs: dict
                        ) -> SegmentationModel:
+  """`architecture`'s decoder on `encoder`: the encoder built exactly as
+  `ENCODERS.build(encoder)` with the zoo-wide options that are not None,
+  the decoder with GroupNorm (8 groups unless given) where the encoder
+  normalises by layer or by default, and only the decoder options given
+  (`decoder_kwargs`; the rest take the decoder's defaults)."""
   enc = build_encoder(encoder, in_channels, rngs=rngs, dtype=dtype, norm=norm,
                       norm_groups=norm_groups, drop_path_rate=drop_path_rate,
                       head=False)
-  dec = DECODERS[architecture](
-      enc.feature_channels, enc.feature_strides,
+  dec = DECODERS.build(
+      architecture, feature_channels=enc.feature_channels,
+      feature_strides=enc.feature_strides,
       norm="group" if norm in (None, "layer") else norm,
       norm_groups=norm_groups or 8, dtype=jnp.dtype(dtype), rngs=rngs,
-      **decoder_kwargs)
+      **{k: v for k, v in decoder_kwargs.items() if v is not None})
   return SegmentationModel(enc, dec, num_classes, in_channels, input_mean,
                            input_std, dtype, deep_supervision, rngs=rngs)
 
 
-def _register(architecture: str, options: dict[str, Any]):
+def _register(architecture: str):
   @MODELS.register(architecture)
   def build(num_classes: int, in_channels: int, *, rngs: nnx.Rngs,
             encoder: str = "resnet18", norm: str | None = None,
@@ -91,25 +109,29 @@ def _register(architecture: str, options: dict[str, Any]):
             input_mean: Sequence[float] = (0.5,),
             input_std: Sequence[float] = (0.25,), dtype: str = "float32",
             deep_supervision: bool = False, **decoder_kwargs: Any):
-    unknown = sorted(set(decoder_kwargs) - set(options))
+    unknown = sorted(set(decoder_kwargs) - set(decoder_options(architecture)))
     if unknown:
       raise TypeError(f"models {architecture!r} has no argument(s) {unknown}; "
-                      f"decoder options: {sorted(options)}.")
+                      f"decoder options: {decoder_options(architecture)}.")
     return build_segmentation(
         architecture, num_classes, in_channels, rngs=rngs, encoder=encoder,
         norm=norm, norm_groups=norm_groups, drop_path_rate=drop_path_rate,
         input_mean=input_mean, input_std=input_std, dtype=dtype,
-        deep_supervision=deep_supervision,
-        decoder_kwargs={**options, **decoder_kwargs})
+        deep_supervision=deep_supervision, decoder_kwargs=decoder_kwargs)
 
-  build.__doc__ = (f"{architecture} decoder on any encoder; decoder options "
-                   f"and defaults: {options}.")
+  build.__doc__ = (
+      f"{architecture} on any encoder (default resnet18).\n\n"
+      "  Args: num_classes, in_channels, rngs; encoder (ENCODERS name);\n"
+      "  norm, norm_groups, drop_path_rate (None: the encoder's defaults);\n"
+      "  input_mean, input_std (per-channel normalisation of [0, 1]\n"
+      "  inputs); dtype; deep_supervision; and the decoder's options\n"
+      f"  {decoder_options(architecture)} (defaults: "
+      f"decoders.{architecture}, models/decoders/).\n\n"
+      "  Raises: TypeError for an option the decoder does not have.\n\n"
+      f"  Example: build_model({architecture!r}, encoder='resnet34',\n"
+      "  num_classes=2, in_channels=1)")
   return build
 
 
-_register("unetplusplus", {"decoder_channels": (256, 128, 64, 32, 16)})
-_register("fpn", {"pyramid_channels": 256, "segmentation_channels": 128,
-                  "dropout": 0.2})
-_register("deeplabv3plus", {"channels": 256, "atrous_rates": (1, 2, 3),
-                            "dropout": 0.1})
-_register("segformer", {"embed_dim": 256, "dropout": 0.1})
+for _architecture in ("unetplusplus", "fpn", "deeplabv3plus", "segformer"):
+  _register(_architecture)

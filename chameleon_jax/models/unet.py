@@ -68,26 +68,57 @@ class UNet(nnx.Module):
 @MODELS.register("unet")
 def unet(num_classes: int, in_channels: int, *, rngs: nnx.Rngs,
          encoder: str | None = None,
-         widths: Sequence[int] = (16, 32, 64, 128), norm: str | None = "group",
-         norm_groups: int = 8, input_mean: Sequence[float] = (0.5,),
+         widths: Sequence[int] = (16, 32, 64, 128), norm: str | None = None,
+         norm_groups: int | None = None, input_mean: Sequence[float] = (0.5,),
          input_std: Sequence[float] = (0.25,), dtype: str = "float32",
-         decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
+         decoder_channels: Sequence[int] | None = None,
          drop_path_rate: float | None = None,
          deep_supervision: bool = False) -> nnx.Module:
-  """UNet. encoder=None: the plain UNet above (`widths`; defaults: GroupNorm,
-  stable at the small per-device batches of real-world data, 4 levels of
-  16-128 channels, which fit CPU and small data). encoder="resnet34" etc.:
-  that encoder with the UNet decoder (`decoder_channels`, SMP's defaults)."""
+  """UNet, plain or on any encoder.
+
+  Args:
+    num_classes: output classes (background included).
+    in_channels: input channels (1 for grey, 3 for RGB, any number).
+    rngs: parameter initialisation.
+    encoder: None for the plain UNet (this module); a registered encoder
+      name ("resnet34", "convnext_atto", ...) for that encoder with the UNet
+      decoder (`decoder_channels`, SMP's defaults), built like every other
+      architecture's (segmentation.py).
+    widths: the plain UNet's channels per level. Default (16, 32, 64, 128):
+      four levels give enough receptive field for 96-256 px crops and stay
+      small enough for CPU development and a few hundred images.
+    norm: "group", "batch" or "none". None: the plain UNet uses GroupNorm
+      (statistics per image, so behaviour does not depend on the per-device
+      batch, which is small on real-world segmentation data); with an
+      encoder, the encoder's own default.
+    norm_groups: GroupNorm groups; None: 8 for the plain UNet (its narrowest
+      level has 16 channels), the encoder's own default otherwise.
+    input_mean, input_std: per-channel normalisation of [0, 1] inputs,
+      done inside the model (one value: every channel).
+    dtype: computation dtype ("float32", "bfloat16"); parameters float32.
+    decoder_channels: the UNet decoder's widths (with an encoder; None: the
+      decoder's default, models/decoders/unet.py).
+    drop_path_rate: stochastic depth of the encoder (with an encoder).
+    deep_supervision: auxiliary outputs for training (with an encoder).
+
+  Raises:
+    ValueError: deep_supervision or drop_path_rate without an encoder.
+
+  Example:
+    >>> model = build_model("unet", num_classes=2, in_channels=1)
+    >>> model(jnp.zeros((1, 96, 96, 1))).shape
+    (1, 96, 96, 2)
+  """
   if encoder is None:
     if deep_supervision or drop_path_rate:
       raise ValueError("deep_supervision / drop_path_rate need an encoder; "
                        "the plain UNet (encoder=None) has neither.")
-    return UNet(num_classes, in_channels, tuple(widths), norm, norm_groups,
-                input_mean, input_std, dtype, rngs=rngs)
+    return UNet(num_classes, in_channels, tuple(widths), norm or "group",
+                norm_groups or 8, input_mean, input_std, dtype, rngs=rngs)
   from chameleon_jax.models.segmentation import build_segmentation  # pylint: disable=import-outside-toplevel
   return build_segmentation(
       "unet", num_classes, in_channels, rngs=rngs, encoder=encoder, norm=norm,
       norm_groups=norm_groups, drop_path_rate=drop_path_rate,
       input_mean=input_mean, input_std=input_std, dtype=dtype,
       deep_supervision=deep_supervision,
-      decoder_kwargs={"decoder_channels": tuple(decoder_channels)})
+      decoder_kwargs={"decoder_channels": decoder_channels})

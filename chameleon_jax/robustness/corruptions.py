@@ -81,7 +81,14 @@ class Spec:
     return self.params[scale][severity - 1]
 
 
-SPECS: dict[str, Spec] = {}
+def specs() -> dict[str, Spec]:
+  """{name: Spec} of every registered corruption, in declaration order."""
+  return {n: CORRUPTIONS.metadata(n) for n in CORRUPTIONS.in_order()}
+
+
+def spec(name: str) -> Spec:
+  """The Spec of one registered corruption (KeyError naming close ones)."""
+  return CORRUPTIONS.metadata(name)
 
 
 def register(name: str, group: str, params224: tuple, params32: tuple | None
@@ -95,14 +102,13 @@ def register(name: str, group: str, params224: tuple, params32: tuple | None
 
   def decorator(fn):
     spec = Spec(name, group, fn, params, monotone, grid)
-    SPECS[name] = spec
 
     def build(severity: int = 3, scale: str = "224") -> ImageFn:
       param = spec.param(severity, scale)
       return lambda key, image: jnp.clip(fn(key, image, param), 0.0, 1.0)
 
     build.__doc__ = fn.__doc__
-    CORRUPTIONS.register(name)(build)
+    CORRUPTIONS.register(name, metadata=spec)(build)
     return fn
 
   return decorator
@@ -110,7 +116,7 @@ def register(name: str, group: str, params224: tuple, params32: tuple | None
 
 def names(groups: tuple[str, ...] | None = None) -> list[str]:
   """Registered corruption names (in declaration order), optionally by group."""
-  return [n for n, s in SPECS.items() if groups is None or s.group in groups]
+  return [n for n, s in specs().items() if groups is None or s.group in groups]
 
 
 def scale_for(size: tuple[int, int]) -> str:
@@ -136,11 +142,11 @@ def warp_grids(name: str, severity: int, keys: jax.Array, size: tuple[int, int],
 
   Uses the same keys as `apply`, so the grid is the one the images got.
   """
-  spec = SPECS[name]
-  if spec.grid is None:
+  family = spec(name)
+  if family.grid is None:
     return None
-  param = spec.param(severity, scale)
-  return jax.vmap(lambda k: spec.grid(k, size, param))(keys)
+  param = family.param(severity, scale)
+  return jax.vmap(lambda k: family.grid(k, size, param))(keys)
 
 
 def _colour(image: jax.Array, rgb: tuple[float, float, float]) -> jax.Array:

@@ -56,13 +56,13 @@ GROUP_ALIASES = {
 def select_corruptions(selection) -> list[str]:
   """Names and group aliases ("all", "imagenet_c", a group name) -> names."""
   out: list[str] = []
-  groups = {s.group for s in corruptions_lib.SPECS.values()}
+  groups = {s.group for s in corruptions_lib.specs().values()}
   for item in selection:
     if item in GROUP_ALIASES:
       found = corruptions_lib.names(GROUP_ALIASES[item])
     elif item in groups:
       found = corruptions_lib.names((item,))
-    elif item in corruptions_lib.SPECS:
+    elif item in corruptions_lib.specs():
       found = [item]
     else:
       raise ValueError(
@@ -333,7 +333,7 @@ def run(rcfg: Settings, workdir: str | Path, *, members, mesh, ds,
 
   results["clean"] = measure("clean", lambda: evaluator.metrics(data, batch))
   for name in names:
-    spec = corruptions_lib.SPECS[name]
+    spec = corruptions_lib.spec(name)
     entry = {"group": spec.group, "monotone": spec.monotone, "severities": {}}
     for severity in severities:
       fn = make_corrupt_fn(name, severity, scale, rcfg.seed)
@@ -394,7 +394,7 @@ def examples(evaluator: Evaluator, data: EvalData, rcfg, scale: str,
   out = {}
   for label, spec in conditions:
     images, masks = b["image"], b["mask"]
-    if spec is not None and spec[0] in corruptions_lib.SPECS:
+    if spec is not None and spec[0] in corruptions_lib.specs():
       images, masks = make_corrupt_fn(spec[0], spec[1], scale, rcfg.seed)(
           images, masks, b["index"])
     elif spec is not None:

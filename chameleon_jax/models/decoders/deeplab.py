@@ -17,10 +17,27 @@ from typing import Sequence
 import jax.numpy as jnp
 from flax import nnx
 
+from chameleon_jax.registry import DECODERS
 from chameleon_jax.models.layers import ConvNormAct, upsample
 
 
+@DECODERS.register("deeplabv3plus")
 class DeepLabV3PlusDecoder(nnx.Module):
+  """DeepLabV3+: ASPP on the stride-32 map, fused with the stride-4 map.
+
+  Args:
+    feature_channels, feature_strides: the encoder's maps (needs stride 4).
+    norm, norm_groups, dtype, rngs: as the model's.
+    channels: ASPP and decoder width (256, the paper's).
+    atrous_rates: ASPP dilations. Default (1, 2, 3), for output stride 32 on
+      128-320 px defect images: the deepest map is 4-10 px wide, so the
+      paper's (6, 12, 18) (for stride 16 on 513 px) would only see padding.
+    dropout: before the head (0.1).
+
+  Raises:
+    ValueError: the encoder gives no stride-4 map.
+  """
+
   def __init__(self, feature_channels: Sequence[int],
                feature_strides: Sequence[int], *, norm: str, norm_groups: int,
                dtype, rngs: nnx.Rngs, channels: int = 256,

@@ -17,6 +17,7 @@ from typing import Sequence
 import jax.numpy as jnp
 from flax import nnx
 
+from chameleon_jax.registry import DECODERS
 from chameleon_jax.models.layers import ConvNormAct, conv, upsample
 
 
@@ -30,7 +31,18 @@ def _levels(feature_strides: Sequence[int], name: str) -> list[int]:
   return [index[s] for s in (4, 8, 16, 32)]
 
 
+@DECODERS.register("fpn")
 class FPNDecoder(nnx.Module):
+  """Feature pyramid (Kirillov et al.'s panoptic FPN head, as SMP's).
+
+  Args:
+    feature_channels, feature_strides: the encoder's maps (strides 4-32).
+    norm, norm_groups, dtype, rngs: as the model's.
+    pyramid_channels: lateral width (256, SMP's and the paper's).
+    segmentation_channels: per-level head width (128).
+    dropout: before the head (0.2: small datasets need it more than large).
+  """
+
   def __init__(self, feature_channels: Sequence[int],
                feature_strides: Sequence[int], *, norm: str, norm_groups: int,
                dtype, rngs: nnx.Rngs, pyramid_channels: int = 256,
@@ -71,7 +83,12 @@ class FPNDecoder(nnx.Module):
     return self.dropout(total, deterministic=not train), pyramid[1:]
 
 
+@DECODERS.register("segformer")
 class SegFormerDecoder(nnx.Module):
+  """SegFormer's all-MLP head: every level projected to `embed_dim` (256,
+  the paper's for the small sizes), upsampled to stride 4 and fused;
+  `dropout` 0.1 before the head."""
+
   def __init__(self, feature_channels: Sequence[int],
                feature_strides: Sequence[int], *, norm: str, norm_groups: int,
                dtype, rngs: nnx.Rngs, embed_dim: int = 256,

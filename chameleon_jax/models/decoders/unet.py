@@ -17,6 +17,7 @@ from typing import Sequence
 import jax.numpy as jnp
 from flax import nnx
 
+from chameleon_jax.registry import DECODERS
 from chameleon_jax.models.layers import ConvNormAct, upsample
 
 
@@ -33,7 +34,16 @@ def _up2(x):
   return upsample(x, (2 * x.shape[1], 2 * x.shape[2]), "nearest")
 
 
+@DECODERS.register("unet")
 class UNetDecoder(nnx.Module):
+  """UNet decoder: upsample x2, concatenate the encoder's map of that
+  stride, two conv-norm-act; `decoder_channels` per step, SMP's defaults
+  (256, 128, 64, 32, 16), down to stride 1.
+
+  Raises:
+    ValueError: fewer decoder_channels than upsampling steps.
+  """
+
   def __init__(self, feature_channels: Sequence[int],
                feature_strides: Sequence[int], *, norm: str, norm_groups: int,
                dtype, rngs: nnx.Rngs,
@@ -72,7 +82,16 @@ class UNetDecoder(nnx.Module):
     return x, aux
 
 
+@DECODERS.register("unetplusplus")
 class UNetPlusPlusDecoder(nnx.Module):
+  """UNet++ (Zhou et al.): nested dense skip paths between the encoder's
+  levels; `decoder_channels` as UNetDecoder's, whose intermediate nodes are
+  the deep-supervision outputs.
+
+  Raises:
+    ValueError: fewer decoder_channels than encoder levels.
+  """
+
   def __init__(self, feature_channels: Sequence[int],
                feature_strides: Sequence[int], *, norm: str, norm_groups: int,
                dtype, rngs: nnx.Rngs,

@@ -114,7 +114,13 @@ def _register(name):
     return ResNet(kind, depths, in_channels, norm, norm_groups, dtype,
                   drop_path_rate, rngs=rngs)
 
-  build.__doc__ = f"{name}: {kind} blocks {depths}, torchvision layout."
+  build.__doc__ = (
+      f"{name}: {kind} blocks {depths}, torchvision layout.\n\n"
+      "  norm 'group' with norm_groups=32 by default: statistics per image,\n"
+      "  so behaviour does not depend on the per-device batch, small (2-8)\n"
+      "  on real-world segmentation data; norm='batch' to load torchvision\n"
+      "  BatchNorm checkpoints (configs/batchnorm_encoders.gin).\n"
+      "  drop_path_rate 0 (none) by default.")
   return build
 
 

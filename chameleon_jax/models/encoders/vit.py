@@ -134,7 +134,9 @@ def _register(name):
     return ViT(dim, heads, in_channels, dtype, drop_path_rate, head,
                rngs=rngs)
 
-  build.__doc__ = f"{name}/16: width {dim}, {heads} heads, depth {DEPTH}."
+  build.__doc__ = (f"{name}/16: width {dim}, {heads} heads, depth {DEPTH}; "
+                   "LayerNorm; stochastic depth 0.1 by default (the rate "
+                   "of the small sizes that small data can train).")
   return build
 
 
