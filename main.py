@@ -44,6 +44,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+  """Runs the --mode stages in order (module docstring)."""
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   unknown = [m for m in FLAGS.mode if m not in MODES]

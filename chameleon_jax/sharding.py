@@ -57,14 +57,17 @@ def _index(name: str, value: str, num_processes: int) -> int:
 
 
 def make_mesh() -> Mesh:
+  """One Mesh over every device of every process, axis "data"."""
   return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis split over "data", the rest replicated."""
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
+  """Every device holds the whole array (parameters, optimizer state)."""
   return NamedSharding(mesh, P())
 
 

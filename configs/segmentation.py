@@ -13,6 +13,8 @@ from ml_collections.config_dict import placeholder as _unset
 
 
 def get_config() -> ml_collections.ConfigDict:
+  """The template: every key, documented; experiments change what they
+  choose differently."""
   config = ml_collections.ConfigDict()
   # segmentation (masks -> per-pixel logits) | classification (class-by-
   # folder labels -> per-image logits; model "classifier").
@@ -57,7 +59,7 @@ def get_config() -> ml_collections.ConfigDict:
   # key below that is set (not None) overrides the preset's value.
   config.data.augment_preset = "default"
   config.data.augment = ml_collections.ConfigDict({
-      "foreground_crop_fraction": 0.33,  # nnU-Net's share of crops on fg.
+      "foreground_crop_fraction": _unset(float),  # Share of crops on a defect.
       "crop_scale": _unset(tuple),  # (min, max) random resized crop.
       "flip": _unset(bool),
       "rotate90": _unset(bool),

@@ -1,68 +1,24 @@
 """Magnetic tile surface defects (../shared/data/magnetic_tile).
 
 Five defect classes (Blowhole, Break, Crack, Fray, Uneven) and background,
-grey, images of 1225 different sizes, 71% defect-free. The quality question
-is binary (does this tile have a defect, and where): it is answered on
-p(defect) = 1 - p(background) of the five-class model. Trained on the five
-classes, the same network answered it better than trained on defect vs
-background: test defect-image Dice 0.161 +- 0.018 against 0.092 +- 0.069 at
-14 % and 12 % false alarms, and a higher validation Dice within 15 % false
-alarms in every seed (3 seeds each, checkpoints chosen alike;
-benchmarks/RESULTS.md, issue 8). `:binary` trains on defect vs background.
-This recipe: 0.301 +- 0.111 at 0.170 +- 0.061 false alarms (3 seeds of
-1800 steps), 0.246 +- 0.068 at 0.123 +- 0.022 within 25 minutes on a slower
-CPU (the training paragraph), short of the 0.5 that issue 8 asks for.
+grey, images of 1225 different sizes, 71 % defect-free. The quality
+question is binary (does this tile have a defect, and where); it is answered
+on p(defect) = 1 - p(background) of the five-class model, which answered it
+better than a model trained on defect vs background. `:binary` trains on
+defect vs background.
 
-Presets (configs/presets.py; each docstring gives what it measured on this
-dataset): rare_defects (half of every batch from defect images, two thirds
-of those crops on a defect, Dice per image with defect-free images excluded
-+ CE), defect_alarm (the rule on flip-averaged p(defect) chosen on val
-within 15 % false alarms, with a seed threshold and minimum area per
-defect class where that adds 0.005 val Dice, and the checkpoint whose rule
-scores best on val), cpu_unet (6-level UNet 8-256 with BatchNorm, learning
-rate 5e-3).
+The recipe: the presets rare_defects, defect_alarm and cpu_unet
+(configs/presets.py), and this dataset's own choices:
+  data.scale 0.5          the largest tile (403x632 at half resolution) fits
+                          the 224x320 evaluation canvas (padding ignored);
+  crop_size (160, 160)    the context/steps trade that fitted the budget;
+  no 90-degree turns      the tiles have an axis (flips only);
+  time_budget_minutes 25  at most 1800 steps of 16 crops; the loop plans
+                          fewer where they do not fit (train/budget.py).
 
-This dataset's own choices: images at half resolution (the largest,
-403x632, fits the 224x320 evaluation canvas; padding is ignored) and
-160x160 training crops, the trade that fits the budget: at full resolution
-(same crops, less context per crop) or on whole tiles (the context, but a
-quarter of the steps) the test Dice fell from 0.140 to 0.055 and 0.053
-(seed 0, GroupNorm, against 128x128 crops; whole tiles with BatchNorm:
-0.313 to 0.092). 160x160 against 128x128 crops (3 seeds): val 0.358
-against 0.354 within 15 % false alarms (inside the seed spread) at fewer
-val false alarms (0.120 against 0.143), test 0.295 +- 0.026 at 0.109 +-
-0.011 against 0.290 +- 0.028 at 0.151 +- 0.018: quieter clean tiles (the
-large classes are not learnt better), for 1.6x the training time.
-
-No 90-degree turns (flips only): the tiles have an axis (clean surface is
-striped one way; a likely reason, not tested, is that a turned crop makes an
-uneven band's edge look like those stripes). With 160x160 crops the
-validation Dice within 15 % false alarms rose from 0.358 to 0.403 (higher in
-every seed: 0.449 / 0.420 / 0.339 against 0.369 / 0.370 / 0.336), the largest
-validation gain since BatchNorm. The test split does not confirm it: the same
-Dice (0.301 +- 0.111 against 0.295 +- 0.026) at more false alarms (0.170 +-
-0.061 against 0.109 +- 0.011), with a wider spread, as whether a seed learns
-Uneven varies (test Uneven 0.455 / 0 / 0). Adopted because validation
-chooses, the test split does not; with 128x128 crops validation said the
-opposite and the turns stayed on (benchmarks/RESULTS.md, issue 8). A
-fourth seed, run afterwards: val 0.569 and test 0.485 at 0.050 false alarms
-without the turns, 0.278 and 0.298 at 0.163 with them.
-
-Training is held to issue 8's 25 minutes, compilation and validations
-included (train.time_budget_minutes; chameleon_jax/train/budget.py): at
-most 1800 steps of 16 crops, validated at a third, two thirds and the end,
-or only at the end where validations would take over 10 % of the budget.
-The loop first measures the machine (a compile, 10 steps, one validation)
-and, where 1800 steps do not fit, plans fewer (each step planned 5 %
-longer than timed); at the end of warmup it checks the run's own pace and
-shortens the plan where it would overrun.
-The figures above are 1800-step runs on the 2-core machine of 2026-12-01
-morning (19.4-20.1 min, validations about 30 s). On that day's slower
-2-core machine (1.8x slower per step, 80-92 s per validation) the budget
-planned 622 / 562 / 637 steps and one validation, and gave test 0.246 +-
-0.068 at 0.123 +- 0.022 false alarms (3 seeds, 1302-1415 s of training
-each; with three validations and no margin: 551-637 steps, 0.236 +- 0.066
-at 0.125 +- 0.042).
+Figures per seed and machine, and the measurements behind each choice:
+benchmarks/RESULTS.md, "Why each choice", "experiments/magnetic_tile.py", and
+the magnetic-tile sections before it.
 
   python main.py --config=experiments/magnetic_tile.py --workdir=workdirs/mt \
       --mode=ingest,train,eval
@@ -79,6 +35,11 @@ CLASSES = {"MT_Free": 0, "MT_Blowhole": 1, "MT_Break": 2, "MT_Crack": 3,
 
 
 def get_config(variant: str = "multiclass"):
+  """The recipe; `variant` "multiclass" (five defect classes) or "binary".
+
+  Raises:
+    ValueError: an unknown variant.
+  """
   if variant not in ("binary", "multiclass"):
     raise ValueError(f"variant {variant!r}; expected binary or multiclass.")
   config = presets.apply(segmentation.get_config(), "rare_defects",

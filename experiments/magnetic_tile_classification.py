@@ -19,6 +19,7 @@ from experiments import magnetic_tile
 
 
 def get_config(encoder: str = "resnet18"):
+  """Six folders as six classes, `encoder` + linear head (the variant)."""
   config = magnetic_tile.get_config("multiclass")
   config.task = "classification"
   config.data.scale = 1.0

@@ -8,6 +8,7 @@ from configs import segmentation
 
 
 def get_config():
+  """The README quickstart: the template on the built-in synthetic data."""
   config = segmentation.get_config()
   config.data.name = "synthetic"
   config.data.source = "synthetic"

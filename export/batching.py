@@ -31,6 +31,11 @@ def _call(function, inputs: dict) -> dict:
 
 
 class Batcher:
+  """Server-side batching as TF Serving's: requests of one model, version
+  and signature queue, and run together once `max_batch_size` are waiting
+  or `timeout_s` has passed since the first.
+  """
+
   def __init__(self, max_batch_size: int = 16, timeout_s: float = 0.002,
                size_histogram=None):
     self.max_batch_size, self.timeout_s = max_batch_size, timeout_s

@@ -71,6 +71,10 @@ def check_inputs(inputs: dict[str, np.ndarray], spec: dict) -> dict:
 
 
 class GrpcClient:
+  """A TF Serving PredictionService client (Predict, GetModelMetadata,
+  GetModelStatus) over gRPC, images in and class maps out.
+  """
+
   def __init__(self, target: str, model: str, signature: str = "",
                version: int | None = None, label: str = "",
                timeout_s: float = 30.0, retries: int = 4,
@@ -189,6 +193,9 @@ class RestClient:
 
 
 def main():
+  """Command line: send the images of a folder to a server and write the
+  masks and overlays it returns.
+  """
   parser = argparse.ArgumentParser(description="Send a folder of images.")
   parser.add_argument("--target", default="127.0.0.1:8500")
   parser.add_argument("--model", required=True)

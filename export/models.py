@@ -39,6 +39,9 @@ class ServingError(Exception):
 
 @dataclasses.dataclass
 class Version:
+  """One version of a served model: its path, TF Serving's ModelVersionStatus
+  state, the loaded model and its signatures.
+  """
   version: int
   path: Path
   state: int = State.START
@@ -88,6 +91,7 @@ class Version:
 
 @dataclasses.dataclass
 class Model:
+  """A served model: its base path, loaded versions and version labels."""
   name: str
   base_path: Path
   versions: dict[int, Version] = dataclasses.field(default_factory=dict)

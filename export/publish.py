@@ -43,6 +43,7 @@ MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many.
 
 
 def versions(model_dir: Path) -> list[int]:
+  """The integer versions published under `model_dir`, ascending."""
   if not model_dir.is_dir():
     return []
   return sorted(int(p.name) for p in model_dir.iterdir()
@@ -70,6 +71,9 @@ def warmup_requests(name: str, contract, batch_sizes) -> list:
 
 
 def write_warmup(path: Path, requests: list) -> None:
+  """Writes TF Serving's warmup file (assets.extra/tf_serving_warmup_
+  requests): PredictionLog records of `requests`, as TFRecords.
+  """
   with tf.io.TFRecordWriter(str(path)) as writer:
     for request in requests:
       log = prediction_log_pb2.PredictionLog(
@@ -121,11 +125,17 @@ def _remove_stale(model_dir: Path) -> None:
 
 
 def read_labels(model_dir: Path) -> dict[str, int]:
+  """{label: version} of `model_dir` (labels.json; {} if none)."""
   path = model_dir / "labels.json"
   return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def write_labels(model_dir: Path, labels: dict[str, int]) -> None:
+  """Writes {label: version} atomically.
+
+  Raises:
+    ValueError: a label points to a version that does not exist.
+  """
   missing = {k: v for k, v in labels.items() if v not in versions(model_dir)}
   if missing:
     raise ValueError(f"labels {missing} point to versions that do not exist "

@@ -124,6 +124,9 @@ def _metadata(service, match) -> dict:
 
 
 class BaseHandler(BaseHTTPRequestHandler):
+  """HTTP handler of TF Serving's REST API (/v1/models/...: predict,
+  metadata, status) and /monitoring/prometheus/metrics.
+  """
   service = None
   protocol_version = "HTTP/1.1"
 

@@ -194,6 +194,7 @@ class ServingModule(tf.Module):
 
 
 def save(module: ServingModule, directory: str) -> None:
+  """Writes `module` as a SavedModel with its serving signatures."""
   tf.saved_model.save(module, directory, signatures={
       "serving_default": module.serving_default.get_concrete_function(),
       "logits": module.logits.get_concrete_function()})

@@ -43,6 +43,8 @@ MAX_MESSAGE_BYTES = 256 << 20
 
 
 class Metrics:
+  """The stand-in server's Prometheus metrics, under TF Serving's names."""
+
   def __init__(self):
     self.registry = prom.CollectorRegistry()
     self.requests = prom.Counter(
@@ -176,6 +178,8 @@ def _grpc(method):
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+  """gRPC PredictionService: Predict on the managed models."""
+
   def __init__(self, service: Service):
     self.service = service
 
@@ -184,6 +188,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+  """gRPC ModelService: GetModelStatus and HandleReloadConfigRequest."""
+
   def __init__(self, service: Service):
     self.service = service
 
@@ -238,6 +244,7 @@ class Server:
 
 
 def main():
+  """Command line: serve a model base path (TF Serving's flags)."""
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--model_base_path", required=True)
   parser.add_argument("--port", type=int, default=8500)

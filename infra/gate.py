@@ -30,6 +30,7 @@ def _bounds(pairs: list[str], flag: str) -> dict[str, float]:
 
 def check(metrics: dict, minimum: dict[str, float],
           maximum: dict[str, float]) -> list[str]:
+  """Bound violations of `metrics` (each named with its value and bound)."""
   failures = []
   bounds = ([(n, ">=", b) for n, b in minimum.items()] +
             [(n, "<=", b) for n, b in maximum.items()])
@@ -44,6 +45,9 @@ def check(metrics: dict, minimum: dict[str, float],
 
 
 def main(argv: list[str]) -> int:
+  """`python -m infra.gate METRICS.json --min k=v --max k=v`: exit 1 on a
+  violation or a missing metric.
+  """
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("metrics", help="A metrics JSON written by --mode=eval.")
   parser.add_argument("--min", action="append", default=[])

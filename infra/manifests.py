@@ -56,6 +56,7 @@ class Step:
 
 
 def labels(component: str, name: str) -> dict:
+  """The app.kubernetes.io labels of one component of the pipeline."""
   return {"app.kubernetes.io/name": APP, "app.kubernetes.io/component":
           component, "app.kubernetes.io/instance": name}
 
@@ -68,6 +69,9 @@ def coordinator_address(jobset_name: str) -> str:
 def shared_volume(target: Target, deploy: targets_lib.Deploy,
                   name: str = "shared", read_only: bool = False,
                   only_dir: str = "") -> dict:
+  """The volume holding data, workdirs and models: Cloud Storage FUSE
+  (gcs) or a ReadWriteMany claim (pvc).
+  """
   if target.storage == "gcs":
     options = "implicit-dirs" + (f",only-dir={only_dir}" if only_dir else "")
     # (A claim has no only-dir: its mount uses subPath instead.)
@@ -86,6 +90,9 @@ def _pod_annotations(target: Target) -> dict:
 
 def jobset(step: Step, target: Target, deploy: targets_lib.Deploy,
            service_account: str) -> dict:
+  """The JobSet of one pipeline step: indexed pods running main.py with
+  the step's modes, jax.distributed wiring, restarts, placement.
+  """
   env = []
   if step.hosts > 1:
     env = [{"name": "JAX_COORDINATOR_ADDRESS",
@@ -128,6 +135,7 @@ def jobset(step: Step, target: Target, deploy: targets_lib.Deploy,
 
 
 def serving_image(target: Target, deploy: targets_lib.Deploy) -> str:
+  """TF Serving's image for the target's serving device and version."""
   version = deploy.serving_version
   if version not in SERVING_READS_XLA_CALL_MODULE:
     raise ValueError(

@@ -141,6 +141,7 @@ class LocalJobSet:
 
 
 def main() -> int:
+  """Command line: run a rendered JobSet's pods as local processes."""
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("manifest", help="A rendered JobSet YAML file.")
   parser.add_argument("--shared", required=True,

@@ -137,6 +137,7 @@ def steps(deploy: targets_lib.Deploy, data_name: str,
 
 
 def config_args_of(member: dict) -> tuple[str, ...]:
+  """{key: value} overrides as --config.key=value flags."""
   return tuple(f"--config.{k}={_flag_value(v)}" for k, v in member.items())
 
 

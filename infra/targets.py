@@ -86,6 +86,7 @@ class Placement:
 
 @dataclasses.dataclass(frozen=True)
 class Target:
+  """A render target: where training runs and serves, how storage mounts."""
   name: str
   storage: str  # "gcs" (Cloud Storage FUSE) | "pvc" (ReadWriteMany claim)
   device: str  # gpu | tpu | cpu: the accelerator training runs on
@@ -93,6 +94,11 @@ class Target:
 
 
 def get(name: str) -> Target:
+  """The target `name` (gke-gpu, gke-tpu, cpu).
+
+  Raises:
+    ValueError: an unknown name.
+  """
   if name == "gke-gpu":
     return Target(name, "gcs", "gpu", "gpu")
   if name == "gke-tpu":  # TF Serving has no TPU build: serve on CPU nodes.
@@ -145,6 +151,7 @@ def training_hosts(target: Target, deploy: Deploy) -> int:
 
 def training_placement(target: Target,
                        deploy: Deploy) -> Placement:
+  """Resources, node selector and tolerations of a training pod."""
   requests = {"cpu": str(deploy.cpu), "memory": f"{deploy.memory_gi}Gi"}
   if target.device == "gpu":
     count = str(deploy.gpus_per_host)
@@ -180,6 +187,7 @@ def serving_device(target: Target, deploy: Deploy) -> str:
 
 def serving_placement(target: Target,
                       deploy: Deploy) -> Placement:
+  """Resources, node selector and tolerations of a serving replica."""
   base = {"cpu": "2", "memory": "8Gi"}
   if serving_device(target, deploy) == "gpu":
     count = str(deploy.serving_gpus)

@@ -34,6 +34,7 @@ YAMLLINT_CONFIG = HERE / "yamllint.yaml"
 
 
 def lint(path: Path) -> list[str]:
+  """yamllint problems of one manifest file."""
   conf = yamllint_config.YamlLintConfig(file=str(YAMLLINT_CONFIG))
   return [f"{path}:{p.line}:{p.column}: yamllint {p.level}: {p.desc} "
           f"({p.rule})" for p in linter.run(path.read_text(), conf, str(path))]
@@ -46,6 +47,7 @@ def _definitions(version: str) -> referencing.Registry:
 
 
 def validate_jobset(obj: dict, version: str) -> list[str]:
+  """Problems of a JobSet against the vendored jobset v1alpha2 schema."""
   schema = json.loads(JOBSET_SCHEMA.read_text())
   validator = jsonschema.Draft202012Validator(schema,
                                               registry=_definitions(version))
@@ -72,6 +74,9 @@ def validate_object(obj: dict, version: str) -> list[str]:
 
 def validate_file(path: Path,
                   versions: tuple[str, ...] = SUPPORTED_KUBERNETES) -> list[str]:
+  """Every problem of one rendered file: lint, Kubernetes schemas of the
+  given versions (strict), JobSet schema.
+  """
   problems = lint(path)
   for obj in yaml.safe_load_all(path.read_text()):
     if obj is None:
@@ -84,6 +89,7 @@ def validate_file(path: Path,
 
 
 def main(argv: list[str]) -> int:
+  """`python -m infra.validate DIR`: exit 1 on any problem."""
   paths = []
   for arg in argv or ["."]:
     p = Path(arg)

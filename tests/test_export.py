@@ -30,6 +30,21 @@ def exported(tmp_path_factory):
   return workdir, result.stdout
 
 
+@pytest.fixture
+def two_versions(exported, tmp_path):
+  """A copy of the export's serving directory with a second version
+  published as "canary" (what a second --mode=export ends with), so tests
+  that publish or move labels never change the shared export."""
+  import shutil
+  from export import publish
+  workdir, _ = exported
+  base = tmp_path / "serving"
+  shutil.copytree(workdir / "serving", base)
+  assert publish.publish(base / "tiny" / "1", base, "tiny", [], {},
+                         label="canary") == 2
+  return base
+
+
 def test_export_publishes_a_verified_version(exported):
   workdir, stdout = exported
   assert "== export ==" in stdout and "version: 1" in stdout
@@ -96,16 +111,11 @@ def test_warmup_records_cover_every_bucket_and_batch_size(exported):
       [(b, h, w, 1) for b in (1, 4) for h, w in ((32, 32), (64, 96))])
 
 
-def test_second_export_is_a_new_canary_version_and_configs_parse(exported):
+def test_second_export_is_a_new_canary_version_and_configs_parse(
+    two_versions):
   from google.protobuf import text_format
   from tensorflow_serving.config import model_server_config_pb2
-  from export import publish
-  workdir, _ = exported
-  base = workdir / "serving"
-  # Publishing the verified SavedModel again (what a second --mode=export
-  # ends with; the main.py path is the fixture's).
-  assert publish.publish(base / "tiny" / "1", base, "tiny", [], {},
-                         label="canary") == 2
+  base = two_versions
   assert sorted(p.name for p in (base / "tiny").iterdir()) == [
       "1", "2", "labels.json"]
   assert json.loads((base / "tiny" / "labels.json").read_text()) == {
@@ -126,10 +136,9 @@ def test_second_export_is_a_new_canary_version_and_configs_parse(exported):
   assert "prometheus_config" in (base / "monitoring.config").read_text()
 
 
-def test_promote_and_rollback_labels(exported, tmp_path):
+def test_promote_and_rollback_labels(two_versions):
   from export import publish
-  workdir, _ = exported
-  base = workdir / "serving"
+  base = two_versions
   publish.set_label(base, "tiny", "stable", 2)
   assert publish.read_labels(base / "tiny")["stable"] == 2
   publish.set_label(base, "tiny", "stable", 1)  # Roll back.
@@ -138,7 +147,7 @@ def test_promote_and_rollback_labels(exported, tmp_path):
     publish.set_label(base, "tiny", "canary", 7)
 
 
-def test_serving_manifest_names_exactly_what_the_export_produced(exported,
+def test_serving_manifest_names_exactly_what_the_export_produced(two_versions,
                                                                  tmp_path):
   """The rendered Deployment's command line, resolved through its mounts
   (ConfigMap at /etc/tfserving, the bucket's models/ at /models) on a copy
@@ -149,9 +158,10 @@ def test_serving_manifest_names_exactly_what_the_export_produced(exported,
   from tensorflow_serving.config import model_server_config_pb2
   from export import publish
   from infra import validate
-  workdir, _ = exported
-  base = workdir / "serving"
-  run_main(CONFIG, f"--workdir={workdir}", "--mode=render", "--target=gke-gpu")
+  base = two_versions
+  workdir = tmp_path / "render_workdir"
+  run_main(CONFIG, f"--workdir={workdir}", "--mode=render", "--target=gke-gpu",
+           f"--config.export.model_base_path={base}")
   manifest = workdir / "render" / "gke-gpu" / "serving.yaml"
   assert validate.validate_file(manifest) == []
   objects = {o["kind"]: o for o in yaml.safe_load_all(manifest.read_text())}

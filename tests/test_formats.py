@@ -15,7 +15,7 @@ import tifffile
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from chameleon_jax.data import dataset, sources
+from chameleon_jax.data import dataset, records, sources
 from chameleon_jax.data.formats import coco, labelme, tables, voc
 from chameleon_jax.data.sources import Item, Rejected
 
@@ -193,7 +193,7 @@ def test_coco_polygons_rle_instances_and_quarantine(tmp_path):
   # Instances travel with the stored record.
   ds = dataset.build(info, iter(items), tmp_path / "out", "coco",
                      dataset.IngestOptions(ALL), log=lambda *_: None)
-  record = next(dataset._read_records(Path(ds.shard_paths("train")[0])))
+  record = next(records.read(Path(ds.shard_paths("train")[0])))
   assert dataset.decode_annotations(record)["instances"][0]["category"] == 1
 
 
@@ -324,7 +324,7 @@ def test_tiff_16bit_and_multichannel_keep_depth(tmp_path):
   ds = dataset.build(info, iter(items), tmp_path / "out", "tiff",
                      dataset.IngestOptions(ALL), log=lambda *_: None)
   record = dataset.decode_record(
-      next(dataset._read_records(Path(ds.shard_paths("train")[0]))))
+      next(records.read(Path(ds.shard_paths("train")[0]))))
   assert record["image"].dtype == np.uint16  # Until normalisation.
   fp = ds.read_json("fingerprint.json")
   assert fp["images"]["bit_depth"] == {"16": 2}

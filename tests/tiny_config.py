@@ -4,6 +4,8 @@ from configs import segmentation
 
 
 def get_config(variant: str = ""):
+  """The tiny experiment; variants: unet_wide (another model), learn (one
+  larger defect class, long enough to learn it), classification."""
   config = segmentation.get_config()
   config.data.name = "tiny"
   config.data.source_kwargs = {
@@ -22,6 +24,14 @@ def get_config(variant: str = ""):
   config.eval.batch_size = 8
   if variant == "unet_wide":  # Another model, for the mismatch test.
     config.model.kwargs = {"widths": (16, 32), "norm": "group"}
+  if variant == "learn":  # tests/test_training.py: the pipeline can learn.
+    config.data.source_kwargs.update(min_defect_fraction=0.05,
+                                     max_defect_fraction=0.15, binary=True)
+    config.train.steps = 300
+    config.train.warmup_steps = 10
+    config.train.learning_rate = 5e-3
+    config.train.log_every = 100
+    config.train.checkpoint_every = 300
   if variant == "classification":  # Per-image labels (dominant class).
     config.task = "classification"
     config.model.name = "classifier"

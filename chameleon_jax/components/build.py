@@ -61,6 +61,7 @@ def parse_gin(config: ml_collections.ConfigDict) -> None:
 
 
 def data_root(config: ml_collections.ConfigDict, workdir: str) -> Path:
+  """Where dataset versions live: `data.root`, or <workdir>/data."""
   return Path(config.data.root) if config.data.root else Path(workdir) / "data"
 
 
@@ -75,6 +76,9 @@ def ingest(config: ml_collections.ConfigDict, workdir: str,
 
 
 def ingest_options(config: ml_collections.ConfigDict) -> dataset_lib.IngestOptions:
+  """The `data.*` keys ingest uses (splits, seed, bad-file share, folds,
+  groups, near-duplicate distance) as dataset.IngestOptions.
+  """
   data = config.data
   return dataset_lib.IngestOptions(
       split_fractions=to_dict(data.splits), split_seed=data.split_seed,
@@ -114,12 +118,16 @@ def model_signature(config: ml_collections.ConfigDict, num_classes: int,
 
 def model(config: ml_collections.ConfigDict, num_classes: int,
           in_channels: int):
+  """The model `model.name` with its set `model.kwargs`, for a dataset of
+  `num_classes` and `in_channels`, initialised from `config.seed`.
+  """
   return build_model(config.model.name, num_classes=num_classes,
                      in_channels=in_channels, dtype=config.model.dtype,
                      seed=config.seed, **model_kwargs(config))
 
 
 def loss(config: ml_collections.ConfigDict):
+  """The loss `loss.name` with `loss.kwargs` (losses.build_loss)."""
   return build_loss(config.loss.name, **to_dict(config.loss.kwargs))
 
 

@@ -50,11 +50,11 @@ def _fields(**values) -> dict:
 
 
 @AUGMENTATIONS.register("default")
-def default(flip=True, rotate90=True, brightness=0.1, contrast=0.1,
-            noise_std=0.02):
-  """The template's choice: symmetric flips/turns, mild photometric jitter."""
-  return _fields(flip=flip, rotate90=rotate90, brightness=brightness,
-                 contrast=contrast, noise_std=noise_std)
+def default():
+  """The template's choice: AugmentConfig's own defaults (symmetric flips
+  and turns, mild photometric jitter, a third of crops on a defect); they
+  are stated once, in AugmentConfig."""
+  return _fields()
 
 
 @AUGMENTATIONS.register("none")

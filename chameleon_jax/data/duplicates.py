@@ -17,6 +17,10 @@ import numpy as np
 
 
 class UnionFind:
+  """Disjoint sets over 0..n-1 (path halving): groups of duplicates that
+  must share one split.
+  """
+
   def __init__(self, n: int):
     self.parent = list(range(n))
 

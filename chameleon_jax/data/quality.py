@@ -26,6 +26,16 @@ from scipy import ndimage
 
 @dataclasses.dataclass(frozen=True)
 class Thresholds:
+  """When an image is flagged (reported in quality.json, never dropped).
+
+  Attributes:
+    dark, bright: mean intensity (in [0, 1]) below / above which.
+    flat: intensity standard deviation below which.
+    blurry: Laplacian sharpness below this share of the dataset's median.
+    aspect: width/height (or its inverse) above which.
+    size_factor: area outside [median / f, median * f].
+    min_side: a side shorter than this many pixels.
+  """
   dark: float = 0.1
   bright: float = 0.9
   flat: float = 0.01

@@ -61,11 +61,16 @@ class Rejected:
 
 @dataclasses.dataclass
 class SourceInfo:
+  """What a source declares about its dataset: its name, the class names
+  (index 0 the defect-free class) and the channels the images are
+  brought to (None: as decoded).
+  """
   class_names: tuple[str, ...]
   channels: int
 
 
 def sha256(*chunks: bytes) -> str:
+  """Hex sha256 of the concatenated byte chunks (content hashes)."""
   digest = hashlib.sha256()
   for chunk in chunks:
     digest.update(hashlib.sha256(chunk).digest())

@@ -26,9 +26,7 @@ every connected pixel above `threshold`. A single high threshold, which the
 false-alarm budget forces, keeps only the confident core of a defect and
 loses its Dice; the seed keeps the alarm as strict while the mask follows
 the defect's outline. Seeds equal to the thresholds are the single-threshold
-rules, so the grid never does worse on val. On magnetic tile (issue 8) it
-chose a lower mask threshold in 1 seed of 3: that model's probabilities
-fall off sharply at defect edges, leaving little outline to recover.
+rules, so the grid never does worse on val.
 
 `calibrate` picks (threshold, seed_threshold, min_area) on the validation
 split: the highest mean defect-image Dice among the rules whose false-alarm
@@ -45,8 +43,7 @@ is taken when, with the false alarms within the budget, it raises the
 validation Dice by at least PER_CLASS_MIN_GAIN over the rule so far (so
 the result is within that gain of the class's best pair, not always it).
 The minimum gain is there because each move fits two more numbers to the
-same images: on magnetic tile a move worth 0.0003 on val (one class's minimum
-area from 8 to 1 pixel) took the test false alarms from 17 % to 23 %.
+same images. Measurements: benchmarks/RESULTS.md, "Why each choice", "chameleon_jax/evaluation/decision.py".
 """
 
 from __future__ import annotations
@@ -77,6 +74,11 @@ PER_CLASS_MIN_GAIN = 0.005  # Val Dice a per-class move must add.
 
 @dataclasses.dataclass(frozen=True)
 class DecisionRule:
+  """An image-level decision rule on (H, W, K) probabilities (module
+  docstring): pixel threshold on p(defect), then connected components
+  kept by area and peak, shared or per defect class. `apply` turns
+  probabilities into a class map; an alarm is any kept component.
+  """
   threshold: float = 0.5  # p(defect) a pixel needs.
   min_area: int = 1  # Pixels a component needs to be kept.
   seed_threshold: float | None = None  # Peak p(defect) a component needs
@@ -418,8 +420,14 @@ def validation_metrics(predict, state, ds, inp: pipeline.EvalInput, mesh,
   false-alarm rate: any checkpoint that meets the budget beats any that
   cannot, which is what `train.best_metric = "calibrated/score"` needs. The
   argmax `defect_image_dice` is a poor stand-in: its masks alarm on nearly
-  every clean image, and on magnetic tile it chose steps whose calibrated
-  figures were lower (benchmarks/RESULTS.md, issue 8).
+  every clean image.
+
+  Args:
+    predict: jitted (state, images) -> probabilities.
+    state, ds: the model's state and the dataset version ("val" is used).
+    inp, mesh: the evaluation input and the device mesh.
+    max_false_alarm: the false-alarm budget of the rule.
+    per_class: calibrate a seed and area per defect class.
   """
   budget = max_false_alarm
   rule, table = calibrate(predictions(predict, state, ds, "val", inp, mesh),
@@ -437,6 +445,10 @@ def validation_metrics(predict, state, ds, inp: pipeline.EvalInput, mesh,
 
 def save_rule(path: Path, rule: DecisionRule, table: list[dict],
               max_false_alarm: float, split: str) -> None:
+  """Writes the chosen rule, the split it was chosen on, the budget, its
+  validation figures and the whole grid to `path` (eval/decision.json),
+  atomically; `load_rule` reads it back.
+  """
   payload = {"rule": dataclasses.asdict(rule), "chosen_on": split,
              "max_false_alarm": max_false_alarm,
              "validation": chosen_row(rule, table), "grid": table}

@@ -18,4 +18,23 @@ __all__ = ["build_loss", "deep_supervision", "from_frequencies"]
 
 
 def build_loss(name: str, **kwargs: Any) -> Callable:
+  """The registered loss `name` with its options, as `loss(pred, target)`.
+
+  Args:
+    name: a LOSSES name (cross_entropy, focal, dice, jaccard, tversky,
+      focal_tversky, generalized_dice, lovasz, boundary, image_topk,
+      dice_ce, dice_focal, dice_ce_image, compound).
+    **kwargs: options of the one vocabulary (vocabulary.py) that the loss
+      accepts, and its own parameters.
+
+  Raises:
+    KeyError: an unknown name (the close ones named).
+    TypeError: an option the loss does not take (the accepted ones named).
+    ValueError: a value outside its allowed set.
+
+  Example:
+    >>> loss = build_loss("dice_ce", reduce_over="image",
+    ...                   empty_target="exclude")
+    >>> loss(logits, labels)  # (B, H, W, K) logits, (B, H, W) int labels
+  """
   return LOSSES.build(name, **kwargs)

@@ -54,6 +54,24 @@ def signed_distance(mask: jax.Array, max_distance: int) -> jax.Array:
 
 def boundary(pred: jax.Array, target: jax.Array, opts: Options,
              max_distance: int = 20) -> jax.Array:
+  """Boundary loss (Kervadec et al. 2019): mean of p_c * phi_c, phi the
+  signed chessboard distance to class c's boundary (negative inside),
+  clipped to `max_distance`, computed in-jit.
+
+  Args:
+    pred: (B, H, W, K) logits (or probabilities with from_logits=False).
+    target: (B, H, W) labels (multiclass) or (B, H, W[, K]) in {0, 1}.
+    opts: the shared options (mode, from_logits, include_background,
+      ignore_index, reduction).
+    max_distance: distance clip in pixels (20).
+
+  Raises:
+    ValueError: predictions that are not 2-D images (B, H, W, K).
+
+  Example:
+    >>> build_loss("compound", terms=[{"name": "dice"},
+    ...     {"name": "boundary", "weight": 0.1}])
+  """
   if pred.ndim != 4:
     raise ValueError(f"boundary loss is 2-D: (B, H, W, K) expected, got "
                      f"{pred.shape}.")

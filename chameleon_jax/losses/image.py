@@ -21,8 +21,8 @@ and an image with a defect to have at least k that do (k about the smallest
 defect worth reporting; k=1 is the max). Images without a single valid pixel
 are dropped from the mean. Used next to a pixel loss (`dice_ce_image`, or
 `compound`), it trains the score that `evaluation/decision.py` thresholds.
-On magnetic tile it lowered the false alarms but also the Dice at every
-budget (benchmarks/RESULTS.md, issue 8): available, not a default.
+Available, not a default (what it measured: benchmarks/RESULTS.md, "Why each choice",
+"chameleon_jax/losses/image.py").
 """
 
 from __future__ import annotations

@@ -58,6 +58,21 @@ def _finish(loss: jax.Array, sg: jax.Array, opts: Options) -> jax.Array:
 
 
 def dice(pred, target, opts: Options, variant: str = "plain") -> jax.Array:
+  """Soft Dice loss 1 - (2 TP + nr) / (SP + SG + dr) per unit (module
+  docstring), or its squared (SP -> sum P^2) or log variant.
+
+  Args:
+    pred, target: predictions and targets in the vocabulary's shapes.
+    opts: the shared options (mode, reduce_over, smoothing, weights,
+      empty_target, reduction, ...).
+    variant: "plain", "squared" or "log".
+
+  Raises:
+    ValueError: an unknown variant.
+
+  Example:
+    >>> build_loss("dice", reduce_over="image", empty_target="exclude")
+  """
   if variant not in ("plain", "squared", "log"):
     raise ValueError(f"dice variant={variant!r}; expected plain, squared or "
                      "log.")
@@ -72,6 +87,12 @@ def dice(pred, target, opts: Options, variant: str = "plain") -> jax.Array:
 
 
 def jaccard(pred, target, opts: Options) -> jax.Array:
+  """Soft Jaccard loss in MONAI's form 1 - (2 TP + nr) / (2 (SP + SG - TP)
+  + dr) per unit; options as `dice`.
+
+  Example:
+    >>> build_loss("jaccard", include_background=True)
+  """
   tp, sp, sg, _ = region_sums(pred, target, opts)
   score = _ratio(2 * tp + opts.smooth_nr, 2 * (sp + sg - tp) + opts.smooth_dr)
   return _finish(1 - score, sg, opts)
@@ -103,6 +124,12 @@ def tversky(pred, target, opts: Options, alpha: float = 0.3,
 
 def focal_tversky(pred, target, opts: Options, alpha: float = 0.3,
                   beta: float = 0.7, gamma: float = 4 / 3) -> jax.Array:
+  """Focal Tversky loss (Abraham & Khan 2019): (1 - Tversky index)^(1 /
+  gamma) per unit; alpha/beta as `tversky`, gamma 4/3 (the paper's).
+
+  Example:
+    >>> build_loss("focal_tversky", alpha=0.3, beta=0.7, gamma=4 / 3)
+  """
   index, sg = _tversky_index(pred, target, opts, alpha, beta)
   base = jnp.clip(1 - index, jnp.finfo(index.dtype).tiny, None)
   return _finish(base ** (1 / gamma), sg, opts)

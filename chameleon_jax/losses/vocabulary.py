@@ -114,6 +114,9 @@ def _check_channels(pred: jax.Array, target: jax.Array, opts: Options) -> None:
 
 
 def probabilities(pred: jax.Array, opts: Options) -> jax.Array:
+  """Softmax (multiclass) or sigmoid (binary, multilabel) of logits, or
+  the predictions themselves with from_logits=False; float32 or wider.
+  """
   pred = as_float(pred)
   if not opts.from_logits:
     return pred
@@ -151,6 +154,7 @@ def region_channels(x: jax.Array, opts: Options) -> jax.Array:
 
 
 def class_weight_vector(opts: Options, dtype) -> jax.Array | None:
+  """`opts.class_weights` as a (K,) array of `dtype`, or None."""
   if opts.class_weights is None:
     return None
   return jnp.asarray(opts.class_weights, dtype)

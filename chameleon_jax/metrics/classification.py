@@ -33,6 +33,10 @@ def classification_sums(logits: jax.Array, labels: jax.Array,
 
 def summarize_classification(sums: dict, class_names: Sequence[str]
                              ) -> dict[str, float]:
+  """Accumulated classification sums -> accuracy, balanced accuracy,
+  per-class recall and precision, false-alarm rate (class 0 predicted as
+  a defect), defect recall, image count and the confusion matrix.
+  """
   conf = np.asarray(sums["confusion"], np.float64)
   support = conf.sum(1)
   with np.errstate(invalid="ignore", divide="ignore"):

@@ -146,6 +146,12 @@ def saved_steps(workdir: str | Path) -> list[int]:
 
 
 def check_signature(stored: dict, current: dict, where: Any) -> None:
+  """Refuses a checkpoint of another model.
+
+  Raises:
+    ModelMismatchError: `stored` differs from `current`, naming every
+      differing key and `where` the checkpoint is.
+  """
   if stored == current:
     return
   keys = sorted(set(stored) | set(current))

@@ -33,6 +33,9 @@ class TrainState:
 
 def create(model: nnx.Module, tx: optax.GradientTransformation,
            use_ema: bool) -> tuple[nnx.GraphDef, TrainState]:
+  """(graphdef, TrainState) of `model` with `tx`'s initial state, step 0,
+  and, with `use_ema`, an EMA initialised to the parameters.
+  """
   graphdef = nnx.graphdef(model)
   params, model_state = model_variables(model)
   state = TrainState(

@@ -29,6 +29,10 @@ def build_encoder(name: str, in_channels: int, *, rngs: nnx.Rngs, dtype,
 
 
 class Classifier(nnx.Module):
+  """Encoder + global average pooling + linear head; float32 logits
+  (B, num_classes) from [0, 1] pixels normalised inside the model.
+  """
+
   def __init__(self, encoder, num_classes: int, in_channels: int,
                input_mean: Sequence[float], input_std: Sequence[float],
                dtype, *, rngs: nnx.Rngs):

@@ -29,6 +29,7 @@ def entries() -> Iterator[tuple[str, str | None]]:
 
 
 def count_params(model: nnx.Module) -> int:
+  """Number of trainable parameters (nnx.Param leaves) of `model`."""
   return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
@@ -51,6 +52,9 @@ def program_flops(fn, *args) -> float:
 
 def describe(architecture: str, encoder: str | None, *, size: int,
              in_channels: int, num_classes: int) -> dict:
+  """One row of the zoo listing: architecture, encoder, parameters and
+  FLOPs of one forward pass at `size` x `size`, built abstractly.
+  """
   kwargs = {} if encoder is None else {"encoder": encoder}
   model = nnx.eval_shape(lambda: build_model(
       architecture, num_classes=num_classes, in_channels=in_channels,

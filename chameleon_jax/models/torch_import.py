@@ -103,6 +103,7 @@ def _dense(torch_prefix, path, transform=_linear):
 
 
 def resnet_names(encoder: resnet.ResNet) -> dict:
+  """{torchvision name: (variable path, transform)} of a ResNet encoder."""
   names = {"conv1.weight": ("conv1/kernel", _conv),
            **_bn("bn1", "bn1/layer")}
   for s, blocks in enumerate(encoder.stages):
@@ -119,6 +120,7 @@ def resnet_names(encoder: resnet.ResNet) -> dict:
 
 
 def convnext_names(encoder: convnext.ConvNeXt) -> dict:
+  """{torchvision name: (variable path, transform)} of a ConvNeXt encoder."""
   names = {"features.0.0.weight": ("stem_conv/kernel", _conv),
            "features.0.0.bias": ("stem_conv/bias", _same),
            **_ln("features.0.1", "stem_norm")}
@@ -139,6 +141,7 @@ def convnext_names(encoder: convnext.ConvNeXt) -> dict:
 
 
 def efficientnet_names(encoder: efficientnet.EfficientNet) -> dict:
+  """{torchvision name: (variable path, transform)} of an EfficientNet-B0."""
   def cna(t, p):  # Conv2dNormActivation: 0 conv, 1 BatchNorm.
     return {f"{t}.0.weight": (f"{p}/conv/kernel", _conv),
             **_bn(f"{t}.1", f"{p}/norm/layer")}
@@ -162,6 +165,7 @@ def efficientnet_names(encoder: efficientnet.EfficientNet) -> dict:
 
 
 def vit_names(encoder: vit.ViT) -> dict:
+  """{timm name: (variable path, transform)} of a ViT encoder."""
   names = {"cls_token": ("cls_token", _same), "pos_embed": ("pos_embed", _same),
            **_dense("patch_embed.proj", "patch_embed", _conv),
            **_ln("norm", "norm")}
@@ -178,6 +182,7 @@ def vit_names(encoder: vit.ViT) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class Family:
+  """How one encoder family's state dict maps to NNX variables."""
   names: Callable  # encoder -> {torch name: (variable path, transform)}
   first_layer: str  # Variable path of the input layer (channel adaptation).
   head: str  # Torch prefix of the classification head.

@@ -7,7 +7,7 @@ from typing import Sequence
 import jax.numpy as jnp
 from flax import nnx
 
-from chameleon_jax.models.layers import ConvBlock, per_channel
+from chameleon_jax.models.layers import ConvBlock, normalise_input, per_channel
 from chameleon_jax.registry import MODELS
 
 
@@ -53,7 +53,8 @@ class UNet(nnx.Module):
     if h % self.stride or w % self.stride:
       raise ValueError(f"UNet input size {h}x{w} must be a multiple of "
                        f"{self.stride} (2**(depth-1)).")
-    x = ((x - self.mean.get_value()) / self.std.get_value()).astype(self.compute_dtype)
+    x = normalise_input(x, self.mean.get_value(), self.std.get_value(),
+                        self.compute_dtype)
     skips = []
     for i, block in enumerate(self.down):
       if i:

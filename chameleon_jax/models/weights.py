@@ -46,6 +46,11 @@ def save_weights(model: nnx.Module, directory: str | os.PathLike[str],
 
 
 def read_spec(directory: str | os.PathLike[str]) -> dict:
+  """The model_spec.json saved beside weights (architecture, options).
+
+  Raises:
+    FileNotFoundError: `directory` holds no saved weights.
+  """
   return json.loads((Path(directory) / SPEC_FILE).read_text())
 
 

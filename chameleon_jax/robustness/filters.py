@@ -320,6 +320,7 @@ def plasma_fractal(key: jax.Array, mapsize: int, decay: float) -> jax.Array:
 
 
 def next_power_of_two(n: int) -> int:
+  """The smallest power of two >= n (FFT sizes)."""
   return 1 << max(0, int(n - 1).bit_length())
 
 

@@ -1,13 +1,11 @@
 """Sizing a training run to a wall-clock budget on the machine at hand.
 
 A recipe fixed in steps is fixed in time only on the machine it was measured
-on: the magnetic-tile recipe's 1800 steps took 19-20 min on one 2-core CPU
-and would take about 55 min on another (benchmarks/RESULTS.md, issue 8).
-With `train.time_budget_minutes` > 0 the loop measures this machine before
-training: the first step (compilation), `budget_calibration_steps` steps
-with the real input pipeline and one validation, all on a copy of the state
-with the data iterator rewound afterwards, so the run trains exactly as an
-unmeasured run of the same step count would. The step count becomes
+on. With `train.time_budget_minutes` > 0 the loop measures this machine
+before training: the first step (compilation), `budget_calibration_steps`
+steps with the real input pipeline and one validation, all on a copy of the
+state with the data iterator rewound afterwards, so the run trains exactly
+as an unmeasured run of the same step count would. The step count becomes
 
   steps = min(train.steps,
               (budget - elapsed - recompile - evals * val) / (step * (1 + margin)))
@@ -15,32 +13,25 @@ unmeasured run of the same step count would. The step count becomes
 (`train.steps` stays the cap, so on a fast machine the recipe is unchanged),
 with `evals` validations evenly spaced, the last at the end: `budget_evals`,
 or fewer where they would take more than `budget_eval_share` of the budget
-(at least the last, which chooses the checkpoint). Under a budget that is
-short for the machine the last checkpoint is the one chosen, so earlier
-validations only take steps away: on magnetic tile, 3 seeds of 551-637
-steps on a slow CPU, the last of 3 validations scored best in every seed,
-and the two before it took 2.5 of the 25 minutes. `budget_margin` covers
-what 10 timed steps do not see (logging, checkpoints, timing noise): on
-magnetic tile the steps of a run took 0.88-1.04x the timed ones (7 runs),
-and a run planned without a margin overran its 25 minutes by 54 s (3.6 %).
-It does not cover an input pipeline slower than the model: with zoomed-out
-crops (1-2x the crop's pixels read, then resized) one Grain worker on 2
-cores fell behind in bursts, steps took 1.8-3.1 s, 10 timed steps read 1.77
-s and the run went at 2.13, 182 s over budget; timing 10 steps after
-drawing the buffered batches read 1.80. That is what the pace check is for:
-at the end of warmup (the learning rate does not depend on the run's length
-until then) the loop times the second half of warmup (the first steps after
-a compile run slow while the pipeline fills) and, if that pace says the
-plan would overrun, shortens it (`check_pace`: the same formula at the run's
-own pace; the train step compiles again with the shorter schedule, so the
-run is the one a plan of that length from the start would have trained).
-It only shortens: a plan never grows past what was measured. The plan
-is written to <workdir>/budget.json before the first checkpoint, again after
-the pace check, and reused on resume, so a restarted run keeps its schedule
-(a run killed before its pace check checks again); the file also records the
-measurements and, when the run ends, the seconds it took. Timing starts when
-`train` is called (imports before it are outside the budget). To repeat a
-run's exact schedule elsewhere: time_budget_minutes=0 and steps from the file.
+(at least the last, which chooses the checkpoint). `budget_margin` covers
+what the timed steps do not see (logging, checkpoints, timing noise); it
+does not cover an input pipeline that falls behind the model in bursts.
+
+That is what the pace check is for: at the end of warmup (the learning rate
+does not depend on the run's length until then) the loop times the second
+half of warmup (the first steps after a compile run slow while the pipeline
+fills) and, if that pace says the plan would overrun, shortens it
+(`check_pace`: the same formula at the run's own pace; the train step
+compiles again with the shorter schedule, so the run is the one a plan of
+that length from the start would have trained). It only shortens.
+
+The plan is written to <workdir>/budget.json before the first checkpoint,
+again after the pace check, and reused on resume, so a restarted run keeps
+its schedule (a run killed before its pace check checks again); the file
+also records the measurements and, when the run ends, the seconds it took.
+To repeat a run's exact schedule elsewhere: time_budget_minutes=0 and steps
+from the file. Measurements (the margin, the pace check, validations under a
+short budget): benchmarks/RESULTS.md, "Why each choice", "chameleon_jax/train/budget.py".
 """
 
 from __future__ import annotations
@@ -187,6 +178,7 @@ def check_pace(plan: Plan, *, elapsed_s: float, pace_s: float,
 
 
 def load(workdir: str | Path) -> Plan | None:
+  """The plan saved in <workdir>/budget.json, or None."""
   path = Path(workdir) / FILENAME
   if not path.is_file():
     return None
@@ -203,6 +195,7 @@ def save(workdir: str | Path, plan: Plan, **extra) -> None:
 
 
 def log(plan: Plan) -> None:
+  """Logs a plan: steps, validations, the measurements it came from."""
   m = plan.measured
   logging.info(
       "Budget %.1f min: %d steps (first step %.1f s, then %.3f s per step; "

@@ -24,6 +24,7 @@ def accepted(baseline: dict) -> set[tuple[str, str, str]]:
 
 
 def problems(report, baseline: dict) -> list[str]:
+  """What fails the gate: parse errors, and findings not in the baseline."""
   reports = report if isinstance(report, list) else [report]
   known = accepted(baseline)
   found = []
@@ -46,6 +47,7 @@ def problems(report, baseline: dict) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+  """`checkov_gate.py BASELINE < report.json`: exit 1 on any problem."""
   if len(argv) != 1:
     print("usage: checkov ... -o json | checkov_gate.py BASELINE")
     return 2

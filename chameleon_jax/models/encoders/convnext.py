@@ -31,6 +31,10 @@ def _ln(dim, dtype, rngs):
 
 
 class Block(nnx.Module):
+  """ConvNeXt block: 7x7 depthwise conv, LayerNorm, MLP (4x), layer scale,
+  stochastic depth.
+  """
+
   def __init__(self, dim, drop, dtype, *, rngs):
     self.dwconv = nnx.Conv(dim, dim, (7, 7), padding=((3, 3), (3, 3)),
                            feature_group_count=dim, dtype=dtype, rngs=rngs)
@@ -50,6 +54,10 @@ class Block(nnx.Module):
 
 
 class ConvNeXt(nnx.Module):
+  """ConvNeXt encoder (Liu et al. 2022), torchvision's layout: a 4x4 stem
+  and four stages at strides 4-32 (the encoder contract, __init__.py).
+  """
+
   def __init__(self, depths, dims, in_channels, dtype, drop_path_rate, head,
                *, rngs):
     self.stem_conv = nnx.Conv(in_channels, dims[0], (4, 4), strides=(4, 4),

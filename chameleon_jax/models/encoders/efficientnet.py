@@ -25,6 +25,8 @@ FEATURE_STAGES = (0, 1, 2, 4, 6)  # Last stage at each stride 2, 4, 8, 16, 32.
 
 
 class ConvNormAct(nnx.Module):
+  """Conv, normalisation, SiLU (optional): EfficientNet's basic layer."""
+
   def __init__(self, cin, cout, kernel, stride, norm, groups_norm, dtype, *,
                groups=1, act=True, rngs):
     self.conv = conv(cin, cout, kernel, stride, groups=groups, dtype=dtype,
@@ -38,6 +40,10 @@ class ConvNormAct(nnx.Module):
 
 
 class MBConv(nnx.Module):
+  """Inverted residual block: expansion, depthwise conv, squeeze-excitation,
+  projection; stochastic depth on the residual.
+  """
+
   def __init__(self, expansion, kernel, stride, cin, cout, norm, norm_groups,
                dtype, drop, *, rngs):
     hidden = cin * expansion
@@ -67,6 +73,10 @@ class MBConv(nnx.Module):
 
 
 class EfficientNet(nnx.Module):
+  """EfficientNet-B0 encoder (Tan & Le 2019), torchvision's layout; maps at
+  strides 2-32 (the encoder contract, __init__.py).
+  """
+
   def __init__(self, in_channels, norm, norm_groups, dtype, drop_path_rate,
                head, *, rngs):
     self.stem = ConvNormAct(in_channels, 32, 3, 2, norm, norm_groups, dtype,

@@ -25,6 +25,8 @@ WIDTHS = (64, 128, 256, 512)
 
 
 class Downsample(nnx.Module):
+  """1x1 strided conv + norm: the projection shortcut of a ResNet block."""
+
   def __init__(self, cin, cout, stride, norm, groups, dtype, *, rngs):
     self.conv = conv(cin, cout, 1, stride, dtype=dtype, rngs=rngs)
     self.norm = Norm(cout, norm, groups, dtype, rngs=rngs)
@@ -67,6 +69,10 @@ class Block(nnx.Module):
 
 
 class ResNet(nnx.Module):
+  """ResNet encoder (He et al. 2016), basic or bottleneck blocks in
+  torchvision's layout; maps at strides 4-32 (the encoder contract).
+  """
+
   def __init__(self, kind, depths, in_channels, norm, norm_groups, dtype,
                drop_path_rate, *, rngs):
     self.conv1 = conv(in_channels, 64, 7, 2, dtype=dtype, rngs=rngs)

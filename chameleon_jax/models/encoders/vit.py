@@ -26,6 +26,8 @@ PATCH, DEPTH, GRID = 16, 12, 14  # 224 / 16 = 14 positions per side.
 
 
 class Attention(nnx.Module):
+  """Multi-head self-attention with a fused qkv projection (timm's layout)."""
+
   def __init__(self, dim, heads, dtype, *, rngs):
     self.heads = heads
     self.qkv = nnx.Linear(dim, 3 * dim, dtype=dtype, rngs=rngs)
@@ -40,6 +42,8 @@ class Attention(nnx.Module):
 
 
 class Block(nnx.Module):
+  """Pre-norm transformer block: attention and MLP, stochastic depth."""
+
   def __init__(self, dim, heads, drop, dtype, *, rngs):
     self.norm1 = nnx.LayerNorm(dim, epsilon=1e-6, dtype=dtype, rngs=rngs)
     self.attn = Attention(dim, heads, dtype, rngs=rngs)
@@ -58,6 +62,10 @@ class Block(nnx.Module):
 
 
 class ViT(nnx.Module):
+  """ViT encoder (patch 16), timm's layout; position embeddings resampled
+  to the input size; a simple feature pyramid gives maps at strides 4-32.
+  """
+
   def __init__(self, dim, heads, in_channels, dtype, drop_path_rate, head, *,
                rngs):
     init = nnx.initializers.truncated_normal(0.02)
