@@ -45,24 +45,24 @@ def jax_tree_add(tree, value):
   return jax.tree.map(lambda x: x + value, tree)
 
 
-def test_best_is_restored_and_labelled_best(tmp_path):
-  tx, _, shifted = _trained(tmp_path, "dice")
+@pytest.mark.parametrize("best_metric,restored_as", [
+    ("dice", ("best", 2)), ("", ("latest", 3))])
+def test_best_is_restored_and_labelled_as_what_it_is(tmp_path, best_metric,
+                                                     restored_as):
+  """"best" restores the best checkpoint; where no best metric was kept
+  (train.best_metric=""), the latest, labelled "latest" (it was labelled
+  "best")."""
+  tx, state, shifted = _trained(tmp_path, best_metric)
   restored = restore_lib.restore(tmp_path, "best", tx=tx, use_ema=False,
-                                 best_metric="dice")
-  assert (restored.card["checkpoint"], restored.card["step"]) == ("best", 2)
+                                 best_metric=best_metric)
+  assert (restored.card["checkpoint"], restored.card["step"]) == restored_as
+  want = shifted if best_metric else state
   assert card_lib.params_digest(restored.state.params) == \
-      card_lib.params_digest(shifted.params)
+      card_lib.params_digest(want.params)
 
 
-def test_no_best_metric_restores_the_latest_and_says_so(tmp_path):
-  """train.best_metric="" keeps no best checkpoints: "best" must not load
-  the latest under the name "best"."""
-  tx, state, _ = _trained(tmp_path, "")
-  restored = restore_lib.restore(tmp_path, "best", tx=tx, use_ema=False,
-                                 best_metric="")
-  assert (restored.card["checkpoint"], restored.card["step"]) == ("latest", 3)
-  assert card_lib.params_digest(restored.state.params) == \
-      card_lib.params_digest(state.params)
+def test_best_without_a_best_metric_is_refused_by_the_checkpointer(tmp_path):
+  _, state, _ = _trained(tmp_path, "")
   ckpt = ckpt_lib.Checkpointer(tmp_path, every_steps=1, keep=1,
                                best_metric=None)
   with pytest.raises(ValueError, match="No best checkpoints are kept"):
@@ -129,3 +129,18 @@ def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path):
   assert [p.name for p in path.parent.iterdir()] == ["plan.json"]
   atomic.write_json(path, {"b": 1, "a": 2}, sort_keys=True)
   assert path.read_text() == '{\n "a": 2,\n "b": 1\n}\n'
+
+
+def test_options_spelled_at_their_defaults_are_the_same_model(tmp_path):
+  """A workdir trained when the template spelled the UNet's defaults out
+  ({"widths": [16, 32, 64, 128], "norm": "group"}) restores under a
+  config that leaves them unset; another width is still refused."""
+  spelled = card_lib.signature("unet", 2, 1, "float32",
+                               {"widths": [16, 32, 64, 128], "norm": "group"})
+  unset = card_lib.signature("unet", 2, 1, "float32", {})
+  ckpt_lib.check_signature(spelled, unset, tmp_path)
+  assert card_lib.same_model(spelled, unset)
+  wider = card_lib.signature("unet", 2, 1, "float32", {"widths": [8, 16]})
+  with pytest.raises(ckpt_lib.ModelMismatchError, match="widths"):
+    ckpt_lib.check_signature(spelled, wider, tmp_path)
+  assert not card_lib.same_model(spelled, {**unset, "num_classes": 3})

@@ -47,6 +47,21 @@ def build(sig: Mapping[str, Any], seed: int = 0) -> nnx.Module:
                      seed=seed, **sig["kwargs"])
 
 
+def same_model(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+  """Whether two signatures build the same model: the same architecture,
+  classes, channels and dtype, and equal graphs (layers, their static
+  options and parameter shapes), compared abstractly (no weights)."""
+  head = ("name", "num_classes", "in_channels", "dtype")
+  if any(a.get(k) != b.get(k) for k in head):
+    return False
+  try:
+    graphs = [nnx.graphdef(nnx.eval_shape(lambda s=s: build(s)))
+              for s in (a, b)]
+  except (TypeError, ValueError, KeyError):  # Options one build refuses.
+    return False
+  return graphs[0] == graphs[1]
+
+
 def write_card(workdir: str | Path, sig: Mapping[str, Any],
                class_names: Sequence[str], dataset: str,
                dataset_hash: str) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from chameleon_jax.model_io import card as card_lib
 from chameleon_jax.model_io.state import TrainState
 
 
@@ -148,11 +149,16 @@ def saved_steps(workdir: str | Path) -> list[int]:
 def check_signature(stored: dict, current: dict, where: Any) -> None:
   """Refuses a checkpoint of another model.
 
+  Signatures that differ only in how the options are spelled (an option
+  given at its default value in one, left to the default in the other, as
+  configs written before the template left model options unset) describe
+  the same model: they are accepted when both build the same graph.
+
   Raises:
-    ModelMismatchError: `stored` differs from `current`, naming every
-      differing key and `where` the checkpoint is.
+    ModelMismatchError: `stored` and `current` describe different models,
+      naming every differing key and `where` the checkpoint is.
   """
-  if stored == current:
+  if stored == current or card_lib.same_model(stored, current):
     return
   keys = sorted(set(stored) | set(current))
   diffs = [f"{k}: checkpoint {json.dumps(stored.get(k))} vs config "
