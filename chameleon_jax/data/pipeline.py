@@ -242,21 +242,27 @@ def eval_batches(
   per_process = -(-n // process_count)
   num_batches = -(-per_process // local_batch_size)
   examples = examples[process_index::process_count]
-  height, width = size
   for b in range(num_batches):
     chunk = [examples[i] for i in range(b * local_batch_size,
                                         min(len(examples), (b + 1) * local_batch_size))]
-    channels = ds.channels
-    batch = {
-        "image": np.zeros((local_batch_size, height, width, channels), np.float32),
-        "mask": np.full((local_batch_size, height, width),
-                        transforms.IGNORE_INDEX, np.int32),
-        "label": np.zeros((local_batch_size,), np.int32),
-        "index": np.full((local_batch_size,), -1, np.int32),
-        "weight": np.zeros((local_batch_size,), np.float32),
-    }
-    for j, example in enumerate(chunk):
-      for key in ("image", "mask", "label", "index"):
-        batch[key][j] = example[key]
-      batch["weight"][j] = 1.0
-    yield batch
+    yield padded(chunk, local_batch_size, (*size, ds.channels))
+
+
+def padded(examples, rows: int, shape: tuple[int, int, int]
+           ) -> dict[str, np.ndarray]:
+  """Evaluation examples stacked into `rows` rows of images of `shape`
+  (H, W, C); the rows after them are padding: zero image, IGNORE_INDEX
+  mask, label 0, index -1 and weight 0 (real rows: weight 1), which every
+  metric skips. The one padding of evaluation (batches, robustness)."""
+  batch = {
+      "image": np.zeros((rows, *shape), np.float32),
+      "mask": np.full((rows, *shape[:2]), transforms.IGNORE_INDEX, np.int32),
+      "label": np.zeros((rows,), np.int32),
+      "index": np.full((rows,), -1, np.int32),
+      "weight": np.zeros((rows,), np.float32),
+  }
+  for j, example in enumerate(examples):
+    for key in ("image", "mask", "label", "index"):
+      batch[key][j] = example[key]
+    batch["weight"][j] = 1.0
+  return batch

@@ -61,9 +61,9 @@ from chameleon_jax import atomic
 from chameleon_jax.data import pipeline
 from chameleon_jax.evaluation import batches
 from chameleon_jax.data.labels import IGNORE_INDEX
-from chameleon_jax.metrics.confusion import iou_dice, pixel_confusion
+from chameleon_jax.metrics.confusion import pixel_confusion
 from chameleon_jax.metrics.images import (defect_pixels, image_result,
-                                          is_defect_image)
+                                          is_defect_image, summarize_images)
 
 THRESHOLDS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2).tolist()) + (
     0.97, 0.99)
@@ -149,38 +149,6 @@ def predictions(predict, state, ds, split: str, inp: pipeline.EvalInput,
         yield int(i), p, m
 
 
-def summarize(results: Sequence[dict], pixel_confusion: np.ndarray,
-              class_names: Sequence[str]) -> dict:
-  """Image-level metrics, per-class pixel Dice and the image-level
-  confusion between classes (rows: the image's true dominant class, 0 =
-  defect-free; columns: the predicted one, 0 = no alarm)."""
-  defect = [r for r in results if r["defect"]]
-  clean = [r for r in results if not r["defect"]]
-  k = len(class_names)
-  images = np.zeros((k, k), np.int64)
-  for r in results:
-    images[r["true_class"], r["pred_class"]] += 1
-  _, dice = iou_dice(pixel_confusion)
-  out = {
-      "defect_image_dice": float(np.mean([r["dice"] for r in defect]))
-      if defect else float("nan"),
-      "defect_image_dice_std": float(np.std([r["dice"] for r in defect]))
-      if defect else float("nan"),
-      "false_alarm_rate": len([r for r in clean if r["alarm"]]) /
-      max(len(clean), 1),
-      "defect_recall": len([r for r in defect if r["alarm"]]) /
-      max(len(defect), 1),
-      "num_defect_images": len(defect), "num_defect_free_images": len(clean),
-      "image_confusion": images.tolist(),
-  }
-  for c, name in enumerate(class_names):
-    out[f"dice/{name}"] = float(dice[c])
-    per_class = [r["dice"] for r in defect if r["true_class"] == c]
-    if c and per_class:
-      out[f"defect_image_dice/{name}"] = float(np.mean(per_class))
-  return out
-
-
 def evaluate(rule: DecisionRule, items, class_names: Sequence[str]
              ) -> tuple[dict, list[dict], dict[int, np.ndarray]]:
   """Applies `rule` to (index, probs, labels) items: (metrics, per-image
@@ -194,7 +162,8 @@ def evaluate(rule: DecisionRule, items, class_names: Sequence[str]
     confusion += pixel_confusion(pred, labels, valid, k)
     results.append({"index": index, **image_result(pred, labels)})
     maps[index] = pred
-  return summarize(results, confusion, class_names), results, maps
+  return (summarize_images(results, confusion, class_names), results,
+          maps)
 
 
 def within_budget(false_alarm, budget: float):

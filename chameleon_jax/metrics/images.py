@@ -13,14 +13,15 @@ code count with the same lines).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from chameleon_jax.data.labels import IGNORE_INDEX, defect_pixels
+from chameleon_jax.metrics.confusion import iou_dice
 
 __all__ = ["defect_pixels", "image_dice", "image_result", "is_alarm",
-           "is_defect_image"]
+           "is_defect_image", "summarize_images"]
 
 
 def is_defect_image(gt_area: Any) -> Any:
@@ -71,3 +72,35 @@ def image_result(pred: np.ndarray, labels: np.ndarray) -> dict:
           "pred_area": pred_area, "gt_area": gt_area,
           "true_class": int(gt_classes.argmax()) if gt_area else 0,
           "pred_class": int(pred_classes.argmax()) if pred_area else 0}
+
+
+def summarize_images(results: Sequence[dict], pixel_confusion: np.ndarray,
+                     class_names: Sequence[str]) -> dict:
+  """Image-level metrics, per-class pixel Dice and the image-level
+  confusion between classes (rows: the image's true dominant class, 0 =
+  defect-free; columns: the predicted one, 0 = no alarm)."""
+  defect = [r for r in results if r["defect"]]
+  clean = [r for r in results if not r["defect"]]
+  k = len(class_names)
+  images = np.zeros((k, k), np.int64)
+  for r in results:
+    images[r["true_class"], r["pred_class"]] += 1
+  _, dice = iou_dice(pixel_confusion)
+  out = {
+      "defect_image_dice": float(np.mean([r["dice"] for r in defect]))
+      if defect else float("nan"),
+      "defect_image_dice_std": float(np.std([r["dice"] for r in defect]))
+      if defect else float("nan"),
+      "false_alarm_rate": len([r for r in clean if r["alarm"]]) /
+      max(len(clean), 1),
+      "defect_recall": len([r for r in defect if r["alarm"]]) /
+      max(len(defect), 1),
+      "num_defect_images": len(defect), "num_defect_free_images": len(clean),
+      "image_confusion": images.tolist(),
+  }
+  for c, name in enumerate(class_names):
+    out[f"dice/{name}"] = float(dice[c])
+    per_class = [r["dice"] for r in defect if r["true_class"] == c]
+    if c and per_class:
+      out[f"defect_image_dice/{name}"] = float(np.mean(per_class))
+  return out

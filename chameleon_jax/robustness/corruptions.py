@@ -19,8 +19,7 @@ module has a documented equivalent:
                   shuffle, not a permutation). The sequential sweep carries
                   some pixels several times, so ours shuffles a little less:
                   0.1-1.5 dB higher PSNR (benchmarks/RESULTS.md).
-  motion_blur     imagecorruptions' NumPy re-implementation of ImageMagick's
-                  motion blur (one-sided Gaussian trail), which we follow.
+  motion_blur     imagecorruptions' one-sided Gaussian trail, followed.
   spatter (water) the reference shades the liquid with Canny edges, a distance
                   transform and histogram equalisation (OpenCV); here the
                   thresholded liquid layer is shaded by its own emboss.

@@ -8,7 +8,6 @@ import dataclasses
 import numpy as np
 
 from chameleon_jax.data import pipeline
-from chameleon_jax.data.labels import IGNORE_INDEX
 from chameleon_jax.metrics.images import defect_pixels
 
 
@@ -21,6 +20,7 @@ class EvalData:
   weight: np.ndarray  # (N,) 1 real, 0 padding
 
   def batches(self, size: int):
+    """{image, mask, index, weight} slices of `size` rows, in order."""
     for start in range(0, len(self.index), size):
       yield {k: getattr(self, k)[start:start + size]
              for k in ("image", "mask", "index", "weight")}
@@ -44,15 +44,8 @@ def load_eval_data(ds, split: str, inp: pipeline.EvalInput,
     pick = lambda ids, n: ids[np.linspace(0, len(ids) - 1, n).round()
                               .astype(int)] if n else ids[:0]
     chosen = np.sort(np.concatenate([pick(pos, n_pos), pick(neg, n_neg)]))
-  n = len(chosen)
-  total = -(-n // batch_size) * batch_size
-  first = rows[0]
-  data = EvalData(
-      image=np.zeros((total,) + first["image"].shape, np.float32),
-      mask=np.full((total,) + first["mask"].shape, IGNORE_INDEX, np.int32),
-      index=np.full((total,), -1, np.int32),
-      weight=np.zeros((total,), np.float32))
-  for j, i in enumerate(chosen):
-    data.image[j], data.mask[j] = rows[i]["image"], rows[i]["mask"]
-    data.index[j], data.weight[j] = rows[i]["index"], 1.0
-  return data
+  total = -(-len(chosen) // batch_size) * batch_size
+  batch = pipeline.padded([rows[i] for i in chosen], total,
+                          rows[0]["image"].shape)
+  return EvalData(image=batch["image"], mask=batch["mask"],
+                  index=batch["index"], weight=batch["weight"])
