@@ -75,7 +75,7 @@ def test_a_checkpoint_of_another_model_is_refused(tmp_path):
   other = {**SIG, "kwargs": {"widths": [8, 16], "norm_groups": 2}}
   with pytest.raises(ckpt_lib.ModelMismatchError, match="kwargs"):
     restore_lib.restore(tmp_path, "latest", tx=tx, use_ema=False,
-                        best_metric=None, expected=other)
+                        best_metric=None, expected=lambda sig: other)
   with pytest.raises(ValueError, match="expected one of"):
     restore_lib.restore(tmp_path, "newest", tx=tx, use_ema=False,
                         best_metric=None)

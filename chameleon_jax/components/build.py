@@ -17,7 +17,6 @@ from typing import Any
 import gin
 import ml_collections
 
-from chameleon_jax import robustness  # noqa: F401  (corruptions, attacks)
 from chameleon_jax import sharding
 from chameleon_jax.data import augment as augment_lib
 from chameleon_jax.data import dataset as dataset_lib
@@ -31,7 +30,7 @@ from chameleon_jax.model_io import card as card_lib
 from chameleon_jax.model_io import restore as restore_lib
 from chameleon_jax.models import build_model
 from chameleon_jax.registry import DATASETS
-from chameleon_jax.robustness import sweep
+from chameleon_jax.robustness import sweep  # Registers corruptions, attacks.
 from chameleon_jax.train import loop
 
 
@@ -201,30 +200,30 @@ def train_settings(config: ml_collections.ConfigDict) -> loop.TrainSettings:
   return loop.TrainSettings(**to_dict(config.train))
 
 
+def _checkpoint_layout(config: ml_collections.ConfigDict) -> dict:
+  """What restoring needs of the training run: its optimizer (the state
+  layout), whether it kept an EMA, the metric best checkpoints were kept by."""
+  settings = train_settings(config)
+  tx, _ = loop.optimizer(settings, settings.steps)
+  return {"tx": tx, "use_ema": bool(settings.ema_decay),
+          "best_metric": settings.best_metric or None}
+
+
 def restore(config: ml_collections.ConfigDict, workdir: str, which: str,
             mesh=None) -> restore_lib.Restored:
   """`workdir`'s `which` ("best"/"latest") checkpoint, refusing a model
   other than the config's (model_io.restore)."""
-  settings = train_settings(config)
-  card = card_lib.read_card(workdir)
-  sig = card["signature"]
-  tx, _ = loop.optimizer(settings, settings.steps)
   return restore_lib.restore(
-      workdir, which, tx=tx, use_ema=bool(settings.ema_decay),
-      best_metric=settings.best_metric or None, mesh=mesh,
-      expected=model_signature(config, sig["num_classes"],
-                               sig["in_channels"]))
+      workdir, which, mesh=mesh, **_checkpoint_layout(config),
+      expected=lambda sig: model_signature(config, sig["num_classes"],
+                                           sig["in_channels"]))
 
 
 def load_members(config: ml_collections.ConfigDict, workdirs):
   """Ensemble members (model_io.load_members): each member's own model,
   the experiment's `eval.checkpoint` and optimizer layout."""
-  settings = train_settings(config)
-  tx, _ = loop.optimizer(settings, settings.steps)
-  return restore_lib.load_members(
-      workdirs, config.eval.checkpoint, tx=tx,
-      use_ema=bool(settings.ema_decay),
-      best_metric=settings.best_metric or None)
+  return restore_lib.load_members(workdirs, config.eval.checkpoint,
+                                  **_checkpoint_layout(config))
 
 
 def train_iterator(config: ml_collections.ConfigDict,

@@ -7,6 +7,7 @@ see a config.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -116,13 +117,12 @@ def robustness_sweep(config: ml_collections.ConfigDict, workdir: str,
                               version=other.version,
                               root=other.root or config.data.root)
 
-  kwargs = {} if log is None else {"log": log}
   return sweep.run(
       settings, workdir, members=members, mesh=mesh,
       ds=build.open_dataset(config, workdir),
       inp=build.eval_input(config, settings.batch_size),
       min_defect_area=config.eval.min_defect_area, open_other=open_other,
-      **kwargs)
+      log=log or logging.info)
 
 
 def robustness(config: ml_collections.ConfigDict,

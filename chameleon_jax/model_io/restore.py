@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import optax
 from flax import nnx
@@ -35,7 +35,7 @@ class Restored(NamedTuple):
 def restore(workdir: str | Path, which: str, *,
             tx: optax.GradientTransformation, use_ema: bool,
             best_metric: str | None,
-            expected: Mapping[str, Any] | None = None,
+            expected: Callable[[dict], Mapping[str, Any]] | None = None,
             mesh: Mesh | None = None) -> Restored:
   """Restores `workdir`'s `best` or `latest` checkpoint.
 
@@ -48,7 +48,8 @@ def restore(workdir: str | Path, which: str, *,
       checkpoint layout; its schedule does not matter).
     use_ema: whether the run kept an EMA of the parameters.
     best_metric: the metric the best checkpoints were kept by (None: none).
-    expected: the signature the caller's config describes; a checkpoint of
+    expected: maps the card's signature to the one the caller's config
+      describes (for the card's classes and channels); a checkpoint of
       another model is refused (`checkpoint.ModelMismatchError`).
     mesh: the device mesh (default: every device, one "data" axis).
 
@@ -67,7 +68,7 @@ def restore(workdir: str | Path, which: str, *,
   checkpointer = ckpt_lib.Checkpointer(workdir, every_steps=1, keep=1,
                                        best_metric=best_metric or None)
   target = ckpt_lib.abstract(state)
-  check = dict(expected) if expected is not None else sig
+  check = dict(expected(sig)) if expected is not None else sig
   restored = None
   if which == "best":
     if checkpointer.keeps_best():

@@ -139,30 +139,29 @@ def train(workdir: str | Path, settings: TrainSettings, *,
     checkpoint.ModelMismatchError: `workdir` holds another model.
   """
   started = time.perf_counter() if started is None else started
-  cfg = settings
   shard = functools.partial(sharding.shard_batch, mesh=mesh)
   graphdef, state = build_state(model, settings, mesh)
 
   def compile_step(total_steps):  # The schedule's length is compiled in.
     tx, schedule = optimizer(settings, total_steps)
     train_step = jax.jit(
-        steps.make_train_step(graphdef, loss_fn, tx, cfg.ema_decay or None,
+        steps.make_train_step(graphdef, loss_fn, tx, settings.ema_decay or None,
                               target=target),
         donate_argnums=0,
         out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)))
     return schedule, train_step
 
-  schedule, train_step = compile_step(cfg.steps)
+  schedule, train_step = compile_step(settings.steps)
   validate = make_validate(graphdef, mesh)
 
   plan = _plan(settings, workdir, started, lambda: budget.measure(
       train_step, state, data_iter, shard, validate,
-      cfg.budget_calibration_steps))
-  if plan.steps != cfg.steps:
+      settings.budget_calibration_steps))
+  if plan.steps != settings.steps:
     schedule, train_step = compile_step(plan.steps)
   checkpointer = ckpt_lib.Checkpointer(
-      workdir, every_steps=plan.checkpoint_every, keep=cfg.keep_checkpoints,
-      best_metric=cfg.best_metric or None)
+      workdir, every_steps=plan.checkpoint_every,
+      keep=settings.keep_checkpoints, best_metric=settings.best_metric or None)
   start = 0
   restored = checkpointer.restore(ckpt_lib.abstract(state), signature)
   if restored is not None:
@@ -173,13 +172,13 @@ def train(workdir: str | Path, settings: TrainSettings, *,
                       data.dataset_hash)  # After the signature check.
 
   writer = MetricWriter(workdir)
-  bar = ProgressBar(plan.steps, start, cfg.batch_size)
+  bar = ProgressBar(plan.steps, start, settings.batch_size)
   val_metrics: dict[str, float] = {}
   last_log, last_time = start, time.perf_counter()
   # The pace check (train/budget.py): from pace_from to the end of warmup.
-  pace_from = max(start + 1, cfg.warmup_steps // 2)
+  pace_from = max(start + 1, settings.warmup_steps // 2)
   if (not plan.budget_s or "pace_s" in plan.measured
-      or cfg.warmup_steps - pace_from < PACE_MIN_STEPS):
+      or settings.warmup_steps - pace_from < PACE_MIN_STEPS):
     pace_from = None
   step = start
   while step < plan.steps:
@@ -187,21 +186,21 @@ def train(workdir: str | Path, settings: TrainSettings, *,
     batch = shard(next(data_iter))
     with jax.transfer_guard("disallow"):
       state, metrics = train_step(state, batch)
-    if pace_from is not None and step in (pace_from, cfg.warmup_steps):
+    if pace_from is not None and step in (pace_from, settings.warmup_steps):
       jax.block_until_ready(metrics)
       if step == pace_from:
         pace_start = time.perf_counter()
       else:
         planned = plan.steps
         plan = _check_pace(plan, workdir, started, pace_start,
-                           step - pace_from, step, cfg.budget_margin)
+                           step - pace_from, step, settings.budget_margin)
         if plan.steps != planned:
           schedule, train_step = compile_step(plan.steps)
           bar.total = plan.steps
 
     is_last = step == plan.steps
     save = checkpointer.should_save(step) or is_last
-    if step % cfg.log_every == 0 or save or is_last:
+    if step % settings.log_every == 0 or save or is_last:
       metrics = jax.device_get(metrics)
       if not metrics["finite"]:
         raise NonFiniteLossError(
@@ -211,7 +210,8 @@ def train(workdir: str | Path, settings: TrainSettings, *,
             "train.grad_clip_norm; the last good checkpoint is step "
             f"{checkpointer.latest_step()}.")
       now = time.perf_counter()
-      images_per_s = (step - last_log) * cfg.batch_size / max(now - last_time, 1e-9)
+      images_per_s = ((step - last_log) * settings.batch_size
+                      / max(now - last_time, 1e-9))
       last_log, last_time = step, now
       writer.write(step, "train", {
           "loss": metrics["loss"], "grad_norm": metrics["grad_norm"],
