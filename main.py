@@ -3,7 +3,15 @@
   python main.py --config=experiments/quickstart.py --workdir=DIR \
       --mode=ingest,train,eval [--config.train.steps=100 ...]
 
-Modes (comma-separated, run in order): ingest, train, eval, predict,
+A new dataset, planned from its fingerprint (plan: <workdir>/plan/config.py
+and plan.md, the reason for every value; the modes after it use that config):
+
+  python main.py --config=configs/segmentation.py --workdir=DIR \
+      --config.data.source=image_mask_folders \
+      --config.data.source_kwargs.root=/data/parts --mode=ingest,plan,train,eval
+
+Modes (comma-separated, run in order): ingest, plan (a config from the
+dataset's fingerprint, below), train, eval, predict,
 robustness (corruptions, attacks, ensembles -> <workdir>/robustness/report.html),
 export (verified jax2tf SavedModel published in TF Serving layout under
 export.model_base_path; the only mode that imports TensorFlow), render
@@ -24,8 +32,10 @@ from ml_collections import config_flags
 
 from chameleon_jax import components, sharding
 from chameleon_jax.components import modes
+from chameleon_jax.components import plan as plan_mode
+from chameleon_jax.planning.facts import PlanError
 
-MODES = ("ingest", "train", "eval", "predict", "robustness", "export", "render",
+MODES = ("ingest", "plan", "train", "eval", "predict", "robustness", "export", "render",
          "zoo")
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file "
@@ -83,6 +93,15 @@ def main(argv):
                          "quarantined": ds.manifest["num_quarantined"],
                          "report": str(ds.path / "report.md"),
                          **{s: v["count"] for s, v in ds.manifest["splits"].items()}})
+    elif mode == "plan":
+      try:
+        config = plan_mode.plan(
+            config, workdir, config_flags.get_override_values(FLAGS["config"]),
+            log=logging.info)
+      except PlanError as e:
+        sys.exit(f"--mode=plan: {e}")
+      _report("plan", {"config": f"{workdir}/plan/config.py",
+                       "reasons": f"{workdir}/plan/plan.md"})
     elif mode == "train":
       _report("train (final validation)", modes.train(config, workdir))
     elif mode == "eval":

@@ -75,6 +75,16 @@ def get_config() -> ml_collections.ConfigDict:
       "noise_std": _unset(float),
   })
 
+  # --- Planning (--mode=plan; chameleon_jax/planning/) --------------------------
+  # The planner reads the dataset's fingerprint, this machine and
+  # train.time_budget_minutes (0: 25 min) and writes <workdir>/plan/config.py
+  # with plan.md (the rule and evidence behind every value). Keys given as
+  # --config.key=value overrides are kept and recorded as the user's choice.
+  config.plan = ml_collections.ConfigDict()
+  # "" = measure this machine (a few seconds); the path of a machine.json a
+  # plan wrote = plan for that machine again (a byte-identical plan).
+  config.plan.machine_profile = ""
+
   # --- Model and loss (registry names + their options) ----------------------
   config.model = ml_collections.ConfigDict()
   config.model.name = "unet"
