@@ -343,3 +343,75 @@ def test_grey_16bit_png_and_class_folders_without_masks(tmp_path):
   assert all(i.image.dtype == np.uint16 and not i.has_mask for i in items)
   assert sorted((i.item_id, i.label) for i in items) == [("bad/x", 1),
                                                          ("good/x", 0)]
+
+
+# --- MATLAB masks (image_mask_folders with mask_ext=".mat") ------------------
+
+def _mat(path: Path, variables: dict) -> Path:
+  import scipy.io
+  path.parent.mkdir(parents=True, exist_ok=True)
+  scipy.io.savemat(path, variables)
+  return path
+
+
+def _cells(*arrays) -> np.ndarray:
+  """A MATLAB cell array (one entry per annotator, say)."""
+  cells = np.empty(len(arrays), dtype=object)
+  for i, a in enumerate(arrays):
+    cells[i] = a
+  return cells
+
+
+def test_mat_masks_read_by_field_with_a_value_map(tmp_path):
+  """CrackForest's layout: groundTruth.Segmentation, 1 = road, 2 = crack."""
+  segmentation = np.ones((40, 60), np.uint8)
+  segmentation[10:14, 5:50] = 2
+  for stem in ("good", "nofield", "fractional", "hdf5", "cells", "garbage"):
+    _png(tmp_path / "images" / f"{stem}.png", _grey())
+  _mat(tmp_path / "masks" / "good.mat", {"groundTruth": {
+      "Segmentation": segmentation, "Boundaries": segmentation == 2}})
+  _mat(tmp_path / "masks" / "nofield.mat", {"other": {"x": segmentation}})
+  _mat(tmp_path / "masks" / "fractional.mat", {"groundTruth": {
+      "Segmentation": segmentation * 0.5}})
+  (tmp_path / "masks" / "hdf5.mat").write_bytes(
+      b"MATLAB 7.3 MAT-file, Platform: GLNXA64" + bytes(200))
+  _mat(tmp_path / "masks" / "cells.mat", {"groundTruth": {
+      "Segmentation": _cells(segmentation, segmentation)}})
+  (tmp_path / "masks" / "garbage.mat").write_bytes(b"\x00garbage" * 20)
+  info, entries = sources.image_mask_folders(
+      str(tmp_path), mask_ext=".mat", mat_field="groundTruth.Segmentation",
+      value_map={1: 0, 2: 1}, class_names=("background", "crack"))
+  items, rejected = _split(entries)
+  assert [i.item_id for i in items] == ["good"]
+  np.testing.assert_array_equal(items[0].mask, (segmentation == 2))
+  reasons = _reasons(rejected)
+  assert set(reasons) == {"nofield.mat", "fractional.mat", "hdf5.mat",
+                          "cells.mat", "garbage.mat"}
+  assert "field 'groundTruth' not found" in reasons["nofield.mat"]
+  assert "['other']" in reasons["nofield.mat"]
+  assert "not whole numbers" in reasons["fractional.mat"]
+  assert "v7.3 (HDF5)" in reasons["hdf5.mat"]
+  assert "a cell/struct array of 2; expected a 2-D numeric mask" in \
+      reasons["cells.mat"]
+  assert "cannot read as a .mat file" in reasons["garbage.mat"]
+
+
+def test_mat_mask_without_a_field_takes_the_only_2d_variable(tmp_path):
+  from chameleon_jax.data import matfiles
+  import scipy.io
+  mask = np.zeros((5, 7)); mask[1, 2] = 1
+  buffer = io.BytesIO()
+  scipy.io.savemat(buffer, {"gt": mask, "name": "x"})
+  np.testing.assert_array_equal(
+      matfiles.load_mask("a.mat", buffer.getvalue()), mask.astype(np.int64))
+  buffer = io.BytesIO()
+  scipy.io.savemat(buffer, {"a": mask, "b": mask})
+  with pytest.raises(matfiles.DecodeError, match="mat_field"):
+    matfiles.load_mask("a.mat", buffer.getvalue())
+  # An index into a cell array of annotators.
+  buffer = io.BytesIO()
+  scipy.io.savemat(buffer, {"gt": _cells(mask, 2 * mask)})
+  np.testing.assert_array_equal(
+      matfiles.load_mask("a.mat", buffer.getvalue(), "gt.1"), 2 * mask)
+  with pytest.raises(ValueError, match="mat_field='gt' is for MATLAB"):
+    sources.image_mask_folders(str(tmp_path), mat_field="gt")

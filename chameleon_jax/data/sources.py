@@ -17,6 +17,7 @@ Annotation-tool formats (labelme, COCO, Pascal VOC, CSV/JSON lists) live in
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -24,6 +25,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from chameleon_jax.data import images as imio
+from chameleon_jax.data import matfiles
 from chameleon_jax.data import synthetic
 from chameleon_jax.data.labels import IGNORE_INDEX
 from chameleon_jax.registry import DATASETS
@@ -136,8 +138,10 @@ def check_mask(mask: np.ndarray, image: np.ndarray, labels: Sequence[int],
 
 def _validated(image_path: Path, mask_path: Path | None, channels: int,
                labels: Sequence[int], to_classes, item_id: str,
-               label: int | None = None) -> Item | Rejected:
-  """Decodes and checks one image/mask pair. `to_classes` maps raw mask values."""
+               label: int | None = None,
+               load_mask=imio.load_mask) -> Item | Rejected:
+  """Decodes and checks one image/mask pair. `to_classes` maps raw mask
+  values; `load_mask(path, bytes)` decodes the mask file."""
   if mask_path is None or not mask_path.is_file():
     return Rejected(str(image_path), f"missing mask (expected {mask_path}).")
   loaded = read_image(image_path, channels)
@@ -146,7 +150,7 @@ def _validated(image_path: Path, mask_path: Path | None, channels: int,
   image, image_bytes = loaded
   try:
     mask_bytes = mask_path.read_bytes()
-    raw_mask = imio.load_mask(mask_path, mask_bytes)
+    raw_mask = load_mask(mask_path, mask_bytes)
   except OSError as e:
     return Rejected(str(mask_path), f"cannot read ({e}).")
   except imio.DecodeError as e:
@@ -175,13 +179,31 @@ def image_mask_folders(
     class_names: Sequence[str] = ("background", "defect"),
     value_map: dict | None = None,
     channels: int = 1,
+    mask_ext: str = ".png",
+    mat_field: str = "",
 ) -> tuple[SourceInfo, Iterator[Item | Rejected]]:
-  """Images in `root/images_dir`, masks `root/masks_dir/<stem><mask_suffix>.png`.
+  """Images in `root/images_dir`, masks `root/masks_dir/<stem><mask_suffix>
+  <mask_ext>`.
 
   Mask values must be class indices 0..len(class_names)-1, or be mapped to them
   by `value_map` (e.g. {255: 1} for 0/255 binary masks); any other value sends
-  the item to quarantine.
+  the item to quarantine. `mask_ext` ".png" (default), ".tif"/".tiff", ".bmp"
+  or ".mat": MATLAB files, the mask at `mat_field` (a dotted path such as
+  "groundTruth.Segmentation"; "" = the file's only 2-D numeric variable;
+  data/matfiles.py).
+
+  Raises:
+    FileNotFoundError: a folder that does not exist.
+    ValueError: no images, or `mat_field` given without `mask_ext=".mat"`.
   """
+  mask_ext = mask_ext if mask_ext.startswith(".") else f".{mask_ext}"
+  if mask_ext.lower() == ".mat":
+    load_mask = functools.partial(matfiles.load_mask, field=mat_field)
+  elif mat_field:
+    raise ValueError(f"mat_field={mat_field!r} is for MATLAB masks; "
+                     f"mask_ext is {mask_ext!r} (expected '.mat').")
+  else:
+    load_mask = imio.load_mask
   root_path = Path(root)
   image_folder, mask_folder = root_path / images_dir, root_path / masks_dir
   _require_folder(image_folder, "Image")
@@ -203,9 +225,9 @@ def image_mask_folders(
 
   def items():
     for path in files:
-      mask_path = mask_folder / f"{path.stem}{mask_suffix}.png"
+      mask_path = mask_folder / f"{path.stem}{mask_suffix}{mask_ext}"
       yield _validated(path, mask_path, channels, labels, to_classes,
-                       item_id=path.stem)
+                       item_id=path.stem, load_mask=load_mask)
 
   return SourceInfo(tuple(class_names), channels), items()
 
