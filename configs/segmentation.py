@@ -11,6 +11,8 @@ A value given here always wins over a gin binding.
 import ml_collections
 from ml_collections.config_dict import placeholder as _unset
 
+from chameleon_jax.data import catalog
+
 
 def get_config() -> ml_collections.ConfigDict:
   """The template: every key, documented; experiments change what they
@@ -29,7 +31,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.name = "dataset"
   config.data.version = ""  # "" = the LATEST version of data.name.
   config.data.source = "synthetic"  # A DATASETS registry name.
-  config.data.source_kwargs = ml_collections.ConfigDict()
+  # The source's options: every option of every registered source, unset
+  # (None: the source's default); set the ones the source takes, e.g.
+  # --config.data.source_kwargs.root=/data. One the source does not take is
+  # refused at ingest with the ones it does (README, "Sources and their
+  # options"; chameleon_jax/data/catalog.py).
+  config.data.source_kwargs = ml_collections.ConfigDict(
+      {option: _unset(entry["type"])
+       for option, entry in catalog.options().items()})
   config.data.splits = ml_collections.ConfigDict(
       {"train": 0.7, "val": 0.15, "test": 0.15})
   config.data.split_seed = 0

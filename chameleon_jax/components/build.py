@@ -19,6 +19,7 @@ import ml_collections
 
 from chameleon_jax import sharding
 from chameleon_jax.data import augment as augment_lib
+from chameleon_jax.data import catalog
 from chameleon_jax.data import dataset as dataset_lib
 from chameleon_jax.data import formats  # noqa: F401  (registers formats)
 from chameleon_jax.data import pipeline
@@ -67,8 +68,9 @@ def data_root(config: ml_collections.ConfigDict, workdir: str) -> Path:
 def ingest(config: ml_collections.ConfigDict, workdir: str,
            log=print) -> dataset_lib.Dataset:
   """Runs the ETL stage: source -> validated, split, versioned shards."""
-  info, items = DATASETS.build(config.data.source,
-                               **to_dict(config.data.source_kwargs))
+  source = config.data.source
+  info, items = DATASETS.build(
+      source, **catalog.checked(source, to_dict(config.data.source_kwargs)))
   return dataset_lib.build(
       info, items, data_root(config, workdir), config.data.name,
       ingest_options(config), log=log)

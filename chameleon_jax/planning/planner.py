@@ -49,11 +49,13 @@ def make_plan(facts: Facts, machine: MachineProfile, budget_minutes: float,
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-  """Nested dicts -> {"a.b.c": leaf}; an empty dict is a leaf."""
+  """Nested dicts -> {"a.b.c": leaf}; an empty dict, or one whose keys are
+  not all identifiers (a value map {255: 1}), is a leaf."""
   out = {}
   for key, value in tree.items():
     name = f"{prefix}{key}"
-    if isinstance(value, dict) and value:
+    if isinstance(value, dict) and value and all(
+        isinstance(k, str) and k.isidentifier() for k in value):
       out.update(flatten(value, name + "."))
     else:
       out[name] = value
