@@ -11,7 +11,8 @@ and plan.md, the reason for every value; the modes after it use that config):
       --config.data.source_kwargs.root=/data/parts --mode=ingest,plan,train,eval
 
 Modes (comma-separated, run in order): ingest, plan (a config from the
-dataset's fingerprint, below), train, eval, predict,
+dataset's fingerprint, below), sweep (the experiment's get_sweep() as
+processes here, resumable: <workdir>/sweep/leaderboard.md), train, eval, predict,
 robustness (corruptions, attacks, ensembles -> <workdir>/robustness/report.html),
 export (verified jax2tf SavedModel published in TF Serving layout under
 export.model_base_path; the only mode that imports TensorFlow), render
@@ -33,9 +34,11 @@ from ml_collections import config_flags
 from chameleon_jax import components, sharding
 from chameleon_jax.components import modes
 from chameleon_jax.components import plan as plan_mode
+from chameleon_jax.components import sweep as sweep_mode
 from chameleon_jax.planning.facts import PlanError
+from chameleon_jax.sweeps.runner import SweepError
 
-MODES = ("ingest", "plan", "train", "eval", "predict", "robustness", "export", "render",
+MODES = ("ingest", "plan", "sweep", "train", "eval", "predict", "robustness", "export", "render",
          "zoo")
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file "
@@ -102,6 +105,16 @@ def main(argv):
         sys.exit(f"--mode=plan: {e}")
       _report("plan", {"config": f"{workdir}/plan/config.py",
                        "reasons": f"{workdir}/plan/plan.md"})
+    elif mode == "sweep":
+      try:
+        board = sweep_mode.sweep(
+            config, workdir, config_flags.get_config_filename(FLAGS["config"]),
+            main_path=__file__, log=logging.info)
+      except SweepError as e:
+        sys.exit(f"--mode=sweep: {e}")
+      _report("sweep", {"winner": board["winner"],
+                        "verdict": board["comparison"]["text"]},
+              outputs=f"{workdir}/sweep/leaderboard.md")
     elif mode == "train":
       _report("train (final validation)", modes.train(config, workdir))
     elif mode == "eval":

@@ -94,6 +94,19 @@ def get_config() -> ml_collections.ConfigDict:
   # plan wrote = plan for that machine again (a byte-identical plan).
   config.plan.machine_profile = ""
 
+  # --- Sweeps (--mode=sweep; chameleon_jax/sweeps/) ----------------------------
+  # The experiment file's get_sweep() (a Space: grid, ranges, replicates) run
+  # as processes on this machine; rerunning the same command resumes it.
+  config.sweep = ml_collections.ConfigDict()
+  config.sweep.parallel = 1  # Trials at a time on this machine.
+  # The Optuna study's database: "" = SQLite in <workdir>/sweep/study.db; a
+  # postgresql://user:password@host:5432/db URL for workers on several
+  # machines (--mode=render --sweep passes it to every worker pod).
+  config.sweep.storage = ""
+  config.sweep.metric = ""  # Validation metric maximised; "" = train.best_metric.
+  # A worker silent for 3 heartbeats is dead: its trial runs again, resuming.
+  config.sweep.heartbeat_seconds = 10
+
   # --- Model and loss (registry names + their options) ----------------------
   config.model = ml_collections.ConfigDict()
   config.model.name = "unet"

@@ -110,3 +110,51 @@ def run_main(*args: str, env: dict | None = None, check: bool = True,
     raise AssertionError(f"main.py {' '.join(args)} failed:\n"
                          f"{result.stdout}\n{result.stderr[-6000:]}")
   return result
+
+
+def _postgres_bin() -> Path | None:
+  """The PostgreSQL server binaries (Debian's postgresql package)."""
+  found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+  return found[-1].parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+  """A real PostgreSQL server for the test session: CHAMELEON_TEST_POSTGRES_URL
+  if set, else a private cluster started here (initdb, pg_ctl; as the
+  `postgres` user when running as root, since PostgreSQL refuses root) on a
+  free port, stopped at the end. Without a server: skipped, or failed
+  where CHAMELEON_REQUIRE_POSTGRES=1 (.ci/run installs Debian's postgresql
+  and sets it, so CI cannot skip this silently)."""
+  import shutil
+  import socket
+  import tempfile
+  if os.environ.get("CHAMELEON_TEST_POSTGRES_URL"):
+    yield os.environ["CHAMELEON_TEST_POSTGRES_URL"]
+    return
+  bindir = _postgres_bin()
+  if bindir is None:
+    message = "PostgreSQL server binaries not found (apt-get install postgresql)"
+    if os.environ.get("CHAMELEON_REQUIRE_POSTGRES") == "1":
+      pytest.fail(message)
+    pytest.skip(message)
+  root = Path(tempfile.mkdtemp(prefix="chameleon-pg-"))
+  as_user = []
+  if os.geteuid() == 0:
+    shutil.chown(root, "postgres", "postgres")
+    as_user = ["runuser", "-u", "postgres", "--"]
+  with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+  data = root / "data"
+  run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True,
+                                    capture_output=True, text=True)
+  run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U",
+      "chameleon", "--no-sync")
+  run(str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "log"),
+      "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start")
+  try:
+    yield f"postgresql://chameleon@127.0.0.1:{port}/postgres"
+  finally:
+    run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop")
+    shutil.rmtree(root, ignore_errors=True)

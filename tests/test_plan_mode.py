@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from chameleon_jax import components
+from chameleon_jax import configfile
 from chameleon_jax.components import plan as plan_mode
 from chameleon_jax.data import catalog
 from chameleon_jax.planning.machine import MachineProfile
@@ -57,7 +58,7 @@ def test_plan_mode_writes_a_loadable_byte_identical_plan(tmp_path):
   assert config.model.kwargs.widths == tuple(
       by_key["model.kwargs"]["value"]["widths"])
   # The written file is the config returned, and the builders accept it.
-  loaded = plan_mode.load_config(tmp_path / "w1/plan/config.py")
+  loaded = configfile.load(tmp_path / "w1/plan/config.py")
   assert loaded.to_dict() == config.to_dict()
   assert "plan.machine_profile" not in (tmp_path / "w1/plan/config.py").read_text()
   components.train_settings(config)

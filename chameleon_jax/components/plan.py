@@ -10,13 +10,12 @@ config, loaded from the written config.py, for the modes that follow
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 import ml_collections
 
-from chameleon_jax import atomic
+from chameleon_jax import atomic, configfile
 from chameleon_jax.components import build
 from chameleon_jax.planning import machine as machine_lib
 from chameleon_jax.planning import planner, schedule
@@ -37,14 +36,6 @@ def budget_minutes(base: dict[str, Any], fixed: dict[str, Any]) -> float:
   value = fixed.get("train.time_budget_minutes",
                     base.get("train.time_budget_minutes", 0.0))
   return float(value) if value and value > 0 else schedule.DEFAULT_BUDGET_MINUTES
-
-
-def load_config(path: str | Path) -> ml_collections.ConfigDict:
-  """`get_config()` of a config file, as `main.py --config=path` loads it."""
-  spec = importlib.util.spec_from_file_location("planned_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def plan(config: ml_collections.ConfigDict, workdir: str,
@@ -69,7 +60,7 @@ def plan(config: ml_collections.ConfigDict, workdir: str,
   profile_path = config.plan.machine_profile
   machine = (machine_lib.MachineProfile.load(profile_path) if profile_path
              else machine_lib.measure(log))
-  base = planner.flatten(config.to_dict())
+  base = configfile.flatten(config.to_dict())
   fixed = {k: v for k, v in overrides.items() if not k.startswith("plan.")}
   result = planner.make_plan(facts, machine, budget_minutes(base, fixed),
                              base, fixed)
@@ -80,7 +71,7 @@ def plan(config: ml_collections.ConfigDict, workdir: str,
   out.mkdir(parents=True, exist_ok=True)
   texts = {
       "config.py": planner.config_file(
-          result, header, planner.flatten(_template().to_dict()),
+          result, header, configfile.flatten(_template().to_dict()),
           TEMPLATE_MODULE),
       "plan.md": planner.plan_markdown(result, header),
       "plan.json": planner.plan_json(result, header),
@@ -89,6 +80,6 @@ def plan(config: ml_collections.ConfigDict, workdir: str,
     atomic.write_text(out / name, texts[name])
   log(f"plan: {len(result.choices)} keys set, {len(fixed)} kept as the "
       f"user's; {out / 'plan.md'}")
-  planned = load_config(out / "config.py")
+  planned = configfile.load(out / "config.py")
   planned.lock()
   return planned

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
+from chameleon_jax import configfile
 from chameleon_jax.planning import rules, schedule
 from chameleon_jax.planning.facts import Facts
 from chameleon_jax.planning.machine import MachineProfile
@@ -46,20 +47,6 @@ def make_plan(facts: Facts, machine: MachineProfile, budget_minutes: float,
   for rule in RULES:
     rule(planner)
   return planner
-
-
-def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-  """Nested dicts -> {"a.b.c": leaf}; an empty dict, or one whose keys are
-  not all identifiers (a value map {255: 1}), is a leaf."""
-  out = {}
-  for key, value in tree.items():
-    name = f"{prefix}{key}"
-    if isinstance(value, dict) and value and all(
-        isinstance(k, str) and k.isidentifier() for k in value):
-      out.update(flatten(value, name + "."))
-    else:
-      out[name] = value
-  return out
 
 
 def _jsonable(value: Any) -> Any:
@@ -122,32 +109,18 @@ def plan_markdown(plan: Planner, header: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
-def _assignments(values: dict[str, Any]) -> list[str]:
-  return [f"  config.{key} = {value!r}" for key, value in values.items()]
-
-
 def config_file(plan: Planner, header: dict, template: dict[str, Any],
                 template_module: str) -> str:
   """config.py: `template_module.get_config()`, the base config's values
-  where they differ from the template, then the plan's choices."""
-  planned = dict(plan.choices)
-  inherited = {
-      k: v for k, v in sorted(plan.base.items())
-      if not k.startswith("plan.") and (k not in template or template[k] != v)
-      and not any(k == p or k.startswith(p + ".") for p in planned)}
+  where they differ from the template (`template`, flat), then the plan's
+  choices."""
   d = header["dataset"]
-  lines = [
-      f'"""Planned config for dataset {d["name"]} {d["version"]}.', "",
+  inherited = configfile.differences(
+      plan.base, template, skip=("plan", *plan.choices))
+  return configfile.render(
+      f"Planned config for dataset {d['name']} {d['version']}.\n\n"
       "Written by `python main.py --mode=plan`: why each value, plan.md "
-      "beside this", "file. An ordinary experiment file: read, edit, commit.",
-      '"""', "", f"from configs import {template_module}", "", "",
-      "def get_config():",
-      '  """The template, the base config\'s own values, the plan\'s."""',
-      f"  config = {template_module}.get_config()"]
-  if inherited:
-    lines += ["  # From the base config (its file and --config overrides):"]
-    lines += _assignments(inherited)
-  lines += ["  # Planned (plan.md):"]
-  lines += _assignments({k: c.value for k, c in planned.items()})
-  lines += ["  return config", ""]
-  return "\n".join(lines)
+      "beside this\nfile. An ordinary experiment file: read, edit, commit.",
+      template_module,
+      [("From the base config (its file and --config overrides):", inherited),
+       ("Planned (plan.md):", {k: c.value for k, c in plan.choices.items()})])
