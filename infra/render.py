@@ -7,7 +7,10 @@ writes DIR/render/<target>/:
   base.yaml      Namespace, training and serving service accounts
   ingest.yaml    JobSet: --mode=ingest (CPU)
   train.yaml     JobSet: --mode=train on deploy.hosts pods (sweep: one
-                 JobSet per member of the experiment's get_sweep())
+                 JobSet per member x replicate of the experiment's
+                 get_sweep(); with sweep.storage a PostgreSQL URL, instead
+                 sweep.parallel JobSets of --mode=sweep workers sharing that
+                 study, so every trial's pod is given the URL)
   evaluate.yaml  JobSet: --mode=eval,robustness (one pod)
   export.yaml    JobSet: --mode=export in the publishing image (CPU)
   serving.yaml   TF Serving (only when the export's server files exist under
@@ -32,6 +35,7 @@ from infra import manifests
 from infra import targets as targets_lib
 
 from chameleon_jax import atomic
+from chameleon_jax.sweeps import space as space_lib
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_IMAGE = "chameleon-train"
@@ -61,15 +65,29 @@ def _flag_value(value) -> str:
 
 
 def load_sweep(config_file: str) -> list[dict]:
-  """The experiment module's get_sweep() (a list of override dicts)."""
+  """The experiment module's get_sweep() as override dicts: every grid
+  member x replicate (chameleon_jax/sweeps/space.py; a plain list of
+  dicts too).
+
+  Raises:
+    ValueError: no get_sweep(), a member that sets deploy.*, or sampled
+      ranges (they need one shared study: sweep.storage, `workers`).
+  """
   path = config_file.partition(":")[0]
   spec = importlib.util.spec_from_file_location("_experiment", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   if not hasattr(module, "get_sweep"):
-    raise ValueError(f"{path} defines no get_sweep(); a sweep needs a list "
-                     "of override dicts, e.g. [{'seed': 0}, {'seed': 1}].")
-  sweep = list(module.get_sweep())
+    raise ValueError(f"{path} defines no get_sweep(); a sweep needs a Space "
+                     "or a list of override dicts, e.g. [{'seed': 0}].")
+  space = space_lib.from_experiment(module.get_sweep())
+  if space.sampled:
+    raise ValueError(
+        f"{path}: get_sweep() samples {sorted(space.ranges)}; sampled trials "
+        "need one shared study: set sweep.storage to a PostgreSQL URL and "
+        "render sweep workers.")
+  sweep = [{**member, **replicate} for member in space.grid
+           for replicate in space.replicates]
   for member in sweep:
     bad = [k for k in member if k.startswith("deploy.")]
     if bad:
@@ -88,19 +106,25 @@ class Experiment:
     data_name: the dataset's name (default names of jobs and models).
     model_name: the served model's name ("" = data_name).
     model_base_path: where exports were published ("" = <workdir>/serving).
+    sweep_storage: the sweep's study database (sweep.storage).
+    sweep_workers: sweep worker JobSets (sweep.parallel).
   """
   config_file: str
   overrides: dict
   data_name: str
   model_name: str
   model_base_path: str
+  sweep_storage: str = ""
+  sweep_workers: int = 1
 
 
 def steps(deploy: targets_lib.Deploy, data_name: str,
           target: targets_lib.Target, args: tuple[str, ...],
-          sweep: list[dict] | None = None) -> dict[str, list[manifests.Step]]:
-  """The JobSet steps (ingest, train (one per sweep member), evaluate,
-  export) of the pipeline on `target`."""
+          sweep: list[dict] | None = None,
+          workers: int = 0) -> dict[str, list[manifests.Step]]:
+  """The JobSet steps (ingest, train (one per sweep member, or `workers`
+  sweep workers on one shared study), evaluate, export) of the pipeline on
+  `target`."""
   base = targets_lib.dns_label(deploy.name or data_name, "deploy.name")
   registry = deploy.registry.rstrip("/")
   train_image = f"{registry}/{TRAIN_IMAGE}:{deploy.image_tag}"
@@ -115,7 +139,11 @@ def steps(deploy: targets_lib.Deploy, data_name: str,
   # a multi-host TPU slice cannot start its TPUs).
   eval_place = train_place if target.device == "gpu" else cpu_place
   step = manifests.Step
-  if sweep:
+  if workers:  # --mode=sweep workers sharing the study (sweep.storage).
+    train = [step(f"{base}-sweep-{i:02d}", ("sweep",),
+                  (*common, "--config.sweep.parallel=1"), f"{workdir}-sweep",
+                  1, train_place, train_image) for i in range(workers)]
+  elif sweep:
     train = [step(f"{base}-{i:02d}-train", ("train",),
                   (*common, *config_args_of(member)),
                   f"{workdir}-{i:02d}", hosts, train_place, train_image)
@@ -182,14 +210,19 @@ def run(deploy: targets_lib.Deploy, experiment: Experiment, workdir: str,
       exports the serving image cannot read.
   """
   target = targets_lib.get(target_name)
-  args = config_args(experiment.config_file, experiment.overrides)
-  members = load_sweep(experiment.config_file) if sweep else None
+  shared_study = sweep and experiment.sweep_storage.startswith("postgresql")
+  args = config_args(experiment.config_file, {
+      k: v for k, v in experiment.overrides.items()
+      if not (shared_study and k == "sweep.parallel")})
+  members = load_sweep(experiment.config_file) if sweep and not shared_study \
+      else None
+  workers = experiment.sweep_workers if shared_study else 0
   out = Path(workdir) / "render" / target.name
   out.mkdir(parents=True, exist_ok=True)
   sa = deploy.train_service_account
   files = {"base": manifests.base(target, deploy)}
   for name, group in steps(deploy, experiment.data_name, target, args,
-                           members).items():
+                           members, workers).items():
     files[name] = [manifests.jobset(s, target, deploy, sa) for s in group]
   model_name = experiment.model_name or experiment.data_name
   model_base = Path(experiment.model_base_path or Path(workdir) / "serving")

@@ -287,3 +287,35 @@ def test_gate_names_each_failed_bound(tmp_path):
                        capture_output=True, text=True)
   assert ok.returncode == 0 and bad.returncode == 1
   assert "defect_image_dice = 0.5500, needs >= 0.6." in bad.stdout
+
+
+def test_sweep_workers_share_one_postgresql_study(tmp_path):
+  url = "postgresql://chameleon@sweeps-db.chameleon.svc:5432/sweeps"
+  files = _render(tmp_path, "gke-gpu", "--sweep", f"--config.sweep.storage={url}",
+                  "--config.sweep.parallel=3", config=MT)
+  names = [j["metadata"]["name"] for j in files["train"]]
+  assert names == [f"magnetic-tile-multiclass-sweep-{i:02d}" for i in range(3)]
+  for jobset in files["train"]:
+    args = _pod(jobset)[1]["containers"][0]["args"]
+    assert f"--config.sweep.storage={url}" in args
+    assert "--config.sweep.parallel=1" in args
+    assert "--config.sweep.parallel=3" not in args
+    assert "--mode=sweep" in args
+    assert ("--workdir=/mnt/shared/workdirs/magnetic-tile-multiclass-sweep"
+            in args)
+
+
+def test_a_sampled_sweep_needs_a_shared_study(tmp_path):
+  from infra import render
+  path = tmp_path / "exp.py"
+  path.write_text("from chameleon_jax.sweeps import space as s\n"
+                  "def get_sweep():\n  return s.Space(ranges={'train.lr': "
+                  "s.Range(1e-4, 1e-2, log=True)}, trials=4)\n")
+  with pytest.raises(ValueError, match="need one shared study"):
+    render.load_sweep(str(path))
+  path.write_text("from chameleon_jax.sweeps import space as s\n"
+                  "def get_sweep():\n  return s.Space(grid=s.sweep('a', [1, 2]),"
+                  " replicates=s.seeds(0, 1))\n")
+  assert render.load_sweep(str(path)) == [
+      {"a": 1, "seed": 0}, {"a": 1, "seed": 1}, {"a": 2, "seed": 0},
+      {"a": 2, "seed": 1}]

@@ -155,6 +155,8 @@ def render(config: ml_collections.ConfigDict, workdir: str, target: str,
   experiment = render_lib.Experiment(
       config_file=config_file, overrides=dict(overrides),
       data_name=config.data.name, model_name=config.export.model_name,
-      model_base_path=config.export.model_base_path)
+      model_base_path=config.export.model_base_path,
+      sweep_storage=config.sweep.storage,
+      sweep_workers=int(config.sweep.parallel))
   return render_lib.run(targets.Deploy(**build.to_dict(config.deploy)),
                         experiment, workdir, target, sweep)
