@@ -156,6 +156,10 @@ def get_config() -> ml_collections.ConfigDict:
   # eval.decision="calibrated", "calibrated/score" selects by the figure
   # --mode=eval reports: the val Dice of the rule chosen within the budget.
   config.train.best_metric = "mean_defect_iou"
+  # Stop after this step, validated and checkpointed, with the schedule of
+  # all train.steps (0 = train to the end): a sweep's successive-halving
+  # rungs; a later run with a larger value (or 0) resumes from here.
+  config.train.stop_at = 0
 
   # --- Evaluation and prediction ---------------------------------------------
   config.eval = ml_collections.ConfigDict()

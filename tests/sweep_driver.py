@@ -25,6 +25,7 @@ SPACE = s.Space(grid=s.product(s.sweep("lr", [0.1, 0.3, 0.5]),
                                s.sweep("width", [8, 16])),
                 replicates=s.seeds(0, 1))
 SLEEP_S = float(os.environ.get("SWEEP_DRIVER_SLEEP", "0.6"))
+TOTAL_STEPS = 20
 
 
 def score(values: dict) -> float:
@@ -33,8 +34,11 @@ def score(values: dict) -> float:
                + values["seed"] / 100, 6)
 
 
-def train(run_dir: Path) -> None:
-  """The stand-in training process (module docstring)."""
+def train(run_dir: Path, stop_at: int = 0) -> None:
+  """The stand-in training process (module docstring): steps 1-20,
+  validated every 5 (the score rises to score(values) at step 20); with
+  `stop_at`, up to that step; a rerun continues after the last step it
+  logged."""
   values = json.loads((run_dir / "job.json").read_text())
   with open(run_dir / "executions.log", "a") as log:
     log.write(f"{os.getpid()}\n")
@@ -43,21 +47,28 @@ def train(run_dir: Path) -> None:
     time.sleep(SLEEP_S / 2)
     checkpoint.write_text("half")
   time.sleep(SLEEP_S / 2)
-  rows = [{"step": 10, "split": "train", "loss": 1.0},
-          {"step": 10, "split": "val", "score": score(values) - 0.1},
-          {"step": 20, "split": "train", "loss": 0.5},
-          {"step": 20, "split": "val", "score": score(values)}]
-  (run_dir / "metrics.jsonl").write_text(
-      "".join(json.dumps(r) + "\n" for r in rows))
+  metrics = run_dir / "metrics.jsonl"
+  done = ([json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+          if metrics.exists() else [0])
+  rows = []
+  for step in (5, 10, 15, 20):
+    if max(done) < step <= (stop_at or TOTAL_STEPS):
+      rows += [{"step": step, "split": "train", "loss": 1 / step},
+               {"step": step, "split": "val",
+                "score": round(score(values) - 0.1 * (1 - step / TOTAL_STEPS),
+                               6)}]
+  with open(metrics, "a") as out:
+    out.write("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def job(workdir: Path, storage: str, parallel: int = 1) -> runner.Job:
-  """A runner Job over SPACE whose runs are the stand-in."""
+def job(workdir: Path, storage: str, parallel: int = 1,
+        space: s.Space = SPACE) -> runner.Job:
+  """A runner Job over `space` whose runs are the stand-in."""
   out = workdir / "sweep"
 
   def prepare(overrides):
     runs = []
-    for replicate in SPACE.replicates:
+    for replicate in space.replicates:
       values = {**overrides, **replicate}
       run_dir = out / "runs" / runner.candidate_id(values)
       run_dir.mkdir(parents=True, exist_ok=True)
@@ -67,10 +78,10 @@ def job(workdir: Path, storage: str, parallel: int = 1) -> runner.Job:
 
   return runner.Job(
       workdir=out, storage=storage, study_name="driver", identity="driver-1",
-      space=SPACE, parallel=parallel, heartbeat_s=1, metric="score",
+      space=space, parallel=parallel, heartbeat_s=1, metric="score",
       prepare=prepare,
-      command=lambda run_dir: [sys.executable, __file__, "train",
-                               str(run_dir)])
+      command=lambda run_dir, stop_at: [sys.executable, __file__, "train",
+                                        str(run_dir), str(stop_at)])
 
 
 def sweep(workdir: Path, storage: str, parallel: int = 1) -> dict:
@@ -83,7 +94,7 @@ def sweep(workdir: Path, storage: str, parallel: int = 1) -> dict:
 
 if __name__ == "__main__":
   if sys.argv[1] == "train":
-    train(Path(sys.argv[2]))
+    train(Path(sys.argv[2]), int(sys.argv[3]))
   else:
     sweep(Path(sys.argv[2]), sys.argv[3],
           int(sys.argv[4]) if len(sys.argv) > 4 else 1)

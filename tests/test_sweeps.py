@@ -281,3 +281,54 @@ def test_sweep_through_main_trains_reports_and_resumes(tmp_path):
   assert again.returncode == 0, again.stderr[-3000:]
   assert {p: p.stat().st_mtime for p in logs} == logs  # nothing retrained
   assert json.loads((tmp_path / "sweep/leaderboard.json").read_text()) == board
+
+
+# --- successive halving -------------------------------------------------------
+
+def test_rung_steps_start_with_a_pass_over_the_defect_images():
+  from chameleon_jax.sweeps import halving
+  assert halving.rung_steps((0.1, 0.33, 1.0), 300, 20) == [30, 99, 300]
+  assert halving.rung_steps((0.1, 0.33, 1.0), 300, 120) == [120, 300]
+  assert halving.rung_steps((0.5, 1.0), 300, 1000) == [300]
+  assert halving.first_pass_steps(267, 16, 0.5) == 34
+
+
+def test_promotion_keeps_candidates_within_the_replicate_spread():
+  from chameleon_jax.sweeps import halving
+  scores = {"a": [0.80, 0.82], "b": [0.70, 0.74], "c": [0.69, 0.71],
+            "d": [0.40, 0.42], "e": [0.30, 0.50], "f": [0.10, 0.12]}
+  decision = halving.promote(scores)
+  # ceil(6/3) = 2 by rank (a, b); c trails b by 0.02, within b's spread
+  # (std 0.028); e is 0.32 behind with spread 0.14: pruned, as are d and f.
+  assert {c for c, d in decision.items() if d["promoted"]} == {"a", "b", "c"}
+  assert "within the replicate spread" in decision["c"]["reason"]
+  assert "beyond the replicate spread" in decision["e"]["reason"]
+  # One replicate: no spread, plain top-k.
+  single = halving.promote({k: v[:1] for k, v in scores.items()})
+  assert {c for c, d in single.items() if d["promoted"]} == {"a", "b"}
+
+
+def test_halving_prunes_resumes_and_reports_its_share_of_the_grid(tmp_path):
+  from chameleon_jax.sweeps import halving
+  space = s.Space(grid=sweep_driver.SPACE.grid, replicates=s.seeds(0, 1),
+                  rungs=(0.25, 0.5, 1.0))
+  job = sweep_driver.job(tmp_path, _sqlite(tmp_path), parallel=2, space=space)
+  trials = halving.run(job, total_steps=20, first_min=1, log=lambda *a: None)
+  board = report.write(trials, tmp_path / "sweep", metric="score",
+                       identity="driver-1", keys=space.keys,
+                       winner_config="w.py", grid_steps=6 * 2 * 20)
+  ranked = board["candidates"]
+  assert ranked[0]["overrides"] == {"lr": 0.3, "width": 16}
+  assert not ranked[0]["pruned"] and all(c["pruned"] for c in ranked[1:])
+  assert [h["steps"] for h in ranked[0]["rungs"]] == [5, 10, 20]
+  # The runner-up trails by 0.008 at 10 steps, beyond the seeds' spread
+  # (0.0071): pruned there, after two rungs.
+  assert [h["steps"] for h in ranked[1]["rungs"]] == [5, 10]
+  # 4 x 2 runs x 5 steps + 2 x 10 + 2 x 20 = 100 of the grid's 240.
+  assert board["compute_steps"] == 100 and board["grid_steps"] == 240
+  assert "42% of the" in (tmp_path / "sweep" / "leaderboard.md").read_text()
+  # A rerun decides the same from the stored rung scores and runs nothing.
+  before = _executions(tmp_path)
+  again = halving.run(job, total_steps=20, first_min=1, log=lambda *a: None)
+  assert _executions(tmp_path) == before
+  assert report.candidates(again) == report.candidates(trials)

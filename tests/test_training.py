@@ -228,3 +228,22 @@ def test_workdir_of_another_model_is_refused(ingested, tmp_path):
   # The refused run left the workdir's model card alone.
   card = json.loads((tmp_path / "model.json").read_text())
   assert card["signature"]["kwargs"]["widths"] == [8, 16]
+
+
+def test_stop_at_then_resume_equals_a_straight_run(ingested, tmp_path):
+  """A sweep's rung: stop at step 8 of a 16-step schedule (validated and
+  checkpointed there), then resume to the end: the parameters and the last
+  validation equal a straight 16-step run's."""
+  args = [CONFIG, f"--config.data.root={ingested}", "--config.train.steps=16",
+          "--config.train.checkpoint_every=100"]
+  run_main(*args, f"--workdir={tmp_path / 'straight'}")
+  rung = tmp_path / "rung"
+  run_main(*args, f"--workdir={rung}", "--config.train.stop_at=8")
+  rows = [json.loads(l) for l in (rung / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows if r["split"] == "val"] == [8]
+  assert (rung / "checkpoints" / "8").is_dir()
+  run_main(*args, f"--workdir={rung}")
+  assert checkpoint_digest(rung) == checkpoint_digest(tmp_path / "straight")
+  last = lambda w: [json.loads(l) for l in (w / "metrics.jsonl").read_text()
+                    .splitlines()][-1]
+  assert last(rung) == last(tmp_path / "straight")

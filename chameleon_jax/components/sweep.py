@@ -9,8 +9,9 @@ resumes from its checkpoints. The sweep's identity (the base config and the
 space) is kept in <workdir>/sweep/sweep.json: another sweep's workdir is
 refused. The study lives in `sweep.storage` (SQLite in the workdir by
 default; a PostgreSQL URL lets workers on several machines share it).
-Writes the leaderboard and winner.py (the winner's config, loadable as it
-is) into <workdir>/sweep/.
+With `Space.rungs`, candidates are compared by successive halving
+(sweeps/halving.py). Writes the leaderboard and winner.py (the winner's
+config, loadable as it is) into <workdir>/sweep/.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import ml_collections
 
 from chameleon_jax import atomic, configfile
 from chameleon_jax.components import build
-from chameleon_jax.sweeps import report, runner
+from chameleon_jax.sweeps import halving, report, runner
 from chameleon_jax.sweeps import space as space_lib
 from chameleon_jax.sweeps.runner import SweepError
 
@@ -77,6 +78,32 @@ def _digest(value: Any) -> str:
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _first_rung_minimum(config: ml_collections.ConfigDict, workdir: str,
+                        space: space_lib.Space) -> int:
+  """Steps of one pass over the training defect images (the first rung's
+  minimum), checking what successive halving needs of the config.
+
+  Raises:
+    SweepError: sampled ranges, a time budget, or a swept train.steps.
+  """
+  if space.sampled:
+    raise SweepError("successive halving (Space.rungs) runs a grid; drop "
+                     "the ranges or the rungs.")
+  if config.train.time_budget_minutes:
+    raise SweepError(
+        f"train.time_budget_minutes={config.train.time_budget_minutes}: "
+        "rungs are fractions of train.steps, which a budget would change "
+        "per run; set it to 0 and train.steps to the budget's steps (a "
+        "plan's budget.json).")
+  if "train.steps" in space.keys:
+    raise SweepError("train.steps is swept: rungs need one schedule length.")
+  items = build.open_dataset(config, workdir).items("train")
+  defect = sum(1 for i in items if i.get("classes_present"))
+  fraction = config.data.defect_image_fraction
+  share = fraction if fraction > 0 else defect / max(len(items), 1)
+  return halving.first_pass_steps(defect, config.train.batch_size, share)
+
+
 def sweep(config: ml_collections.ConfigDict, workdir: str, config_file: str,
           main_path: str, log=print) -> dict:
   """Runs the sweep (module docstring); returns the leaderboard.
@@ -84,7 +111,8 @@ def sweep(config: ml_collections.ConfigDict, workdir: str, config_file: str,
   Args:
     config: the experiment's config (command-line overrides applied).
     workdir: the sweep's workdir.
-    config_file: the experiment file (path[:variant]) defining get_sweep().
+    config_file: the experiment file (path[:variant]) defining get_sweep()
+      (called with the variant where one is given).
     main_path: main.py, which trains each run.
     log: progress lines.
 
@@ -93,12 +121,13 @@ def sweep(config: ml_collections.ConfigDict, workdir: str, config_file: str,
       workdir, an unreachable storage, or failed runs (after the report of
       the finished ones is written).
   """
-  path = config_file.split(":", 1)[0]
+  path, _, variant = config_file.partition(":")
   module = configfile.module(path)
   if not hasattr(module, "get_sweep"):
     raise SweepError(f"{path} defines no get_sweep(); a sweep needs one "
                      "(chameleon_jax/sweeps/space.py).")
-  space = space_lib.from_experiment(module.get_sweep())
+  space = space_lib.from_experiment(
+      module.get_sweep(variant) if variant else module.get_sweep())
   base = copy.deepcopy(config)
   with base.unlocked():
     base.data.root = str(build.data_root(config, workdir).resolve())
@@ -162,20 +191,32 @@ def sweep(config: ml_collections.ConfigDict, workdir: str, config_file: str,
       space=space, parallel=int(config.sweep.parallel),
       heartbeat_s=int(config.sweep.heartbeat_seconds), metric=metric,
       prepare=prepare,
-      command=lambda run_dir: [sys.executable, main_path,
-                               f"--config={run_dir / 'config.py'}",
-                               f"--workdir={run_dir}", "--mode=train"])
-  sweep_runner = runner.Runner(job, log)
-  error = None
-  try:
-    trials = sweep_runner.run()
-  except SweepError as e:
-    error = e
-    trials = sweep_runner.study.get_trials(
-        states=(runner.TrialState.COMPLETE,))
+      command=lambda run_dir, stop_at: [
+          sys.executable, main_path, f"--config={run_dir / 'config.py'}",
+          f"--workdir={run_dir}", "--mode=train",
+          f"--config.train.stop_at={stop_at}"])
+  error, failed, grid_steps = None, 0, 0
+  if space.rungs:
+    first = _first_rung_minimum(config, workdir, space)
+    grid_steps = len(space.grid) * len(space.replicates) * config.train.steps
+    try:
+      trials = halving.run(job, int(config.train.steps), first, log)
+    except SweepError as e:
+      error = e
+      trials = runner.open_study(job, log)[0].get_trials(
+          states=(runner.TrialState.COMPLETE, runner.TrialState.PRUNED))
+  else:
+    sweep_runner = runner.Runner(job, log)
+    try:
+      trials = sweep_runner.run()
+    except SweepError as e:
+      error = e
+      trials = sweep_runner.study.get_trials(
+          states=(runner.TrialState.COMPLETE,))
+    failed = len(sweep_runner.errors)
   board = report.write(trials, out, metric=metric, identity=identity,
                        keys=space.keys, winner_config=str(out / "winner.py"),
-                       failed=len(sweep_runner.errors))
+                       failed=failed, grid_steps=grid_steps)
   if board["winner"]:
     winner = next(c for c in board["candidates"] if c["id"] == board["winner"])
     write_config(resolve(winner["overrides"]), out / "winner.py",

@@ -47,18 +47,23 @@ def bootstrap_interval(values, seed: int = 0) -> list[float]:
 
 
 def candidates(trials) -> list[dict]:
-  """One entry per candidate (its first complete trial), ranked by mean
-  score (ties: candidate id)."""
+  """One entry per candidate (its first decided trial): those that ran to
+  the end ranked by mean score (ties: candidate id), then those pruned by
+  successive halving (latest rung first, then mean)."""
   seen: dict[str, dict] = {}
   for t in sorted(trials, key=lambda t: t.number):
     cid = t.user_attrs.get("candidate_id")
-    if cid is None or cid in seen:
+    if cid is None or cid in seen or "runs" not in t.user_attrs:
       continue
     runs = sorted(t.user_attrs["runs"], key=lambda r: json.dumps(
         r["replicate"], sort_keys=True))
     scores = [r["score"] for r in runs]
     seen[cid] = {
         "id": cid, "overrides": t.user_attrs["candidate"],
+        "pruned": t.state.name == "PRUNED",
+        "rungs": [{k: h[k] for k in ("steps", "mean", "std", "promoted",
+                                     "reason")}
+                  for h in t.user_attrs.get("rungs", [])],
         "replicates": [r["replicate"] for r in runs],
         "runs": [r["run"] for r in runs], "scores": scores,
         "mean": float(np.mean(scores)),
@@ -66,11 +71,15 @@ def candidates(trials) -> list[dict]:
         "interval": bootstrap_interval(scores),
         "steps": int(sum(r["steps"] for r in runs)),
         "seconds": float(sum(r.get("seconds", 0.0) for r in runs))}
-  return sorted(seen.values(), key=lambda c: (-c["mean"], c["id"]))
+  return sorted(seen.values(), key=lambda c: (
+      c["pruned"], -(c["rungs"][-1]["steps"] if c["rungs"] else 0),
+      -c["mean"], c["id"]))
 
 
 def comparison(ranked: list[dict]) -> dict:
-  """Winner against runner-up: the paired difference and its interval."""
+  """Winner against runner-up (candidates that ran to the end): the paired
+  difference and its interval."""
+  ranked = [c for c in ranked if not c["pruned"]]
   if len(ranked) < 2:
     return {"significant": None, "difference": None, "interval": None,
             "text": "one candidate: nothing to compare."}
@@ -99,7 +108,7 @@ def marginals(ranked: list[dict], keys: list[str]) -> dict:
   out = {}
   for key in keys:
     groups: dict[str, list[float]] = {}
-    for c in ranked:
+    for c in (c for c in ranked if not c["pruned"]):
       groups.setdefault(json.dumps(c["overrides"].get(key)), []).append(c["mean"])
     out[key] = sorted(({"value": json.loads(v), "mean": float(np.mean(m)),
                         "candidates": len(m)} for v, m in groups.items()),
@@ -113,11 +122,18 @@ def _plot(ranked: list[dict], margins: dict, metric: str, path: Path) -> None:
                            squeeze=False)
   ax = axes[0][0]
   for i, c in enumerate(ranked):
+    color = "0.6" if c["pruned"] else ("C3" if i == 0 else "C0")
+    if c["rungs"]:  # Successive halving: the candidate's path over rungs.
+      per_run = len(c["scores"])
+      xs = [h["steps"] * per_run for h in c["rungs"]]
+      ax.plot(xs, [h["mean"] for h in c["rungs"]], "-", color=color, lw=1)
+      for x in xs:
+        ax.axvline(x, color="0.9", lw=0.5, zorder=0)
     ax.errorbar(c["steps"], c["mean"], yerr=c["std"], fmt="o",
-                color="C3" if i == 0 else "C0", capsize=3)
+                color=color, capsize=3)
     ax.annotate(c["id"][:6], (c["steps"], c["mean"]), fontsize=7,
                 xytext=(3, 3), textcoords="offset points")
-  ax.set_xlabel("training steps (all replicates)")
+  ax.set_xlabel("training steps (all replicates; grey: pruned)")
   ax.set_ylabel(f"val {metric} (mean ± std)")
   ax.set_title("candidates (winner red)")
   for ax, (key, entries) in zip(axes[0][1:], margins.items()):
@@ -132,28 +148,39 @@ def _plot(ranked: list[dict], margins: dict, metric: str, path: Path) -> None:
 
 
 def write(trials, out: Path, *, metric: str, identity: str, keys: list[str],
-          winner_config: str, failed: int = 0) -> dict:
-  """Writes leaderboard.{json,md,png} into `out`; returns the JSON dict."""
+          winner_config: str, failed: int = 0, grid_steps: int = 0) -> dict:
+  """Writes leaderboard.{json,md,png} into `out`; returns the JSON dict.
+  `grid_steps`: what running every candidate to the end would have cost
+  (successive halving reports its share)."""
   ranked = candidates(trials)
   verdict = comparison(ranked)
   margins = marginals(ranked, keys)
   board = {"metric": metric, "direction": "maximize", "identity": identity,
            "candidates": ranked, "comparison": verdict, "marginals": margins,
-           "winner": ranked[0]["id"] if ranked else None,
+           "winner": (ranked[0]["id"] if ranked and not ranked[0]["pruned"]
+                      else None),
+           "compute_steps": int(sum(c["steps"] for c in ranked)),
+           "grid_steps": grid_steps,
            "winner_config": winner_config, "failed_trials": failed}
   atomic.write_json(out / "leaderboard.json", board)
   lines = [f"# Sweep leaderboard ({metric} on val, higher is better)", "",
            f"Sweep identity `{identity}`. Winner: `{board['winner']}`, its "
            f"config `{winner_config}`. {verdict['text']}", "",
+           f"Compute: {board['compute_steps']} training steps"
+           + (f" ({board['compute_steps'] / grid_steps:.0%} of the "
+              f"{grid_steps} of the full grid)." if grid_steps else "."), "",
            "| rank | candidate | swept values | scores | mean ± std | "
-           f"{LEVEL:.0%} interval | steps |",
-           "| --- | --- | --- | --- | --- | --- | --- |"]
+           f"{LEVEL:.0%} interval | steps | rungs |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
   for i, c in enumerate(ranked, 1):
+    rungs = "; ".join(f"{h['steps']}: {h['mean']:.4f}" + (
+        "" if h["promoted"] or h is c["rungs"][-1] and not c["pruned"]
+        else f" pruned ({h['reason']})") for h in c["rungs"])
     lines.append(
         f"| {i} | `{c['id']}` | `{json.dumps(c['overrides'], sort_keys=True)}`"
         f" | {', '.join(f'{s:.4f}' for s in c['scores'])} | {c['mean']:.4f} ± "
         f"{c['std']:.4f} | {c['interval'][0]:.4f}–{c['interval'][1]:.4f} | "
-        f"{c['steps']} |")
+        f"{c['steps']} | {rungs} |")
   lines += ["", "## What each swept key did", ""]
   for key, entries in margins.items():
     lines.append(f"- `{key}`: " + "; ".join(

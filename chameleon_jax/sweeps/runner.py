@@ -51,8 +51,10 @@ class Job:
   """What the composer hands the runner.
 
   `prepare(overrides)` writes the candidate's run configs and returns
-  [(replicate overrides, run directory)]; `command(run_dir)` is the
-  training process's argv; `metric` the validation metric maximised.
+  [(replicate overrides, run directory)]; `command(run_dir, stop_at)` is
+  the training process's argv (stop_at 0: train to the end; else stop
+  after that step, a rung of successive halving); `metric` the validation
+  metric maximised.
   """
   workdir: Path
   storage: str
@@ -63,7 +65,7 @@ class Job:
   heartbeat_s: int
   metric: str
   prepare: Callable[[dict], list[tuple[dict, Path]]]
-  command: Callable[[Path], list[str]]
+  command: Callable[[Path, int], list[str]]
 
 
 def candidate_id(overrides: dict) -> str:
@@ -144,8 +146,9 @@ def _die_with_parent() -> None:
   ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def read_score(run_dir: Path, metric: str) -> dict:
-  """The best validation `metric` in run_dir/metrics.jsonl and its step.
+def read_score(run_dir: Path, metric: str, stop_at: int = 0) -> dict:
+  """The best validation `metric` in run_dir/metrics.jsonl (up to step
+  `stop_at` where > 0) and its step.
 
   Raises:
     SweepError: no validation was logged, or none has `metric` (the keys
@@ -153,7 +156,8 @@ def read_score(run_dir: Path, metric: str) -> dict:
   """
   rows = [json.loads(line) for line in
           (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-  vals = [r for r in rows if r.get("split") == "val"]
+  vals = [r for r in rows if r.get("split") == "val"
+          and (not stop_at or r["step"] <= stop_at)]
   if not vals:
     raise SweepError(f"{run_dir / 'metrics.jsonl'}: no validation logged.")
   if not any(metric in r for r in vals):
@@ -162,28 +166,29 @@ def read_score(run_dir: Path, metric: str) -> dict:
                      f"{sorted(k for k in vals[-1] if k not in ('step', 'split'))}.")
   best = max((r for r in vals if metric in r),
              key=lambda r: (r[metric], -r["step"]))
-  steps = max(r["step"] for r in rows if r.get("split") == "train") if any(
-      r.get("split") == "train" for r in rows) else best["step"]
+  steps = max(r["step"] for r in vals)
   return {"score": best[metric], "step": best["step"], "steps": steps}
 
 
-def execute(run_dir: Path, job: Job) -> dict:
-  """One run: trained (or resumed) unless its score.json exists.
+def execute(run_dir: Path, job: Job, stop_at: int = 0) -> dict:
+  """One run, trained (or resumed) to the end or to step `stop_at`, unless
+  its score file (score.json; score@<stop_at>.json) exists.
 
   Raises:
     SweepError: the training process failed (its log named).
   """
-  done = run_dir / "score.json"
+  done = run_dir / (f"score@{stop_at}.json" if stop_at else "score.json")
   if done.exists():
     return json.loads(done.read_text())
   start = time.perf_counter()
   with open(run_dir / "train.log", "ab") as out:
-    code = subprocess.call(job.command(run_dir), stdout=out, stderr=out,
+    code = subprocess.call(job.command(run_dir, stop_at), stdout=out,
+                           stderr=out,
                            preexec_fn=_die_with_parent)
   if code:
     raise SweepError(f"run {run_dir} failed (exit {code}); see "
                      f"{run_dir / 'train.log'}.")
-  result = {**read_score(run_dir, job.metric),
+  result = {**read_score(run_dir, job.metric, stop_at),
             "seconds": round(time.perf_counter() - start, 1)}
   atomic.write_json(done, result)
   return result

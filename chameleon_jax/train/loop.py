@@ -56,6 +56,9 @@ class TrainSettings:
     keep_checkpoints: resumable checkpoints kept.
     best_metric: validation metric the best checkpoint is kept by ("" =
       none: evaluation then restores the latest).
+    stop_at: stop after this step, validated and checkpointed, keeping the
+      schedule of all `steps` (0 = train to the end): a sweep's rungs; a
+      later run with a larger stop_at (or 0) resumes from here.
   """
   batch_size: int
   steps: int
@@ -74,6 +77,7 @@ class TrainSettings:
   checkpoint_every: int
   keep_checkpoints: int
   best_metric: str
+  stop_at: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,8 +184,9 @@ def train(workdir: str | Path, settings: TrainSettings, *,
   if (not plan.budget_s or "pace_s" in plan.measured
       or settings.warmup_steps - pace_from < PACE_MIN_STEPS):
     pace_from = None
+  end = min(plan.steps, settings.stop_at) if settings.stop_at else plan.steps
   step = start
-  while step < plan.steps:
+  while step < end:
     step += 1
     batch = shard(next(data_iter))
     with jax.transfer_guard("disallow"):
@@ -198,7 +203,7 @@ def train(workdir: str | Path, settings: TrainSettings, *,
           schedule, train_step = compile_step(plan.steps)
           bar.total = plan.steps
 
-    is_last = step == plan.steps
+    is_last = step == end
     save = checkpointer.should_save(step) or is_last
     if step % settings.log_every == 0 or save or is_last:
       metrics = jax.device_get(metrics)
