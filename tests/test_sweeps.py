@@ -119,6 +119,19 @@ def _driver(workdir: Path, storage: str, parallel: int = 1, **kwargs):
       stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
+def _processes_with(text: str) -> list[str]:
+  """Command lines of live processes that contain `text` (from /proc)."""
+  found = []
+  for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    try:
+      line = cmdline.read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+      continue
+    if text in line:
+      found.append(line)
+  return found
+
+
 def _sqlite(workdir: Path) -> str:
   (workdir / "sweep").mkdir(parents=True, exist_ok=True)
   return f"sqlite:///{workdir / 'sweep' / 'study.db'}"
@@ -167,6 +180,8 @@ def test_sigkill_mid_sweep_then_rerun_equals_an_uninterrupted_sweep(tmp_path):
     time.sleep(0.1)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
+  time.sleep(1.0)  # The run in flight dies with the sweep (no orphan).
+  assert _processes_with(f"{killed}/sweep/runs") == []
   before = _executions(killed)
   finished = {p.parent.name for p in
               (killed / "sweep" / "runs").glob("*/score.json")}

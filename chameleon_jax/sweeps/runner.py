@@ -12,19 +12,20 @@ lost node) goes stale after 3 heartbeats, is failed and queued again
 (`RetryFailedTrialCallback`), and its runs resume from their checkpoints.
 A run whose score.json exists is never run again.
 
-Training runs are child processes (`command(run_dir)`, normally
-`main.py --mode=train`) that die with the sweep (PR_SET_PDEATHSIG), so a
-killed sweep leaves no orphan writing into a run directory.
+Training runs are child processes (`command(run_dir, stop_at)`, normally
+`main.py --mode=train`) that die with the sweep (guard.py sets
+PR_SET_PDEATHSIG), so a killed sweep leaves no orphan writing into a run
+directory.
 """
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import hashlib
 import json
-import signal
+import os
 import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -142,8 +143,10 @@ def open_study(job: Job, log=print) -> tuple[optuna.Study, RDBStorage]:
                    "queueing the grid.")
 
 
-def _die_with_parent() -> None:
-  ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+def _guarded(command: list[str]) -> list[str]:
+  """`command`, started so that it dies with this process (guard.py)."""
+  return [sys.executable, "-m", "chameleon_jax.sweeps.guard",
+          str(os.getpid()), *command]
 
 
 def read_score(run_dir: Path, metric: str, stop_at: int = 0) -> dict:
@@ -182,9 +185,8 @@ def execute(run_dir: Path, job: Job, stop_at: int = 0) -> dict:
     return json.loads(done.read_text())
   start = time.perf_counter()
   with open(run_dir / "train.log", "ab") as out:
-    code = subprocess.call(job.command(run_dir, stop_at), stdout=out,
-                           stderr=out,
-                           preexec_fn=_die_with_parent)
+    code = subprocess.call(_guarded(job.command(run_dir, stop_at)),
+                           stdout=out, stderr=out)
   if code:
     raise SweepError(f"run {run_dir} failed (exit {code}); see "
                      f"{run_dir / 'train.log'}.")

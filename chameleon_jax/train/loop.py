@@ -184,9 +184,11 @@ def train(workdir: str | Path, settings: TrainSettings, *,
   if (not plan.budget_s or "pace_s" in plan.measured
       or settings.warmup_steps - pace_from < PACE_MIN_STEPS):
     pace_from = None
-  end = min(plan.steps, settings.stop_at) if settings.stop_at else plan.steps
+  def end() -> int:  # The pace check may shorten the plan on the way.
+    return min(plan.steps, settings.stop_at) if settings.stop_at else plan.steps
+
   step = start
-  while step < end:
+  while step < end():
     step += 1
     batch = shard(next(data_iter))
     with jax.transfer_guard("disallow"):
@@ -203,7 +205,7 @@ def train(workdir: str | Path, settings: TrainSettings, *,
           schedule, train_step = compile_step(plan.steps)
           bar.total = plan.steps
 
-    is_last = step == end
+    is_last = step == end()
     save = checkpointer.should_save(step) or is_last
     if step % settings.log_every == 0 or save or is_last:
       metrics = jax.device_get(metrics)
