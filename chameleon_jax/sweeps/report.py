@@ -82,7 +82,7 @@ def comparison(ranked: list[dict]) -> dict:
   ranked = [c for c in ranked if not c["pruned"]]
   if len(ranked) < 2:
     return {"significant": None, "difference": None, "interval": None,
-            "text": "one candidate: nothing to compare."}
+            "text": "One candidate ran to the end: nothing to compare."}
   winner, runner_up = ranked[0], ranked[1]
   pairs = {json.dumps(r, sort_keys=True): s for r, s in
            zip(runner_up["replicates"], runner_up["scores"])}
@@ -91,12 +91,14 @@ def comparison(ranked: list[dict]) -> dict:
            if json.dumps(r, sort_keys=True) in pairs]
   if not diffs:
     return {"significant": None, "difference": None, "interval": None,
-            "text": "no shared replicates: no paired comparison."}
+            "text": "No shared replicates: no paired comparison."}
   interval = bootstrap_interval(diffs, seed=1)
   significant = interval[0] > 0
-  text = (f"the winner leads the runner-up by {np.mean(diffs):.4f} "
+  coarse = (f"; with {len(diffs)} replicates the interval is little more "
+            "than their range" if len(diffs) < 5 else "")
+  text = (f"The winner leads the runner-up by {np.mean(diffs):.4f} "
           f"({LEVEL:.0%} interval {interval[0]:.4f} to {interval[1]:.4f}, "
-          f"{len(diffs)} paired replicates): " +
+          f"{len(diffs)} paired replicates{coarse}): " +
           ("significantly better." if significant else
            "NOT significantly better; more replicates (seeds) would tell."))
   return {"significant": bool(significant), "difference": float(np.mean(diffs)),
@@ -163,6 +165,7 @@ def write(trials, out: Path, *, metric: str, identity: str, keys: list[str],
            "grid_steps": grid_steps,
            "winner_config": winner_config, "failed_trials": failed}
   atomic.write_json(out / "leaderboard.json", board)
+  halved = any(c["rungs"] for c in ranked)
   lines = [f"# Sweep leaderboard ({metric} on val, higher is better)", "",
            f"Sweep identity `{identity}`. Winner: `{board['winner']}`, its "
            f"config `{winner_config}`. {verdict['text']}", "",
@@ -170,8 +173,9 @@ def write(trials, out: Path, *, metric: str, identity: str, keys: list[str],
            + (f" ({board['compute_steps'] / grid_steps:.0%} of the "
               f"{grid_steps} of the full grid)." if grid_steps else "."), "",
            "| rank | candidate | swept values | scores | mean ± std | "
-           f"{LEVEL:.0%} interval | steps | rungs |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+           f"{LEVEL:.0%} interval | steps |" + (" rungs |" if halved else ""),
+           "| --- | --- | --- | --- | --- | --- | --- |" +
+           (" --- |" if halved else "")]
   for i, c in enumerate(ranked, 1):
     rungs = "; ".join(f"{h['steps']}: {h['mean']:.4f}" + (
         "" if h["promoted"] or h is c["rungs"][-1] and not c["pruned"]
@@ -180,7 +184,7 @@ def write(trials, out: Path, *, metric: str, identity: str, keys: list[str],
         f"| {i} | `{c['id']}` | `{json.dumps(c['overrides'], sort_keys=True)}`"
         f" | {', '.join(f'{s:.4f}' for s in c['scores'])} | {c['mean']:.4f} ± "
         f"{c['std']:.4f} | {c['interval'][0]:.4f}–{c['interval'][1]:.4f} | "
-        f"{c['steps']} | {rungs} |")
+        f"{c['steps']} |" + (f" {rungs} |" if halved else ""))
   lines += ["", "## What each swept key did", ""]
   for key, entries in margins.items():
     lines.append(f"- `{key}`: " + "; ".join(
