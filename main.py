@@ -26,6 +26,7 @@ lists every model x encoder with parameters and FLOPs (needs no config).
 """
 
 import logging
+import os
 import sys
 
 from absl import app, flags
@@ -38,8 +39,8 @@ from chameleon_jax.components import sweep as sweep_mode
 from chameleon_jax.planning.facts import PlanError
 from chameleon_jax.sweeps.runner import SweepError
 
-MODES = ("ingest", "plan", "sweep", "train", "eval", "predict", "robustness", "export", "render",
-         "zoo")
+MODES = ("ingest", "plan", "sweep", "train", "eval", "predict", "robustness",
+         "export", "render", "zoo")
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file "
                                 "(path[:variant]).", lock_config=True)
@@ -109,7 +110,7 @@ def main(argv):
       try:
         board = sweep_mode.sweep(
             config, workdir, config_flags.get_config_filename(FLAGS["config"]),
-            main_path=__file__, log=logging.info)
+            main_path=os.path.abspath(__file__), log=logging.info)
       except SweepError as e:
         sys.exit(f"--mode=sweep: {e}")
       _report("sweep", {"winner": board["winner"],
