@@ -14,20 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.harness import run_main
+
 EXPERIMENT = "experiments/synthetic_sweep.py"
-
-
-def _main(*args: str) -> None:
-  command = [sys.executable, "main.py", *args]
-  print("  $", " ".join(command[1:]), flush=True)
-  result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-  if result.returncode:
-    raise SystemExit(f"failed:\n{result.stderr[-4000:]}")
 
 
 def _board(workdir: Path) -> dict:
@@ -41,8 +32,8 @@ def main() -> None:
   args = parser.parse_args()
   grid_dir, halving_dir = (args.out / "grid").resolve(), (args.out / "halving").resolve()
   data = grid_dir / "data"
-  _main(f"--config={EXPERIMENT}", f"--workdir={grid_dir}", "--mode=ingest,sweep")
-  _main(f"--config={EXPERIMENT}:halving", f"--workdir={halving_dir}",
+  run_main(f"--config={EXPERIMENT}", f"--workdir={grid_dir}", "--mode=ingest,sweep")
+  run_main(f"--config={EXPERIMENT}:halving", f"--workdir={halving_dir}",
         f"--config.data.root={data}", "--mode=sweep")
   grid, halving = _board(grid_dir), _board(halving_dir)
   by_values = {json.dumps(c["overrides"], sort_keys=True): c

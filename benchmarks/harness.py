@@ -9,12 +9,27 @@ sweep resumes where it stopped.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from chameleon_jax import atomic
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_main(*args: str) -> None:
+  """`python main.py ARGS` in the repository, echoed; exits with its
+  stderr's tail when it fails (comparison benchmarks run modes this way,
+  a fresh process per run)."""
+  command = [sys.executable, "main.py", *args]
+  print("  $", " ".join(command[1:]), flush=True)
+  result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+  if result.returncode:
+    raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-4000:]}")
 
 
 def train_and_evaluate(config, workdir: Path, **labels) -> dict:

@@ -17,26 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import mean_std
+from benchmarks.harness import REPO, mean_std, run_main
 from chameleon_jax import components
 from chameleon_jax import configfile
 
-REPO = Path(__file__).resolve().parents[1]
 KEYS = ("defect_image_dice", "false_alarm_rate", "mean_defect_iou")
-
-
-def _main(*args: str) -> None:
-  command = [sys.executable, "main.py", *args]
-  print("  $", " ".join(command[1:]), flush=True)
-  result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-  if result.returncode:
-    raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-4000:]}")
 
 
 def _row(workdir: Path) -> dict:
@@ -64,7 +53,7 @@ def main() -> None:
             f"--config.train.time_budget_minutes={args.budget_minutes:g}"]
   plan_dir = args.out / "plan"
   if not (plan_dir / "plan/config.py").exists():
-    _main("--config=configs/segmentation.py", f"--workdir={plan_dir}",
+    run_main("--config=configs/segmentation.py", f"--workdir={plan_dir}",
           f"--config.data.name={recipe.data.name}", *common, "--mode=plan")
   runs = {"recipe": (str(REPO / args.recipe), []),
           "planned": (str(plan_dir / "plan/config.py"), [])}
@@ -72,7 +61,7 @@ def main() -> None:
     for name, (config, rows) in runs.items():
       workdir = args.out / f"{name}_s{seed}"
       if not (workdir / "eval/test_metrics.json").exists():
-        _main(f"--config={config}", f"--workdir={workdir}",
+        run_main(f"--config={config}", f"--workdir={workdir}",
               f"--config.seed={seed}", *common, "--mode=train,eval")
       rows.append(_row(workdir))
       print(f"{name} seed {seed}: " + ", ".join(
