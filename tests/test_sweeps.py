@@ -347,3 +347,21 @@ def test_halving_prunes_resumes_and_reports_its_share_of_the_grid(tmp_path):
   again = halving.run(job, total_steps=20, first_min=1, log=lambda *a: None)
   assert _executions(tmp_path) == before
   assert report.candidates(again) == report.candidates(trials)
+
+
+def test_sampled_ranges_draw_the_requested_trials_reproducibly(tmp_path):
+  space = s.Space(grid=s.sweep("width", [8, 16]),
+                  ranges={"lr": s.Range(0.05, 0.6, log=True)}, trials=4,
+                  replicates=s.seeds(0), seed=3)
+  drawn = []
+  for name in ("a", "b"):
+    job = sweep_driver.job(tmp_path / name, _sqlite(tmp_path / name),
+                           space=space)
+    trials = runner.Runner(job, log=lambda *a: None).run()
+    assert len(trials) == 4
+    values = [t.user_attrs["candidate"] for t in
+              sorted(trials, key=lambda t: t.number)]
+    assert all(0.05 <= v["lr"] <= 0.6 and v["width"] in (8, 16)
+               for v in values)
+    drawn.append(values)
+  assert drawn[0] == drawn[1]  # The sampler is seeded: the same draws.
