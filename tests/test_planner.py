@@ -174,12 +174,19 @@ def test_input_normalisation_in_the_data_units():
   assert model["input_std"] == (round(stats["std"] / 65535, 4),)
 
 
-def test_width_and_batch_follow_the_machine():
+def test_width_and_batch_follow_the_machine_and_the_data():
   fp, items = dataset()
-  slow = plan(fp, items, machine=dataclasses.replace(
+  many = copy.deepcopy(items)  # 2000 training images: room for 31 M params.
+  many["train"] += [dict(many["train"][0]) for _ in range(2000)]
+  slow = plan(fp, many, machine=dataclasses.replace(
       CPU, seconds_per_gflop=1.0))
-  fast = plan(fp, items, machine=dataclasses.replace(
+  fast = plan(fp, many, machine=dataclasses.replace(
       CPU, seconds_per_gflop=1e-5))
+  # 30 training images feed only the narrowest, however fast the machine.
+  few = plan(fp, items, machine=dataclasses.replace(
+      CPU, seconds_per_gflop=1e-5))
+  assert value(few, "model.kwargs")["widths"][0] == schedule.FIRST_WIDTHS[0]
+  assert "per training image" in few.choices["model.kwargs"].evidence
   assert value(slow, "model.kwargs")["widths"][0] == schedule.FIRST_WIDTHS[0]
   assert value(fast, "model.kwargs")["widths"][0] == schedule.FIRST_WIDTHS[-1]
   assert value(fast, "train.batch_size") == 16

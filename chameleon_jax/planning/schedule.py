@@ -27,6 +27,13 @@ PASSES = 50  # Passes over the training defect images a schedule aims at.
 BATCH_TARGET = 16  # BatchNorm's statistics need batches of about 16.
 BATCHNORM_MIN_BATCH = 8  # Below: GroupNorm (statistics per image).
 MEMORY_SHARE = 0.5  # Of one device's memory; the rest: pipeline, eval, XLA.
+# A wider candidate only where the data can feed it: at most this many
+# parameters per training image (the narrowest is always allowed). Small
+# datasets overfit large models, and the FLOP-based step time (below) is
+# least reliable for wide layers on small images: on 63 training images of
+# 64² it chose a 31 M-parameter UNet estimated at ~3 s a step that ran at
+# 15 s on the test backend (RESULTS, "Planner and sweeps").
+PARAMS_PER_TRAIN_IMAGE = 20_000
 TRAIN_SHARE = 0.8  # Of the budget; compilation and validations take the rest.
 DEFAULT_BUDGET_MINUTES = 25.0
 LEARNING_RATE = {"batch": 5e-3, "group": 2e-3}  # cpu_unet; the template's.
@@ -76,6 +83,13 @@ def model_and_batch(p: Planner) -> None:
     if not batch:
       rows.append(f"{kwargs}: no batch fits")
       continue
+    if chosen is not None and \
+        cost.params > PARAMS_PER_TRAIN_IMAGE * train.images:
+      rows.append(f"{kwargs.get('widths', kwargs.get('encoder'))}: "
+                  f"{cost.params / 1e6:.2f} M params, more than "
+                  f"{PARAMS_PER_TRAIN_IMAGE:,} per training image "
+                  f"({train.images})")
+      continue
     step_s = m.seconds_per_gflop * 3 * cost.forward_gflops * batch / m.devices
     fits = budget_s * TRAIN_SHARE / step_s
     wanted = PASSES * train.defect / (batch * share)
@@ -105,7 +119,9 @@ def model_and_batch(p: Planner) -> None:
            evidence)
   p.choose("model.kwargs", {**kwargs, "norm": norm, **norm_stats},
            f"the widest candidate whose {PASSES} passes over the training "
-           "defect images fit the budget (the narrowest where none does); "
+           "defect images fit the budget (the narrowest where none does) "
+           f"with at most {PARAMS_PER_TRAIN_IMAGE:,} parameters per training "
+           "image; "
            f"BatchNorm from batches of {BATCHNORM_MIN_BATCH}; input "
            "statistics of the data", evidence)
   p.choose("train.batch_size", batch, f"the largest batch <= {BATCH_TARGET} "
