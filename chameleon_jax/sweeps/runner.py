@@ -120,7 +120,7 @@ def open_study(job: Job, log=print) -> tuple[optuna.Study, RDBStorage]:
     study = optuna.create_study(storage=storage, study_name=job.study_name,
                                 direction="maximize", sampler=sampler)
     study.set_user_attr("identity", job.identity)
-    if not job.space.sampled:
+    if not job.space.sampled and not job.space.rungs:  # Halving adds its own.
       for member in range(len(job.space.grid)):
         study.enqueue_trial({"member": member}, user_attrs={"member": member})
     study.set_user_attr("ready", True)
