@@ -9,9 +9,13 @@ file; `load` reads one back as main.py would.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 from typing import Any
+
+# The template every written config starts from: configs/segmentation.py.
+TEMPLATE_MODULE = "segmentation"
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -28,6 +32,13 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
   return out
 
 
+def template_values() -> dict[str, Any]:
+  """The template's values by dotted key (what a written file need not
+  repeat). Imported when called: the template imports the library."""
+  module = importlib.import_module(f"configs.{TEMPLATE_MODULE}")
+  return flatten(module.get_config().to_dict())
+
+
 def differences(values: dict[str, Any], template: dict[str, Any],
                 skip=()) -> dict[str, Any]:
   """The flat `values` that differ from the flat `template`, sorted, without
@@ -37,15 +48,15 @@ def differences(values: dict[str, Any], template: dict[str, Any],
           and not any(k == s or k.startswith(s + ".") for s in skip)}
 
 
-def render(docstring: str, template_module: str,
+def render(docstring: str,
            sections: list[tuple[str, dict[str, Any]]]) -> str:
-  """The text of a config file: `configs.<template_module>.get_config()`,
-  then each (comment, {dotted key: value}) section's assignments."""
+  """The text of a config file: the template's `get_config()`, then each
+  (comment, {dotted key: value}) section's assignments."""
   lines = [f'"""{docstring.strip()}\n"""', "",
-           f"from configs import {template_module}", "", "",
+           f"from configs import {TEMPLATE_MODULE}", "", "",
            "def get_config():",
            '  """The template, then the values below."""',
-           f"  config = {template_module}.get_config()"]
+           f"  config = {TEMPLATE_MODULE}.get_config()"]
   for comment, values in sections:
     if values:
       lines.append(f"  # {comment}")

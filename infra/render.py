@@ -24,7 +24,6 @@ the renderer (deploy.* excepted), plus the cluster paths of data and workdir.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from export import server_flags
 from infra import manifests
 from infra import targets as targets_lib
 
-from chameleon_jax import atomic
+from chameleon_jax import atomic, configfile
 from chameleon_jax.sweeps import space as space_lib
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,9 +73,7 @@ def load_sweep(config_file: str) -> list[dict]:
       ranges (they need one shared study: sweep.storage, `workers`).
   """
   path = config_file.partition(":")[0]
-  spec = importlib.util.spec_from_file_location("_experiment", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = configfile.module(path)
   if not hasattr(module, "get_sweep"):
     raise ValueError(f"{path} defines no get_sweep(); a sweep needs a Space "
                      "or a list of override dicts, e.g. [{'seed': 0}].")

@@ -255,7 +255,7 @@ def test_the_plan_is_byte_identical():
     template = {"data.source": "synthetic"}
     texts.append((planner.plan_json(p, _header()),
                   planner.plan_markdown(p, _header()),
-                  planner.config_file(p, _header(), template, "segmentation")))
+                  planner.config_file(p, _header(), template)))
   assert texts[0] == texts[1]
   # Every planned key has a rule and evidence.
   for choice in plan(fp, items).choices.values():

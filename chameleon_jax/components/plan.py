@@ -21,13 +21,7 @@ from chameleon_jax.planning import machine as machine_lib
 from chameleon_jax.planning import planner, schedule
 from chameleon_jax.planning.facts import facts_from
 
-TEMPLATE_MODULE = "segmentation"  # configs/segmentation.py
 FILES = ("config.py", "plan.md", "plan.json", "machine.json")
-
-
-def _template() -> ml_collections.ConfigDict:
-  from configs import segmentation  # pylint: disable=import-outside-toplevel
-  return segmentation.get_config()
 
 
 def budget_minutes(base: dict[str, Any], fixed: dict[str, Any]) -> float:
@@ -71,8 +65,7 @@ def plan(config: ml_collections.ConfigDict, workdir: str,
   out.mkdir(parents=True, exist_ok=True)
   texts = {
       "config.py": planner.config_file(
-          result, header, configfile.flatten(_template().to_dict()),
-          TEMPLATE_MODULE),
+          result, header, configfile.template_values()),
       "plan.md": planner.plan_markdown(result, header),
       "plan.json": planner.plan_json(result, header),
       "machine.json": machine.to_json()}

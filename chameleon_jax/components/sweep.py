@@ -32,14 +32,6 @@ from chameleon_jax.sweeps import halving, report, runner
 from chameleon_jax.sweeps import space as space_lib
 from chameleon_jax.sweeps.runner import SweepError
 
-TEMPLATE_MODULE = "segmentation"
-
-
-def _template_flat() -> dict:
-  from configs import segmentation  # pylint: disable=import-outside-toplevel
-  return configfile.flatten(segmentation.get_config().to_dict())
-
-
 def _set(config: ml_collections.ConfigDict, key: str, value: Any,
          known: list[str]) -> None:
   node = config
@@ -159,10 +151,10 @@ def sweep(config: ml_collections.ConfigDict, workdir: str, config_file: str,
         " nothing of the existing sweep was touched.")
   atomic.write_json(record, {"identity": identity, "experiment": path,
                              "space": space.describe()})
-  template = _template_flat()
+  template = configfile.template_values()
 
   def write_config(resolved, target: Path, docstring: str) -> None:
-    text = configfile.render(docstring, TEMPLATE_MODULE, [(
+    text = configfile.render(docstring, [(
         "The sweep's resolved values:",
         configfile.differences(configfile.flatten(resolved.to_dict()),
                                template))])

@@ -109,8 +109,7 @@ def plan_markdown(plan: Planner, header: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
-def config_file(plan: Planner, header: dict, template: dict[str, Any],
-                template_module: str) -> str:
+def config_file(plan: Planner, header: dict, template: dict[str, Any]) -> str:
   """config.py: `template_module.get_config()`, the base config's values
   where they differ from the template (`template`, flat), then the plan's
   choices."""
@@ -121,6 +120,5 @@ def config_file(plan: Planner, header: dict, template: dict[str, Any],
       f"Planned config for dataset {d['name']} {d['version']}.\n\n"
       "Written by `python main.py --mode=plan`: why each value, plan.md "
       "beside this\nfile. An ordinary experiment file: read, edit, commit.",
-      template_module,
       [("From the base config (its file and --config overrides):", inherited),
        ("Planned (plan.md):", {k: c.value for k, c in plan.choices.items()})])
