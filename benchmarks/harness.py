@@ -9,6 +9,7 @@ sweep resumes where it stopped.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -21,15 +22,32 @@ from chameleon_jax import atomic
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_main(*args: str) -> None:
-  """`python main.py ARGS` in the repository, echoed; exits with its
-  stderr's tail when it fails (comparison benchmarks run modes this way,
-  a fresh process per run)."""
+def start_main(*args: str, cpus: frozenset[int] | None = None
+               ) -> subprocess.Popen:
+  """Starts `python main.py ARGS` in the repository, echoed; with `cpus`
+  the process (and the XLA thread pool it sizes from its affinity) runs on
+  those cores only. Pair with `wait_main`."""
   command = [sys.executable, "main.py", *args]
-  print("  $", " ".join(command[1:]), flush=True)
-  result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-  if result.returncode:
-    raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-4000:]}")
+  print("  $", " ".join(command[1:]),
+        f"(cores {sorted(cpus)})" if cpus else "", flush=True)
+  return subprocess.Popen(
+      command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+      text=True, preexec_fn=(lambda: os.sched_setaffinity(0, cpus))
+      if cpus else None)
+
+
+def wait_main(process: subprocess.Popen) -> None:
+  """Waits for `start_main`'s process; exits with its stderr's tail when
+  it failed."""
+  _, stderr = process.communicate()
+  if process.returncode:
+    raise SystemExit(f"{' '.join(process.args)} failed:\n{stderr[-4000:]}")
+
+
+def run_main(*args: str, cpus: frozenset[int] | None = None) -> None:
+  """`python main.py ARGS` in the repository, waited for (comparison
+  benchmarks run modes this way, a fresh process per run)."""
+  wait_main(start_main(*args, cpus=cpus))
 
 
 def train_and_evaluate(config, workdir: Path, **labels) -> dict:

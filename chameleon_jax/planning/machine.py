@@ -108,7 +108,7 @@ def measure(log=print) -> MachineProfile:
   profile = MachineProfile(
       platform=device.platform, device_kind=device.device_kind,
       devices=jax.device_count(), memory_bytes=_device_memory(device),
-      cpu_count=os.cpu_count() or 1,
+      cpu_count=len(os.sched_getaffinity(0)),  # A cpuset or taskset counts.
       seconds_per_gflop=_three_significant(seconds / (flops / 1e9)))
   log(f"machine: {profile.device_kind} x {profile.devices}, reference step "
       f"{seconds * 1e3:.1f} ms for {flops / 1e9:.2f} GFLOP -> "
