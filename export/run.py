@@ -10,10 +10,11 @@ from pathlib import Path
 import jax
 import tensorflow as tf
 
+from chameleon_jax.evaluation.decision import DecisionRule
 from chameleon_jax.model_io.card import params_digest
 from chameleon_jax.model_io.restore import Restored
 from chameleon_jax.model_io.state import eval_params, merge
-from export import publish, savedmodel
+from export import publish, savedmodel, verify
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,11 +60,16 @@ class ModelInput:
     image_size: (H, W) classification inputs are resized to (segmentation:
       None, any bucket).
     data_name: the dataset's name (the default model name).
+    decision: segmentation: the rule `--mode=eval` calibrated
+      (eval/decision.json), None for argmax masks.
+    flip_tta: segmentation: probabilities are the mean over 4 flips.
   """
   task: str
   scale: float
   image_size: tuple[int, int] | None
   data_name: str
+  decision: DecisionRule | None = None
+  flip_tta: bool = False
 
 
 def contract_for(settings: ExportSettings, model_input: ModelInput,
@@ -77,7 +83,10 @@ def contract_for(settings: ExportSettings, model_input: ModelInput,
       stride=int(stride), scale=float(model_input.scale),
       image_size=(model_input.image_size if task == "classification"
                   else None),
-      top_k=int(settings.top_k), platforms=settings.platforms)
+      top_k=int(settings.top_k), platforms=settings.platforms,
+      decision=(dataclasses.asdict(model_input.decision)
+                if model_input.decision and task == "segmentation" else None),
+      flip_tta=bool(model_input.flip_tta and task == "segmentation"))
 
 
 def run(workdir: str | Path, restored: Restored, settings: ExportSettings,
@@ -95,7 +104,7 @@ def run(workdir: str | Path, restored: Restored, settings: ExportSettings,
     {"model_name", "version", "path", "max_abs_logit_diff"}.
 
   Raises:
-    savedmodel.VerificationError (or AssertionError): the SavedModel does
+    verify.VerificationError (or AssertionError): the SavedModel does
       not reproduce the JAX model; nothing is published.
   """
   ex = settings
@@ -111,8 +120,8 @@ def run(workdir: str | Path, restored: Restored, settings: ExportSettings,
                                    else None) as tmp:
     directory = str(Path(tmp) / "saved_model")
     savedmodel.save(module, directory)
-    report = savedmodel.verify(directory, graphdef, params, model_state,
-                               contract)
+    report = verify.verify(directory, graphdef, params, model_state,
+                           contract)
     logging.info("verification passed: %s", report["checks"])
     metadata = {
         "model_name": name, "jax_version": jax.__version__,

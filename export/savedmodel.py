@@ -7,9 +7,16 @@ TensorFlow ops do what a customer should not have to:
 
 serving_default(images: (B, H, W, C) in `input_dtype`)
   segmentation: scale to [0, 1] -> resample by the training `scale` -> edge-
-  pad to the smallest bucket that holds the image -> model -> softmax ->
-  crop -> outputs `probabilities` (B, H, W, K) and `class_map` (B, H, W)
-  int32 at the original size.
+  pad to the smallest bucket that holds the image -> model -> softmax (the
+  mean over 4 flips when the contract's `flip_tta`) -> crop -> the decision
+  rule the evaluation chose (`decision`, eval/decision.json; argmax when the
+  config did not calibrate one) -> outputs at the original size:
+  `probabilities` (B, H, W, K) float32, `class_map` (B, H, W) int32 (the
+  rule's classes, 0 = background), `alarm` (B,) bool (a defect component
+  was kept) and `alarm_score` (B,) float32 (the largest p(defect) of a kept
+  pixel, 0 without alarm). Model, flips and rule are one XlaCallModule each
+  (decision_graph.py: connected components in JAX), so TF Serving itself
+  makes the decision that was evaluated.
   classification: scale to [0, 1] -> resize to the training image size ->
   model -> softmax -> outputs `probabilities` (B, K), `top_k_classes`,
   `top_k_scores` and `top_k_labels` (class names).
@@ -34,14 +41,12 @@ import numpy as np
 import tensorflow as tf
 from jax.experimental import jax2tf
 
+from chameleon_jax.evaluation.decision import DecisionRule
+from chameleon_jax.evaluation.decision_graph import apply_rule
 from chameleon_jax.model_io.state import merge
 
 INPUT_DTYPES = {"uint8": (tf.uint8, 255.0), "uint16": (tf.uint16, 65535.0),
                 "float32": (tf.float32, 1.0)}
-
-
-class VerificationError(RuntimeError):
-  """The SavedModel disagrees with the JAX model; it must not be published."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +62,10 @@ class Contract:
   image_size: tuple[int, int] | None  # classification: model input size
   top_k: int
   platforms: tuple[str, ...]
+  # Segmentation: the rule's fields (DecisionRule), None = argmax masks;
+  # and whether probabilities are the mean over 4 flips.
+  decision: dict | None = None
+  flip_tta: bool = False
 
   def __post_init__(self):
     if self.input_dtype not in INPUT_DTYPES:
@@ -72,6 +81,10 @@ class Contract:
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)
+
+  def rule(self) -> DecisionRule | None:
+    """The served decision rule; None: argmax masks."""
+    return DecisionRule(**self.decision) if self.decision else None
 
 
 class _Flat:
@@ -107,6 +120,40 @@ def jax_logits_fn(graphdef, params, model_state):
   return flat, logits
 
 
+def probabilities_fn(logits, flip_tta: bool):
+  """f(variables, images) -> softmax probabilities; with `flip_tta` the
+  mean over the image and its horizontal, vertical and double flips, each
+  mapped back (as steps.make_predict_fn computes them for evaluation)."""
+
+  def probabilities(variables, images):
+    if not flip_tta:
+      return jax.nn.softmax(logits(variables, images), axis=-1)
+    total = 0.0
+    for axes in ((), (2,), (1,), (1, 2)):
+      flipped = jnp.flip(images, axes) if axes else images
+      out = jax.nn.softmax(logits(variables, flipped), axis=-1)
+      total = total + (jnp.flip(out, axes) if axes else out)
+    return total / 4
+
+  return probabilities
+
+
+def decide_fn(rule: DecisionRule | None):
+  """f(probabilities (B, H, W, K)) -> (class_map, alarm, alarm_score): the
+  calibrated rule (decision_graph.apply_rule), or argmax masks with the
+  same two image-level outputs."""
+
+  def decide(probs):
+    if rule is not None:
+      return apply_rule(rule, probs)
+    class_map = jnp.argmax(probs, axis=-1).astype(jnp.int32)
+    kept = class_map > 0
+    return (class_map, jnp.any(kept, axis=(1, 2)),
+            jnp.max(jnp.where(kept, 1.0 - probs[..., 0], 0.0), axis=(1, 2)))
+
+  return decide
+
+
 def _edge_pad(x, height, width):
   """Pads (B, h, w, C) to (B, height, width, C) by repeating the last row /
   column (what the training pipeline's pad does)."""
@@ -129,9 +176,18 @@ class ServingModule(tf.Module):
       shape = f"(b, {c.stride}*h, {c.stride}*w, {c.channels})"
     else:
       shape = f"(b, {c.image_size[0]}, {c.image_size[1]}, {c.channels})"
+    polymorphic = dict(with_gradient=False,
+                       native_serialization_platforms=tuple(c.platforms))
     self._converted = jax2tf.convert(
-        logits, polymorphic_shapes=[None, shape], with_gradient=False,
-        native_serialization_platforms=tuple(c.platforms))
+        logits, polymorphic_shapes=[None, shape], **polymorphic)
+    if c.task == "segmentation":
+      self._probabilities = jax2tf.convert(
+          probabilities_fn(logits, c.flip_tta),
+          polymorphic_shapes=[None, shape], **polymorphic)
+      self._decide = jax2tf.convert(
+          decide_fn(c.rule()),
+          polymorphic_shapes=[f"(b, h, w, {len(c.class_names)})"],
+          **polymorphic)
     dtype, _ = INPUT_DTYPES[c.input_dtype]
     self.serving_default = tf.function(
         self._serve, autograph=False, input_signature=[
@@ -146,8 +202,9 @@ class ServingModule(tf.Module):
   def _model(self, x):
     return self._converted(self.model_variables, x)
 
-  def _padded_logits(self, x):
-    """Edge-pads to the smallest bucket holding x, runs, crops back."""
+  def _padded(self, function, x):
+    """Edge-pads to the smallest bucket holding x, runs `function`
+    (variables, x), crops back."""
     height, width = tf.shape(x)[1], tf.shape(x)[2]
     buckets = tf.constant(self.contract.buckets, tf.int32)
     fits = (buckets[:, 0] >= height) & (buckets[:, 1] >= width)
@@ -158,7 +215,7 @@ class ServingModule(tf.Module):
         f"model {list(self.contract.buckets)}; largest {largest}")]):
       index = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)
     x = _edge_pad(x, buckets[index, 0], buckets[index, 1])
-    return self._model(x)[:, :height, :width]
+    return function(self.model_variables, x)[:, :height, :width]
 
   def _unit(self, images):
     _, top = INPUT_DTYPES[self.contract.input_dtype]
@@ -167,7 +224,7 @@ class ServingModule(tf.Module):
   def _logits(self, images):
     if self.contract.task == "classification":
       return {"logits": self._model(images)}
-    return {"logits": self._padded_logits(images)}
+    return {"logits": self._padded(self._converted, images)}
 
   def _serve(self, images):
     c = self.contract
@@ -184,13 +241,23 @@ class ServingModule(tf.Module):
       size = tf.cast(tf.round(tf.cast(tf.stack([height, width]), tf.float32)
                               * c.scale), tf.int32)
       x = tf.image.resize(x, tf.maximum(size, 1), "bilinear", antialias=True)
-    probs = tf.nn.softmax(self._padded_logits(x), axis=-1)
-    class_map = tf.argmax(probs, axis=-1, output_type=tf.int32)
+    probs = self._padded(self._probabilities, x)
+    class_map, alarm, score = self._decide(probs)
     if c.scale != 1.0:
       probs = tf.image.resize(probs, [height, width], "bilinear")
-      class_map = tf.cast(tf.image.resize(
-          class_map[..., None], [height, width], "nearest")[..., 0], tf.int32)
-    return {"probabilities": probs, "class_map": class_map}
+      class_map = nearest_resize(class_map, height, width)
+    return {"probabilities": probs, "class_map": class_map, "alarm": alarm,
+            "alarm_score": score}
+
+
+def nearest_resize(class_map, height, width):
+  """(B, h, w) -> (B, height, width) by the pixel-centre rule of
+  `images.resize_mask` (source index floor((2i + 1) h / 2 height), in
+  integers, so both give the same map)."""
+  h, w = tf.shape(class_map)[1], tf.shape(class_map)[2]
+  rows = tf.minimum((2 * tf.range(height) + 1) * h // (2 * height), h - 1)
+  cols = tf.minimum((2 * tf.range(width) + 1) * w // (2 * width), w - 1)
+  return tf.gather(tf.gather(class_map, rows, axis=1), cols, axis=2)
 
 
 def save(module: ServingModule, directory: str) -> None:
@@ -198,84 +265,3 @@ def save(module: ServingModule, directory: str) -> None:
   tf.saved_model.save(module, directory, signatures={
       "serving_default": module.serving_default.get_concrete_function(),
       "logits": module.logits.get_concrete_function()})
-
-
-def _reference_logits(graphdef, params, model_state, x: np.ndarray,
-                      bucket: tuple[int, int] | None) -> np.ndarray:
-  """The JAX model on NumPy-edge-padded input (independent of the TF ops)."""
-  h, w = x.shape[1:3]
-  if bucket is not None:
-    x = np.pad(x, ((0, 0), (0, bucket[0] - h), (0, bucket[1] - w), (0, 0)),
-               mode="edge")
-  out = merge(graphdef, params, model_state)(jnp.asarray(x), train=False)
-  return np.asarray(out, np.float32)[:, :h, :w] if bucket else np.asarray(out)
-
-
-def verify(directory: str, graphdef, params, model_state, contract: Contract,
-           atol: float = 1e-5, min_agreement: float = 0.999,
-           seed: int = 0) -> dict:
-  """Reloads the SavedModel and compares it with the JAX model.
-
-  At two or more input sizes (segmentation: one per bucket, smaller than it
-  so padding is exercised, and a small one; classification: two raw sizes),
-  inputs go through the `logits` signature (max |difference| <= atol) and
-  through `serving_default` (class maps / top-1 agree on >= min_agreement of
-  the pixels / images). The logit bound is `atol` absolute for logits up to
-  1 in magnitude, `atol` relative to the largest logit above (TF Serving's
-  XLA is not jaxlib's: fusion and summation order differ by a few ulps).
-  Raises VerificationError with the figures.
-  """
-  loaded = tf.saved_model.load(directory)
-  rng = np.random.default_rng(seed)
-  c = contract
-  if c.task == "segmentation":  # One size per bucket (padding exercised),
-    sizes = [(max(1, b[0] - 5), max(1, b[1] - 3)) for b in c.buckets]
-    smallest = min(c.buckets, key=lambda b: b[0] * b[1])
-    sizes.append((max(1, smallest[0] // 2 + 1), max(1, smallest[1] // 3)))
-  else:  # and for classification two raw sizes around the model's.
-    sizes = [tuple(c.image_size),
-             (c.image_size[0] * 3 // 2, c.image_size[1] * 2 // 3)]
-  report = {"checks": []}
-  _, top = INPUT_DTYPES[c.input_dtype]
-  for size in sizes:
-    bucket = (min((b for b in c.buckets if b[0] >= size[0] and b[1] >= size[1]),
-                  key=lambda b: b[0] * b[1])
-              if c.task == "segmentation" else None)
-    model_size = size if c.task == "segmentation" else tuple(c.image_size)
-    x = rng.random((2, *model_size, c.channels)).astype(np.float32)
-    got = loaded.signatures["logits"](images=tf.constant(x))["logits"].numpy()
-    want = _reference_logits(graphdef, params, model_state, x, bucket)
-    diff = float(np.abs(got - want).max())
-    # float32 rounding grows with the values: the 1e-5 bound is absolute for
-    # logits up to 1 in magnitude and relative to the largest logit above.
-    scale = max(1.0, float(np.abs(want).max()))
-    raw = (rng.random((2, *size, c.channels)) * top).astype(
-        INPUT_DTYPES[c.input_dtype][0].as_numpy_dtype)
-    served = loaded.signatures["serving_default"](images=tf.constant(raw))
-    unit = raw.astype(np.float32) / np.float32(top)
-    if c.task == "segmentation" and c.scale == 1.0:
-      expected = _reference_logits(graphdef, params, model_state, unit,
-                                   bucket).argmax(-1)
-      agreement = float((served["class_map"].numpy() == expected).mean())
-    elif c.task == "segmentation":
-      agreement = None  # Resampling is TF's; covered by the logits check.
-    else:
-      expected = _reference_logits(graphdef, params, model_state,
-                                   np.asarray(tf.image.resize(
-                                       unit, c.image_size, "bilinear",
-                                       antialias=True)), None).argmax(-1)
-      agreement = float((served["top_k_classes"].numpy()[:, 0] ==
-                         expected).mean())
-    check = {"size": list(size), "bucket": list(bucket) if bucket else None,
-             "max_abs_logit_diff": diff, "max_abs_logit": scale,
-             "class_agreement": agreement}
-    report["checks"].append(check)
-    if not diff <= atol * scale or (agreement is not None and
-                                    agreement < min_agreement):
-      raise VerificationError(
-          f"SavedModel {directory} disagrees with the JAX model at input "
-          f"size {size}: max |logit difference| {diff:.3g} (limit {atol} x "
-          f"max(1, max |logit| = {scale:.3g})), class agreement {agreement} "
-          f"(minimum {min_agreement}).")
-  report["passed"] = True
-  return report

@@ -71,6 +71,7 @@ def test_export_publishes_a_verified_version(exported):
   assert meta["verification"]["passed"]
   for check in meta["verification"]["checks"]:
     assert check["max_abs_logit_diff"] <= 1e-5 * check["max_abs_logit"]
+    assert check["alarms_equal"]
     assert check["class_agreement"] >= 0.999
   assert meta["input_contract"]["buckets"] == [[32, 32], [64, 96]]
   assert json.loads((base / "tiny" / "labels.json").read_text()) == {
@@ -247,10 +248,10 @@ def _module(task: str, tmp_path: Path):
 
 
 def test_classification_signature_returns_top_k_labels(tmp_path):
-  from export import savedmodel
+  from export import verify
   directory, graphdef, params, state, contract = _module("classification",
                                                          tmp_path)
-  report = savedmodel.verify(directory, graphdef, params, state, contract)
+  report = verify.verify(directory, graphdef, params, state, contract)
   assert report["passed"]
   out = tf.saved_model.load(directory).signatures["serving_default"](
       images=tf.random.uniform((2, 50, 40, 3)))
@@ -262,14 +263,14 @@ def test_classification_signature_returns_top_k_labels(tmp_path):
 
 def test_verification_refuses_a_model_that_disagrees(tmp_path):
   import jax
-  from export import savedmodel
+  from export import verify
   directory, graphdef, params, state, contract = _module("segmentation",
                                                          tmp_path)
-  assert savedmodel.verify(directory, graphdef, params, state, contract)[
+  assert verify.verify(directory, graphdef, params, state, contract)[
       "passed"]  # BatchNorm statistics are variables too.
   drifted = jax.tree.map(lambda p: p * 1.01, params)
-  with pytest.raises(savedmodel.VerificationError, match="max \\|logit"):
-    savedmodel.verify(directory, graphdef, drifted, state, contract)
+  with pytest.raises(verify.VerificationError, match="max \\|logit"):
+    verify.verify(directory, graphdef, drifted, state, contract)
 
 
 def test_killed_publisher_leaves_no_visible_version(exported, tmp_path):

@@ -186,10 +186,12 @@ def eval_settings(config: ml_collections.ConfigDict) -> EvalSettings:
 
 
 def predict_settings(config: ml_collections.ConfigDict) -> PredictSettings:
-  """The `predict.*` section (with `data.scale`, `eval.batch_size`)."""
+  """The `predict.*` section (with `data.scale`, `eval.batch_size` and the
+  served model's `export.buckets` as the canvases)."""
   return PredictSettings(**to_dict(config.predict),
                          scale=float(config.data.scale),
-                         batch_size=int(config.eval.batch_size))
+                         batch_size=int(config.eval.batch_size),
+                         canvases=tuple(config.export.buckets))
 
 
 def robustness_settings(config: ml_collections.ConfigDict):

@@ -138,11 +138,15 @@ def export(config: ml_collections.ConfigDict, workdir: str) -> dict:
   from export import run  # pylint: disable=import-outside-toplevel
   settings = run.ExportSettings(**build.to_dict(config.export))
   task = build.task(config)
+  evaluation = build.eval_settings(config)
+  rule = (decision.load_rule(workdir)  # Refuses: no rule calibrated yet.
+          if evaluation.calibrated and task == "segmentation" else None)
   return run.run(
       workdir, build.restore(config, workdir, settings.checkpoint), settings,
       run.ModelInput(task=task, scale=float(config.data.scale),
                      image_size=build.image_size(config),
-                     data_name=config.data.name),
+                     data_name=config.data.name, decision=rule,
+                     flip_tta=evaluation.flip_tta),
       config_sha256=build.config_digest(config))
 
 

@@ -153,10 +153,12 @@ def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
   """Nearest-neighbour resize of an (H, W) label mask (labels never blend)."""
   if mask.shape[:2] == (height, width):
     return mask
-  rows = (np.arange(height) + 0.5) * mask.shape[0] / height
-  cols = (np.arange(width) + 0.5) * mask.shape[1] / width
-  return mask[np.minimum(rows.astype(int), mask.shape[0] - 1)][
-      :, np.minimum(cols.astype(int), mask.shape[1] - 1)]
+  # Source of pixel i: floor((i + 0.5) h / height), in integers (the
+  # served graph's export/savedmodel.nearest_resize is the same formula).
+  rows = (2 * np.arange(height) + 1) * mask.shape[0] // (2 * height)
+  cols = (2 * np.arange(width) + 1) * mask.shape[1] // (2 * width)
+  return mask[np.minimum(rows, mask.shape[0] - 1)][
+      :, np.minimum(cols, mask.shape[1] - 1)]
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:

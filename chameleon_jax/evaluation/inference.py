@@ -20,11 +20,28 @@ from chameleon_jax.model_io.state import eval_params, merge
 from chameleon_jax.train import steps
 
 
+def canvas(height: int, width: int, canvases, stride: int
+           ) -> tuple[int, int]:
+  """The size an image is edge-padded to before the model: the smallest of
+  `canvases` that holds it (the served model's buckets), else the next
+  multiple of the stride."""
+  fits = [c for c in canvases if c[0] >= height and c[1] >= width]
+  if fits:
+    return min(fits, key=lambda c: c[0] * c[1])
+  return height + -height % stride, width + -width % stride
+
+
 def predict_folder(workdir: str | Path, restored: Restored,
                    settings: PredictSettings, *, flip_tta: bool,
                    calibrated: bool) -> Path:
   """Writes <stem>_mask.png (class indices) and <stem>_overlay.png per image
-  of `settings.input_dir`, and predictions.json; returns the output folder.
+  of `settings.input_dir`, and predictions.json (per image: defect pixels,
+  the largest defect probability, `alarm` and `alarm_score` as the served
+  model returns them); returns the output folder.
+
+  Whole images are edge-padded as the exported model pads them (`canvas`),
+  so the masks and alarms here are what TF Serving answers for the same
+  files (export/verify.py holds the two together).
 
   Args:
     workdir: the trained workdir (its eval/decision.json with `calibrated`).
@@ -79,15 +96,22 @@ def predict_folder(workdir: str | Path, restored: Restored,
           predict, x, window, overlap=settings.overlap,
           batch_size=settings.batch_size, args=(state,)))
     else:
-      x = np.pad(x, ((0, -h % stride), (0, -w % stride), (0, 0)))
+      ch, cw = canvas(h, w, settings.canvases, stride)
+      x = np.pad(x, ((0, ch - h), (0, cw - w), (0, 0)), mode="edge")
       probs = np.asarray(predict(state, x[None]))[0, :h, :w]
     classes = (rule.apply(probs, np.ones(probs.shape[:2], bool))
                if rule is not None else probs.argmax(-1))
+    kept = classes > 0
     pred = imio.resize_mask(classes.astype(np.uint8), *image.shape[:2])
     imio.save_png(out / f"{path.stem}_mask.png", pred)
     imio.save_png(out / f"{path.stem}_overlay.png",
                   overlays.panel(image, None, pred))
-    summary.append({"file": str(path), "defect_pixels": int((pred > 0).sum()),
-                    "max_defect_probability": float(probs[..., 1:].max())})
+    summary.append({
+        "file": str(path), "defect_pixels": int((pred > 0).sum()),
+        "max_defect_probability": float(probs[..., 1:].max()),
+        # What the served model returns as `alarm` and `alarm_score`.
+        "alarm": bool(kept.any()),
+        "alarm_score": float((1.0 - probs[..., 0])[kept].max())
+                       if kept.any() else 0.0})
   atomic.write_json(out / "predictions.json", summary)
   return out

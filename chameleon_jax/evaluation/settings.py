@@ -64,6 +64,9 @@ class PredictSettings:
     overlap: overlap of neighbouring windows (fraction of a window).
     scale: the pixel scale the model was trained at (`data.scale`).
     batch_size: windows per forward pass.
+    canvases: (H, W) sizes a whole image is edge-padded to, the smallest
+      that holds it (`export.buckets`, what the served model pads to, so
+      both give the same masks); larger images: the next stride multiple.
   """
   input_dir: str
   output_dir: str
@@ -71,9 +74,12 @@ class PredictSettings:
   overlap: float
   scale: float
   batch_size: int
+  canvases: tuple[tuple[int, int], ...] = ()
 
   def __post_init__(self):
     if not self.input_dir:
       raise ValueError("Set --config.predict.input_dir to a folder of "
                        "images.")
     object.__setattr__(self, "window", tuple(int(v) for v in self.window))
+    object.__setattr__(self, "canvases", tuple(
+        (int(h), int(w)) for h, w in self.canvases))
