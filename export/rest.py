@@ -84,7 +84,7 @@ def _predict(service, match, body: dict) -> dict:
   for key, value in data.items():
     dtype = specs[key].dtype if key in specs else tf.float32
     request.inputs[key].CopyFrom(tf.make_tensor_proto(_tensor(value, dtype)))
-  response = service.predict(request)
+  response = service.predict(request, entrypoint="REST")
   outputs = {k: tf.make_ndarray(v).tolist() for k, v in
              response.outputs.items()}
   outputs = {k: [x.decode() if isinstance(x, bytes) else x for x in v]
@@ -145,7 +145,7 @@ class BaseHandler(BaseHTTPRequestHandler):
   def _dispatch(self, method: str) -> None:
     try:
       if method == "GET" and self.path == "/monitoring/prometheus/metrics":
-        self._send(200, prom.generate_latest(self.service.metrics.registry),
+        self._send(200, self.service.metrics_page(),
                    prom.CONTENT_TYPE_LATEST)
         return
       match = PATH.match(self.path)

@@ -10,7 +10,8 @@ Predict, GetModelMetadata; ModelService: GetModelStatus) through the official
 "inputs"), serves `model_base_path` as publish.py lays it out (several
 models, version policies and labels from models.config), picks up new
 versions without a restart, batches concurrent requests, and exposes
-Prometheus metrics at /monitoring/prometheus/metrics. Errors carry TF
+TF Serving's Prometheus metrics, under its names, labels and units
+(serving_metrics.py), at /monitoring/prometheus/metrics. Errors carry TF
 Serving's status codes; no request can crash it.
 
 This is not TF Serving: it runs the SavedModels with TensorFlow's Python
@@ -38,24 +39,21 @@ from tensorflow_serving.apis import (get_model_metadata_pb2,
 from export import rest
 from export.batching import Batcher
 from export.models import ModelManager, ServingError
+from export.serving_metrics import ServingMetrics
 
 MAX_MESSAGE_BYTES = 256 << 20
 
 
-class Metrics:
-  """The stand-in server's Prometheus metrics, under TF Serving's names."""
+class StandInMetrics:
+  """The stand-in's own metrics (not TF Serving's, so not under its names),
+  printed by prometheus_client after TF Serving's page."""
 
   def __init__(self):
     self.registry = prom.CollectorRegistry()
-    self.requests = prom.Counter(
-        ":tensorflow:serving:request_count", "Requests by model and status.",
-        ["model_name", "status"], registry=self.registry)
-    self.latency = prom.Histogram(
-        ":tensorflow:serving:request_latency_seconds", "Predict latency.",
-        ["model_name"], registry=self.registry)
     self.batch_size = prom.Histogram(
-        ":tensorflow:serving:batch_size", "Examples per model call.",
-        buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
+        "chameleon_standin_batch_size", "Examples per model call (the "
+        "stand-in's batcher).", buckets=(1, 2, 4, 8, 16, 32, 64),
+        registry=self.registry)
 
 
 class Service:
@@ -64,17 +62,26 @@ class Service:
   def __init__(self, manager: ModelManager, max_batch_size: int = 16,
                batch_timeout_s: float = 0.002):
     self.manager = manager
-    self.metrics = Metrics()
+    self.metrics = ServingMetrics()
+    self.own_metrics = StandInMetrics()
     self.batcher = Batcher(max_batch_size, batch_timeout_s,
-                           self.metrics.batch_size)
+                           self.own_metrics.batch_size)
+
+  def metrics_page(self) -> bytes:
+    """/monitoring/prometheus/metrics: TF Serving's metrics as TF Serving
+    prints them, then the stand-in's own."""
+    return (self.metrics.page().encode()
+            + prom.generate_latest(self.own_metrics.registry))
 
   def resolve(self, spec):
     """The served version a ModelSpec names (NOT_FOUND if none)."""
     version = spec.version.value if spec.HasField("version") else None
     return self.manager.resolve(spec.name, version, spec.version_label)
 
-  def predict(self, request: predict_pb2.PredictRequest
-              ) -> predict_pb2.PredictResponse:
+  def predict(self, request: predict_pb2.PredictRequest,
+              entrypoint: str = "GRPC") -> predict_pb2.PredictResponse:
+    """One Predict (gRPC, or REST with entrypoint "REST"), counted in TF
+    Serving's metrics (serving_metrics.py)."""
     start = time.perf_counter()
     name = request.model_spec.name
     try:
@@ -103,8 +110,10 @@ class Service:
       except Exception as e:
         raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                            f"cannot parse input tensor: {e}") from e
+      run_start = time.perf_counter()
       outputs = self.batcher.run((name, version.version, signature_name),
                                  function, inputs)
+      self.metrics.runtime(name, time.perf_counter() - run_start)
       response = predict_pb2.PredictResponse()
       response.model_spec.name = name
       response.model_spec.version.value = version.version
@@ -112,21 +121,21 @@ class Service:
       wanted = list(request.output_filter) or list(outputs)
       for key in wanted:
         response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key]))
-      self.metrics.requests.labels(name, "OK").inc()
-      self.metrics.latency.labels(name).observe(time.perf_counter() - start)
+      self.metrics.request(name, "OK", entrypoint,
+                           time.perf_counter() - start)
       return response
     except ServingError as e:
-      self.metrics.requests.labels(name, e.code.name).inc()
+      self.metrics.request(name, e.code.name, entrypoint, 0.0)
       raise
     except tf.errors.OpError as e:  # The graph's own errors (shape, dtype).
-      self.metrics.requests.labels(name, "INVALID_ARGUMENT").inc()
+      self.metrics.request(name, "INVALID_ARGUMENT", entrypoint, 0.0)
       raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, e.message) from e
     except (TypeError, ValueError) as e:  # Rejected by the signature (rank).
-      self.metrics.requests.labels(name, "INVALID_ARGUMENT").inc()
+      self.metrics.request(name, "INVALID_ARGUMENT", entrypoint, 0.0)
       raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from e
     except Exception as e:  # Never crash on a request.
       logging.exception("predict failed")
-      self.metrics.requests.labels(name, "INTERNAL").inc()
+      self.metrics.request(name, "INTERNAL", entrypoint, 0.0)
       raise ServingError(grpc.StatusCode.INTERNAL,
                          f"{type(e).__name__}: {e}") from e
 

@@ -203,20 +203,28 @@ def test_rest_status_metadata_predict_and_metrics(server):
   with urllib.request.urlopen(rest + "/monitoring/prometheus/metrics",
                               timeout=30) as reply:
     text = reply.read().decode()
-  assert ":tensorflow:serving:request_count" in text and 'status="OK"' in text
+  lines = text.splitlines()
+  # TF Serving's names and labels (test_metrics_count_as_tf_serving_does
+  # holds the figures): REST requests counted with entrypoint "REST".
+  rest_latency = [l for l in lines if l.startswith(
+      ":tensorflow:serving:request_latency_count{") and
+                  'entrypoint="REST"' in l]
+  assert rest_latency and 'API="Predict"' in rest_latency[0]
+  assert "# TYPE :tensorflow:serving:runtime_latency histogram" in lines
+  assert "chameleon_standin_batch_size_count" in text
 
 
 def test_concurrent_requests_are_batched_and_unchanged(server):
   images = [_image(seed=k) for k in range(8)]
   alone = [tf.make_ndarray(server["predict"].Predict(
       _request(x), timeout=30).outputs["probabilities"]) for x in images]
-  histogram = server["server"].service.metrics.batch_size
+  histogram = server["server"].service.own_metrics.batch_size
 
   def totals():  # (examples, model calls) so far.
     samples = {s.name: s.value for metric in histogram.collect()
                for s in metric.samples}
-    return (samples[":tensorflow:serving:batch_size_sum"],
-            samples[":tensorflow:serving:batch_size_count"])
+    return (samples["chameleon_standin_batch_size_sum"],
+            samples["chameleon_standin_batch_size_count"])
 
   before = totals()
   results = [None] * 8
@@ -354,3 +362,48 @@ def test_several_models_and_version_policies(server, tmp_path):
     manager = ModelManager(base, warmup=False)
     manager.refresh()
     assert [v.version for v in manager.status(NAME)] == expected, policy
+
+
+def _page(server) -> dict[str, float]:
+  """The metrics page as {sample line without value: value}."""
+  with urllib.request.urlopen(server["rest"] + "/monitoring/prometheus/"
+                              "metrics", timeout=30) as reply:
+    text = reply.read().decode()
+  return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+          for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def test_metrics_count_as_tf_serving_does(server):
+  """One good and two bad gRPC Predicts move TF Serving's counters by
+  exactly that much; latency is recorded, in microseconds, for the good
+  one only (export/serving_metrics.py has the facts and sources)."""
+  ok = f':tensorflow:serving:request_count{{model_name="{NAME}",status="OK"}}'
+  bad = (f':tensorflow:serving:request_count{{model_name="{NAME}",'
+         f'status="INVALID_ARGUMENT"}}')
+  grpc_labels = f'model_name="{NAME}",API="Predict",entrypoint="GRPC"'
+  count = f":tensorflow:serving:request_latency_count{{{grpc_labels}}}"
+  total = f":tensorflow:serving:request_latency_sum{{{grpc_labels}}}"
+  runtime = (f':tensorflow:serving:runtime_latency_count{{model_name='
+             f'"{NAME}",API="Predict",runtime="TF1"}}')
+  server["predict"].Predict(_request(_image()), timeout=30)  # Cells exist.
+  before = _page(server)
+  start = time.perf_counter()
+  server["predict"].Predict(_request(_image()), timeout=30)
+  wall_us = (time.perf_counter() - start) * 1e6
+  for bad_request in (_request(_image(h=70)),
+                      _request(_image().astype(np.float32))):
+    with pytest.raises(grpc.RpcError):
+      server["predict"].Predict(bad_request, timeout=30)
+  after = _page(server)
+  assert after[ok] - before[ok] == 1
+  assert after.get(bad, 0) - before.get(bad, 0) == 2
+  assert after[count] - before[count] == 1
+  assert after[runtime] - before[runtime] >= 1
+  # Microseconds: one request of a few milliseconds adds hundreds to
+  # thousands, never more than the client waited.
+  assert 100 <= after[total] - before[total] <= wall_us * 1.01 + 1
+  buckets = [k for k in after if k.startswith(
+      f":tensorflow:serving:request_latency_bucket{{{grpc_labels}")]
+  assert [k.split('le="')[1][:-2] for k in buckets[:4]] == [
+      "10", "18", "32.4", "58.32"] and buckets[-1].endswith('le="+Inf"}')
+  assert len(buckets) == 34
