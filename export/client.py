@@ -5,16 +5,22 @@ stubs: it reads the served signature once (GetModelMetadata) and validates
 and casts every request against it before sending (dtype, rank, channel
 count), sets a deadline on every call, retries UNAVAILABLE with exponential
 backoff, and raises gRPC's message-size limits for image batches.
-`RestClient` does the same over the REST API. The CLI sends a folder of
-images and writes masks and overlays:
+`RestClient` does the same over the REST API. Both send image files as
+they are to the `encoded` signature (`predict_encoded`: bytes over gRPC,
+{"b64": ...} over REST, decoded in the served graph); `encoded_image`
+re-encodes what the graph cannot decode (TIFF) as PNG at its bit depth.
+The CLI sends a folder of images and writes masks, overlays and the served
+decisions (predictions.json: alarm, alarm_score, defect pixels):
 
   python -m export.client --target=127.0.0.1:8500 --model=NAME \\
-      --input_dir=images/ --output_dir=masks/
+      --input_dir=images/ --output_dir=masks/ [--protocol=rest \\
+      --target=http://127.0.0.1:8501]
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import time
 import urllib.error
@@ -31,8 +37,25 @@ from tensorflow_serving.apis import (get_model_metadata_pb2,
 MAX_MESSAGE_BYTES = 256 << 20
 
 
+ENCODED_SIGNATURE = "encoded"
+# What the served graph decodes (savedmodel.ENCODED_FORMATS); other files
+# are re-encoded as PNG by `encoded_image`.
+DECODED_IN_GRAPH = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
 class RequestError(ValueError):
   """A request that does not fit the served signature (never sent)."""
+
+
+def encoded_image(path: str | Path) -> bytes:
+  """The bytes to send for an image file: the file itself when the served
+  graph decodes its format, else (TIFF) the image as a PNG at its bit
+  depth (8 or 16 bits, 1 to 4 channels)."""
+  path = Path(path)
+  if path.suffix.lower() in DECODED_IN_GRAPH:
+    return path.read_bytes()
+  from chameleon_jax.data import images as imio  # pylint: disable=import-outside-toplevel
+  return tf.io.encode_png(imio.load_image(path)).numpy()
 
 
 def check_inputs(inputs: dict[str, np.ndarray], spec: dict) -> dict:
@@ -152,6 +175,16 @@ class GrpcClient:
     response = self._call(self.prediction.Predict, request)
     return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
 
+  def predict_encoded(self, images: list[bytes]) -> dict[str, np.ndarray]:
+    """Encoded images (one size) through the `encoded` signature."""
+    request = predict_pb2.PredictRequest()
+    self._model_spec(request.model_spec)
+    request.model_spec.signature_name = ENCODED_SIGNATURE
+    request.inputs["images"].CopyFrom(tf.make_tensor_proto(
+        list(images), dtype=tf.string))
+    response = self._call(self.prediction.Predict, request)
+    return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+
 
 class RestClient:
   """The REST API: status, metadata and predict (columnar JSON)."""
@@ -191,13 +224,23 @@ class RestClient:
       body["signature_name"] = self.signature
     return self._request(self.url + ":predict", body)["outputs"]
 
+  def predict_encoded(self, images: list[bytes]) -> dict[str, np.ndarray]:
+    """Encoded images (one size) as {"b64": ...} through the `encoded`
+    signature; outputs as arrays."""
+    body = {"signature_name": ENCODED_SIGNATURE, "inputs": {"images": [
+        {"b64": base64.b64encode(data).decode("ascii")} for data in images]}}
+    outputs = self._request(self.url + ":predict", body)["outputs"]
+    return {k: np.asarray(v) for k, v in outputs.items()}
+
 
 def main():
   """Command line: send the images of a folder to a server and write the
-  masks and overlays it returns.
+  masks, overlays and decisions it returns.
   """
   parser = argparse.ArgumentParser(description="Send a folder of images.")
-  parser.add_argument("--target", default="127.0.0.1:8500")
+  parser.add_argument("--target", default="127.0.0.1:8500",
+                      help="host:port (grpc) or http://host:port (rest)")
+  parser.add_argument("--protocol", choices=("grpc", "rest"), default="grpc")
   parser.add_argument("--model", required=True)
   parser.add_argument("--label", default="")
   parser.add_argument("--input_dir", required=True)
@@ -206,27 +249,29 @@ def main():
   args = parser.parse_args()
   from chameleon_jax.data import images as imio
   from chameleon_jax.data import overlays
-  client = GrpcClient(args.target, args.model, label=args.label,
-                      timeout_s=args.timeout_s)
+  client = (GrpcClient(args.target, args.model, label=args.label,
+                       timeout_s=args.timeout_s) if args.protocol == "grpc"
+            else RestClient(args.target, args.model, label=args.label,
+                            timeout_s=args.timeout_s))
   out = Path(args.output_dir)
   out.mkdir(parents=True, exist_ok=True)
-  dtype, shape = next(iter(client.input_spec().values()))
   summary = []
   for path in imio.list_images(args.input_dir):
-    image = imio.load_image(path)
-    if shape and shape[-1] not in (-1, image.shape[2]) and image.shape[2] == 1:
-      image = np.repeat(image, shape[-1], axis=2)
-    result = client.predict(image[None])
+    result = client.predict_encoded([encoded_image(path)])
     if "class_map" in result:
-      mask = result["class_map"][0].astype(np.uint8)
+      mask = np.asarray(result["class_map"][0]).astype(np.uint8)
       imio.save_png(out / f"{path.stem}_mask.png", mask)
       imio.save_png(out / f"{path.stem}_overlay.png",
-                    overlays.panel(image, None, mask))
-      summary.append({"file": str(path), "defect_pixels": int((mask > 0).sum())})
+                    overlays.panel(imio.load_image(path), None, mask))
+      summary.append({"file": str(path),
+                      "defect_pixels": int((mask > 0).sum()),
+                      "alarm": bool(result["alarm"][0]),
+                      "alarm_score": float(result["alarm_score"][0])})
     else:
       summary.append({"file": str(path), "top_k": [
-          x.decode() for x in result["top_k_labels"][0]],
-          "scores": result["top_k_scores"][0].tolist()})
+          x.decode() if isinstance(x, bytes) else str(x)
+          for x in result["top_k_labels"][0]],
+          "scores": np.asarray(result["top_k_scores"][0]).tolist()})
   (out / "predictions.json").write_text(json.dumps(summary, indent=1) + "\n")
   print(f"wrote {len(summary)} predictions to {out}")
 

@@ -51,19 +51,27 @@ def versions(model_dir: Path) -> list[int]:
 
 
 def warmup_requests(name: str, contract, batch_sizes) -> list:
-  """One PredictRequest per bucket (or model input size) and batch size."""
+  """One PredictRequest per bucket (or model input size) and batch size, for
+  serving_default and for `encoded` (each signature compiles its own
+  programs)."""
   dtype, top = INPUT_DTYPES[contract.input_dtype]
   sizes = (contract.buckets if contract.task == "segmentation"
            else [contract.image_size])
   out = []
-  for batch in batch_sizes:
-    for h, w in sizes:
-      request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
-          name=name, signature_name="serving_default"))
-      images = np.full((batch, h, w, contract.channels), 0.5 * top,
-                       dtype=dtype.as_numpy_dtype)
-      request.inputs["images"].CopyFrom(tf.make_tensor_proto(images))
-      out.append(request)
+  for signature in ("serving_default", "encoded"):
+    for batch in batch_sizes:
+      for h, w in sizes:
+        request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
+            name=name, signature_name=signature))
+        images = np.full((batch, h, w, contract.channels), 0.5 * top,
+                         dtype=dtype.as_numpy_dtype)
+        if signature == "encoded":
+          png = tf.io.encode_png(images[0].astype(np.uint8)).numpy()
+          request.inputs["images"].CopyFrom(tf.make_tensor_proto(
+              [png] * batch, dtype=tf.string))
+        else:
+          request.inputs["images"].CopyFrom(tf.make_tensor_proto(images))
+        out.append(request)
   if len(out) > MAX_WARMUP_RECORDS:
     raise ValueError(f"{len(out)} warmup requests; TF Serving reads at most "
                      f"{MAX_WARMUP_RECORDS}.")

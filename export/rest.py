@@ -7,11 +7,14 @@
   GET  /monitoring/prometheus/metrics                     Prometheus text
 
 Tensors travel as nested JSON lists and are cast to the signature's dtypes;
+string tensors (the `encoded` signature's images) as {"b64": "<base64>"};
 errors come back as {"error": message} with the HTTP status TF Serving uses.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from http import HTTPStatus
@@ -44,7 +47,29 @@ def _spec(target, match) -> None:
     target.version_label = match["label"]
 
 
+def _is_b64(value) -> bool:
+  return isinstance(value, dict) and set(value) == {"b64"}
+
+
+def _binary(value):
+  """{"b64": text} anywhere in a JSON value -> the bytes it encodes (TF
+  Serving's REST convention for string tensors, e.g. encoded images)."""
+  if _is_b64(value):
+    try:
+      return base64.b64decode(value["b64"], validate=True)
+    except (binascii.Error, TypeError) as e:
+      raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                         f"invalid base64 in a {{\"b64\": ...}} value: {e}"
+                         ) from e
+  if isinstance(value, list):
+    return [_binary(v) for v in value]
+  return value
+
+
 def _tensor(value, dtype) -> np.ndarray:
+  value = _binary(value)
+  if tf.as_dtype(dtype) == tf.string:
+    return np.asarray(value, dtype=object)
   try:
     return np.asarray(value, dtype=tf.as_dtype(dtype).as_numpy_dtype)
   except (TypeError, ValueError, OverflowError) as e:
@@ -73,7 +98,7 @@ def _predict(service, match, body: dict) -> dict:
     if not isinstance(data, list) or not data:
       raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                          "\"instances\" must be a non-empty list.")
-    if all(isinstance(r, dict) for r in data):
+    if all(isinstance(r, dict) and not _is_b64(r) for r in data):
       data = {k: [r.get(k) for r in data] for k in data[0]}
   if not isinstance(data, dict):
     if len(specs) != 1:

@@ -20,6 +20,13 @@ serving_default(images: (B, H, W, C) in `input_dtype`)
   classification: scale to [0, 1] -> resize to the training image size ->
   model -> softmax -> outputs `probabilities` (B, K), `top_k_classes`,
   `top_k_scores` and `top_k_labels` (class names).
+encoded(images: (B,) string, PNG / JPEG / BMP / GIF bytes of one size)
+  the same outputs as serving_default: each image decoded in the graph and
+  scaled to [0, 1] by its own bit depth (8- or 16-bit PNG), as training
+  loads files, whatever `input_dtype` says; grey images repeated to the
+  model's channels, any other channel count refused (INVALID_ARGUMENT). This is what REST clients send as {"b64": ...}; TIFF is not
+  decodable by TensorFlow's ops, so clients re-encode it as PNG
+  (export/client.py). ENCODED_FORMATS lists the formats the graph reads.
 logits(images: (B, H, W, C) float32 in [0, 1], at the model's pixel scale;
   classification: H, W = the model's input size)
   the raw logits, cropped back to the input size (what verification checks).
@@ -47,6 +54,7 @@ from chameleon_jax.model_io.state import merge
 
 INPUT_DTYPES = {"uint8": (tf.uint8, 255.0), "uint16": (tf.uint16, 65535.0),
                 "float32": (tf.float32, 1.0)}
+ENCODED_FORMATS = ("png", "jpeg", "bmp", "gif")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,6 +200,9 @@ class ServingModule(tf.Module):
     self.serving_default = tf.function(
         self._serve, autograph=False, input_signature=[
             tf.TensorSpec([None, None, None, c.channels], dtype, "images")])
+    self.encoded = tf.function(
+        self._serve_encoded, autograph=False, input_signature=[
+            tf.TensorSpec([None], tf.string, "images")])
     spatial = ([None, None] if c.task == "segmentation"
                else list(c.image_size))
     self.logits = tf.function(
@@ -217,6 +228,42 @@ class ServingModule(tf.Module):
     x = _edge_pad(x, buckets[index, 0], buckets[index, 1])
     return function(self.model_variables, x)[:, :height, :width]
 
+  def _decode(self, data):
+    """One encoded image -> (H, W, C) float32 in [0, 1], scaled by its own
+    bit depth as `transforms.to_unit_float` scales a loaded image; JPEG
+    with libjpeg's accurate integer DCT, as PIL decodes it (TF's default,
+    the fast DCT, moves pixels by up to 21 levels)."""
+    c = self.contract
+    padded = tf.strings.join([data, tf.constant("\0" * 25)])
+    png16 = tf.logical_and(
+        tf.equal(tf.strings.substr(padded, 0, 8), b"\x89PNG\r\n\x1a\n"),
+        tf.equal(tf.strings.substr(padded, 24, 1), b"\x10"))  # IHDR depth.
+
+    def unit(image, top):
+      return tf.cast(image, tf.float32) / tf.constant(top, tf.float32)
+
+    image = tf.case([
+        (tf.io.is_jpeg(data), lambda: unit(tf.io.decode_jpeg(
+            data, dct_method="INTEGER_ACCURATE"), 255.0)),
+        (png16, lambda: unit(tf.io.decode_png(data, dtype=tf.uint16),
+                             65535.0))],
+        default=lambda: unit(tf.io.decode_image(
+            data, dtype=tf.uint8, expand_animations=False), 255.0))
+    if c.channels > 1:
+      image = tf.cond(tf.equal(tf.shape(image)[-1], 1),
+                      lambda: tf.repeat(image, c.channels, axis=-1),
+                      lambda: image)
+    with tf.control_dependencies([tf.debugging.assert_equal(
+        tf.shape(image)[-1], c.channels, message=(
+            f"the encoded image's channel count is not this model's "
+            f"{c.channels} (grey images are repeated; others refused)"))]):
+      return tf.ensure_shape(tf.identity(image), [None, None, c.channels])
+
+  def _serve_encoded(self, images):
+    decoded = tf.map_fn(self._decode, images, fn_output_signature=tf.TensorSpec(
+        [None, None, self.contract.channels], tf.float32))
+    return self._serve_unit(decoded)
+
   def _unit(self, images):
     _, top = INPUT_DTYPES[self.contract.input_dtype]
     return tf.cast(images, tf.float32) / top
@@ -227,8 +274,11 @@ class ServingModule(tf.Module):
     return {"logits": self._padded(self._converted, images)}
 
   def _serve(self, images):
+    return self._serve_unit(self._unit(images))
+
+  def _serve_unit(self, x):
+    """serving_default's outputs for images already in [0, 1]."""
     c = self.contract
-    x = self._unit(images)
     if c.task == "classification":
       x = tf.image.resize(x, c.image_size, "bilinear", antialias=True)
       probs = tf.nn.softmax(self._model(x), axis=-1)
@@ -236,7 +286,7 @@ class ServingModule(tf.Module):
       return {"probabilities": probs, "top_k_classes": classes,
               "top_k_scores": scores,
               "top_k_labels": tf.gather(tf.constant(c.class_names), classes)}
-    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    height, width = tf.shape(x)[1], tf.shape(x)[2]
     if c.scale != 1.0:
       size = tf.cast(tf.round(tf.cast(tf.stack([height, width]), tf.float32)
                               * c.scale), tf.int32)
@@ -264,4 +314,5 @@ def save(module: ServingModule, directory: str) -> None:
   """Writes `module` as a SavedModel with its serving signatures."""
   tf.saved_model.save(module, directory, signatures={
       "serving_default": module.serving_default.get_concrete_function(),
+      "encoded": module.encoded.get_concrete_function(),
       "logits": module.logits.get_concrete_function()})

@@ -106,10 +106,12 @@ def test_warmup_records_cover_every_bucket_and_batch_size(exported):
     log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
     request = log.predict_log.request
     assert request.model_spec.name == "tiny"
-    shapes.append(tuple(d.size for d in
-                        request.inputs["images"].tensor_shape.dim))
+    shapes.append((request.model_spec.signature_name, tuple(
+        d.size for d in request.inputs["images"].tensor_shape.dim)))
   assert sorted(shapes) == sorted(
-      [(b, h, w, 1) for b in (1, 4) for h, w in ((32, 32), (64, 96))])
+      [("serving_default", (b, h, w, 1)) for b in (1, 4)
+       for h, w in ((32, 32), (64, 96))]
+      + [("encoded", (b,)) for b in (1, 4) for _ in range(2)])
 
 
 def test_second_export_is_a_new_canary_version_and_configs_parse(

@@ -17,7 +17,7 @@ CONFIG = "--config=tests/tiny_config.py"
 BUCKETS = "--config.export.buckets=((32,32),(64,96))"
 
 
-def _module(tmp_path, decision, flip_tta=False, scale=1.0):
+def _module(tmp_path, decision, flip_tta=False, scale=1.0, dtype="uint8"):
   """A random-weight segmentation model exported with this rule."""
   from flax import nnx
   from chameleon_jax.models import build_model
@@ -29,7 +29,7 @@ def _module(tmp_path, decision, flip_tta=False, scale=1.0):
   params, model_state = model_variables(model)
   contract = savedmodel.Contract(
       task="segmentation", class_names=("ok", "scratch", "dent"), channels=1,
-      input_dtype="uint8", buckets=((32, 32), (48, 64)), stride=model.stride,
+      input_dtype=dtype, buckets=((32, 32), (48, 64)), stride=model.stride,
       scale=scale, image_size=None, top_k=2, platforms=("cpu",),
       decision=decision, flip_tta=flip_tta)
   module = savedmodel.ServingModule(graphdef, params, model_state, contract)
@@ -74,6 +74,27 @@ def test_served_outputs_carry_the_rule_and_the_alarm(tmp_path):
   # The served map is the rule's, not argmax.
   argmax = out["probabilities"].numpy().argmax(-1)
   assert (argmax != out["class_map"].numpy()).mean() > 0.01
+
+
+def test_encoded_images_keep_their_bit_depth(tmp_path):
+  """16-bit PNG bytes through `encoded` give exactly serving_default's
+  outputs for the same uint16 array; an 8-bit PNG is scaled by 255, as
+  training scales an 8-bit file."""
+  directory, *_ = _module(tmp_path, RULE, dtype="uint16")
+  loaded = tf.saved_model.load(directory)
+  rng = np.random.default_rng(4)
+  deep = rng.integers(0, 65536, (1, 27, 45, 1)).astype(np.uint16)
+  shallow = rng.integers(0, 256, (1, 27, 45, 1)).astype(np.uint8)
+  for raw, as_uint16 in ((deep, deep), (shallow, shallow.astype(np.uint16)
+                                        * 257)):
+    encoded = loaded.signatures["encoded"](
+        images=tf.constant([tf.io.encode_png(raw[0]).numpy()]))
+    direct = loaded.signatures["serving_default"](images=tf.constant(
+        as_uint16))
+    np.testing.assert_array_equal(encoded["class_map"].numpy(),
+                                  direct["class_map"].numpy())
+    np.testing.assert_allclose(encoded["probabilities"].numpy(),
+                               direct["probabilities"].numpy(), atol=1e-6)
 
 
 def test_export_refuses_a_calibrated_config_without_a_rule(tmp_path):

@@ -292,22 +292,79 @@ def test_clients_validate_cast_and_retry(server, tmp_path):
   dead.close()
 
 
-def test_cli_writes_masks_for_a_folder(server, tmp_path):
+def _png(array: np.ndarray) -> bytes:
+  return tf.io.encode_png(array).numpy()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "rest"])
+def test_cli_sends_encoded_files_and_writes_the_served_decisions(
+    server, tmp_path, protocol):
+  """PNG, JPEG and TIFF files through the CLI (TIFF re-encoded as PNG):
+  masks and alarms equal serving_default's on the decoded arrays."""
   import subprocess
   import sys
   from PIL import Image
+  from chameleon_jax.data import images as imio
   folder = tmp_path / "in"
   folder.mkdir()
-  for k in range(2):
-    Image.fromarray(_image(24, 40, seed=k)[0, :, :, 0]).save(folder / f"{k}.png")
+  Image.fromarray(_image(24, 40, seed=0)[0, :, :, 0]).save(folder / "a.png")
+  Image.fromarray(_image(31, 17, seed=1)[0, :, :, 0]).save(folder / "b.jpg",
+                                                           quality=95)
+  Image.fromarray(_image(20, 33, seed=2)[0, :, :, 0]).save(folder / "c.tif")
+  target = (f"127.0.0.1:{server['server'].port}" if protocol == "grpc"
+            else server["rest"])
   subprocess.run([sys.executable, "-m", "export.client",
-                  f"--target=127.0.0.1:{server['server'].port}",
-                  f"--model={NAME}", f"--input_dir={folder}",
+                  f"--protocol={protocol}", f"--target={target}",
+                  f"--model={NAME}", "--label=stable", f"--input_dir={folder}",
                   f"--output_dir={tmp_path / 'out'}"], check=True,
                  cwd=Path(__file__).resolve().parents[1], timeout=300)
-  masks = sorted((tmp_path / "out").glob("*_mask.png"))
-  assert len(masks) == 2
-  assert np.asarray(Image.open(masks[0])).shape == (24, 40)
+  summary = {Path(r["file"]).name: r for r in json.loads(
+      (tmp_path / "out" / "predictions.json").read_text())}
+  assert sorted(summary) == ["a.png", "b.jpg", "c.tif"]
+  for name, row in summary.items():
+    image = imio.load_image(folder / name)
+    want = server["predict"].Predict(_request(image[None],
+                                              version_label="stable"),
+                                     timeout=30).outputs
+    mask = np.asarray(Image.open(tmp_path / "out" /
+                                 f"{Path(name).stem}_mask.png"))
+    np.testing.assert_array_equal(mask, tf.make_ndarray(want["class_map"])[0])
+    assert row["alarm"] == bool(tf.make_ndarray(want["alarm"])[0])
+
+
+def test_encoded_signature_errors_keep_status_codes(server):
+  """Corrupt bytes, an empty string, an RGB JPEG into the grey model and an
+  image above the largest bucket: INVALID_ARGUMENT over gRPC, 400 over
+  REST, and the server answers the next request."""
+  import io
+  import urllib.error
+  from PIL import Image
+  from export.client import GrpcClient, RequestError, RestClient
+  rgb = io.BytesIO()
+  Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(rgb, "JPEG")
+  grpc_client = GrpcClient(f"127.0.0.1:{server['server'].port}", NAME)
+  rest_client = RestClient(server["rest"], NAME)
+  for data, text in [(b"\x89PNG broken", "Unknown image|decode|Invalid"),
+                     (b"", "empty|Empty"),
+                     (rgb.getvalue(), "channel count"),
+                     (_png(np.zeros((70, 20, 1), np.uint8)), "larger than")]:
+    with pytest.raises(grpc.RpcError) as info:
+      grpc_client.predict_encoded([data])
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert any(t in info.value.details() for t in text.split("|")), (
+        info.value.details())
+    with pytest.raises(RequestError, match="HTTP 400"):
+      rest_client.predict_encoded([data])
+  good = grpc_client.predict_encoded([_png(_image()[0])])
+  assert good["class_map"].shape == (1, 20, 30)
+  grpc_client.close()
+  request = urllib.request.Request(
+      server["rest"] + f"/v1/models/{NAME}:predict", json.dumps(
+          {"signature_name": "encoded",
+           "instances": [{"b64": "not base64!"}]}).encode())
+  with pytest.raises(urllib.error.HTTPError) as info:
+    urllib.request.urlopen(request, timeout=30)
+  assert info.value.code == 400 and b"base64" in info.value.read()
 
 
 def test_eight_clients_times_200_requests(server):
