@@ -9,15 +9,21 @@ images, measured in this run after one warm-up call each:
     processing included) called through TensorFlow in this process;
   - gRPC and REST: round trips to the local server (`python -m
     export.server`, its own process) through the clients in export/client.py;
-p50 and p99 latency and requests/s at each batch size. Then the first-
-request latency of a freshly started server with and without the version's
-warmup records. The issue's goal: gRPC p50 at batch 1 within 1.3x of the
-in-process SavedModel call.
+  - gRPC and REST encoded: the same images as PNG bytes through the
+    `encoded` signature (REST as {"b64": ...}, what the CLI sends);
+p50 and p99 latency and requests/s at each batch size. Then the cost of
+the calibrated decision rule in the graph (connected components through
+jax2tf): in-process p50 of the same model exported with argmax masks and
+with a per-class rule, side by side. Then the first-request latency of a
+freshly started server with and without the version's warmup records.
+Goals: gRPC p50 at batch 1 within 1.3x of the in-process SavedModel call;
+REST with encoded images within 1.5x of gRPC (issue 32).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import subprocess
 import sys
 import tempfile
@@ -36,6 +42,9 @@ from export import publish, savedmodel  # noqa: E402
 from export.client import GrpcClient, RestClient  # noqa: E402
 
 NAME = "unet"
+# A per-class rule of the kind --mode=eval calibrates (decision.py).
+RULE = {"threshold": 0.4, "min_area": 16, "seed_threshold": 0.7,
+        "class_seed_thresholds": None, "class_min_areas": None}
 
 
 def timings(fn, n: int) -> dict:
@@ -87,6 +96,11 @@ def main():
                                              contract), str(tmp / "sm"))
     loaded = tf.saved_model.load(str(tmp / "sm"))
     serve = loaded.signatures["serving_default"]
+    ruled = dataclasses.replace(contract, decision=RULE)
+    savedmodel.save(savedmodel.ServingModule(graphdef, params, state, ruled),
+                    str(tmp / "sm_rule"))
+    serve_rule = tf.saved_model.load(str(tmp / "sm_rule")).signatures[
+        "serving_default"]
     for warm in (True, False):
       requests = (publish.warmup_requests(NAME, contract, batches)
                   if warm else [])
@@ -101,13 +115,18 @@ def main():
             0, 256, (batch, size, size, 3), np.uint8)
         unit = jax.device_put(images.astype(np.float32) / 255)
         tensor = tf.constant(images)
+        pngs = [tf.io.encode_png(x).numpy() for x in images]
         cases = {
             "JAX direct": lambda: forward(params, state, unit)
             .block_until_ready(),
             "SavedModel in-process": lambda: serve(images=tensor)[
                 "class_map"].numpy(),
+            "SavedModel in-process, calibrated rule": lambda: serve_rule(
+                images=tensor)["class_map"].numpy(),
             "gRPC": lambda: grpc_client.predict(images),
+            "gRPC encoded": lambda: grpc_client.predict_encoded(pngs),
             "REST": lambda: rest_client.predict(images),
+            "REST encoded (b64)": lambda: rest_client.predict_encoded(pngs),
         }
         for name, fn in cases.items():
           n = args.requests if name != "REST" else max(5, args.requests // 5)
@@ -141,8 +160,17 @@ def main():
   inproc = next(t for n, b, t in rows if n == "SavedModel in-process"
                 and b == batches[0])
   remote = next(t for n, b, t in rows if n == "gRPC" and b == batches[0])
+  rest_b64 = next(t for n, b, t in rows if n == "REST encoded (b64)"
+                  and b == batches[0])
+  rule = next(t for n, b, t in rows if n.endswith("calibrated rule")
+              and b == batches[0])
   print(f"\ngRPC p50 / in-process p50 at batch {batches[0]}: "
         f"{remote['p50'] / inproc['p50']:.2f} (goal <= 1.3)")
+  print(f"REST encoded p50 / gRPC p50 at batch {batches[0]}: "
+        f"{rest_b64['p50'] / remote['p50']:.2f} (goal <= 1.5)")
+  print(f"calibrated rule in the graph: in-process p50 "
+        f"{rule['p50']:.1f} ms against {inproc['p50']:.1f} ms with argmax "
+        f"masks ({rule['p50'] / inproc['p50']:.2f}x)")
   print(f"first request after start: {first[True]:.0f} ms with warmup, "
         f"{first[False]:.0f} ms without")
 

@@ -47,6 +47,23 @@ class RequestError(ValueError):
   """A request that does not fit the served signature (never sent)."""
 
 
+def decoded_outputs(outputs: dict) -> dict[str, np.ndarray]:
+  """The `encoded` signature's answer as arrays: class_map (B, H, W) and
+  defect_probability (B, H, W) in [0, 1] from their PNGs, the rest as is."""
+  out = {}
+  for key, value in outputs.items():
+    if key == "class_map_png_bytes":
+      out["class_map"] = np.stack([tf.io.decode_png(v).numpy()[..., 0]
+                                   for v in value]).astype(np.int32)
+    elif key == "defect_probability_png_bytes":
+      out["defect_probability"] = np.stack([
+          tf.io.decode_png(v, dtype=tf.uint16).numpy()[..., 0]
+          for v in value]).astype(np.float32) / 65535.0
+    else:
+      out[key] = np.asarray(value)
+  return out
+
+
 def encoded_image(path: str | Path) -> bytes:
   """The bytes to send for an image file: the file itself when the served
   graph decodes its format, else (TIFF) the image as a PNG at its bit
@@ -176,14 +193,16 @@ class GrpcClient:
     return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
 
   def predict_encoded(self, images: list[bytes]) -> dict[str, np.ndarray]:
-    """Encoded images (one size) through the `encoded` signature."""
+    """Encoded images (one size) through the `encoded` signature; the
+    answer as arrays (`decoded_outputs`)."""
     request = predict_pb2.PredictRequest()
     self._model_spec(request.model_spec)
     request.model_spec.signature_name = ENCODED_SIGNATURE
     request.inputs["images"].CopyFrom(tf.make_tensor_proto(
         list(images), dtype=tf.string))
     response = self._call(self.prediction.Predict, request)
-    return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+    return decoded_outputs({k: tf.make_ndarray(v)
+                            for k, v in response.outputs.items()})
 
 
 class RestClient:
@@ -226,11 +245,13 @@ class RestClient:
 
   def predict_encoded(self, images: list[bytes]) -> dict[str, np.ndarray]:
     """Encoded images (one size) as {"b64": ...} through the `encoded`
-    signature; outputs as arrays."""
+    signature; the answer as arrays (`decoded_outputs`)."""
     body = {"signature_name": ENCODED_SIGNATURE, "inputs": {"images": [
         {"b64": base64.b64encode(data).decode("ascii")} for data in images]}}
     outputs = self._request(self.url + ":predict", body)["outputs"]
-    return {k: np.asarray(v) for k, v in outputs.items()}
+    return decoded_outputs({k: [base64.b64decode(x["b64"]) for x in v]
+                            if k.endswith("_bytes") else v
+                            for k, v in outputs.items()})
 
 
 def main():

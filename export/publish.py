@@ -199,9 +199,12 @@ def write_server_files(model_base_path: Path,
       server_flags.BATCHING_FILE: server_flags.BATCHING_PARAMETERS,
       server_flags.MONITORING_FILE: server_flags.MONITORING_CONFIG,
       "serving_command.txt": "\n".join(
-          f"# {device}: " + " ".join(
+          [f"# {device}: " + " ".join(
               server_flags.serving_command(container_base_path, device))
-          for device in ("gpu", "cpu")) + "\n",
+           for device in ("gpu", "cpu")]
+          + [f"# docker {device}: " + " ".join(server_flags.docker_command(
+              str(base.resolve()), tf.__version__, device))
+             for device in ("gpu", "cpu")]) + "\n",
   }
   for name, text in files.items():
     atomic.write_text(base / name, text)

@@ -66,6 +66,18 @@ def _binary(value):
   return value
 
 
+def _json_value(name: str, value):
+  """A tensor's values for JSON: bytes of outputs named *_bytes as
+  {"b64": ...} (TF Serving's rule), other strings as text."""
+  if isinstance(value, list):
+    return [_json_value(name, v) for v in value]
+  if isinstance(value, bytes):
+    if name.endswith("_bytes"):
+      return {"b64": base64.b64encode(value).decode("ascii")}
+    return value.decode("utf-8", "replace")
+  return value
+
+
 def _tensor(value, dtype) -> np.ndarray:
   value = _binary(value)
   if tf.as_dtype(dtype) == tf.string:
@@ -110,11 +122,8 @@ def _predict(service, match, body: dict) -> dict:
     dtype = specs[key].dtype if key in specs else tf.float32
     request.inputs[key].CopyFrom(tf.make_tensor_proto(_tensor(value, dtype)))
   response = service.predict(request, entrypoint="REST")
-  outputs = {k: tf.make_ndarray(v).tolist() for k, v in
-             response.outputs.items()}
-  outputs = {k: [x.decode() if isinstance(x, bytes) else x for x in v]
-             if isinstance(v, list) and v and isinstance(v[0], bytes) else v
-             for k, v in outputs.items()}
+  outputs = {k: _json_value(k, tf.make_ndarray(v).tolist())
+             for k, v in response.outputs.items()}
   if not rows:
     return {"outputs": outputs if len(outputs) > 1
             else next(iter(outputs.values()))}

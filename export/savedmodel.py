@@ -21,10 +21,14 @@ serving_default(images: (B, H, W, C) in `input_dtype`)
   model -> softmax -> outputs `probabilities` (B, K), `top_k_classes`,
   `top_k_scores` and `top_k_labels` (class names).
 encoded(images: (B,) string, PNG / JPEG / BMP / GIF bytes of one size)
-  the same outputs as serving_default: each image decoded in the graph and
-  scaled to [0, 1] by its own bit depth (8- or 16-bit PNG), as training
-  loads files, whatever `input_dtype` says; grey images repeated to the
-  model's channels, any other channel count refused (INVALID_ARGUMENT). This is what REST clients send as {"b64": ...}; TIFF is not
+  each image decoded in the graph and scaled to [0, 1] by its own bit depth
+  (8- or 16-bit PNG), as training loads files, whatever `input_dtype` says;
+  grey images repeated to the model's channels, any other channel count
+  refused (INVALID_ARGUMENT). Segmentation answers as compactly as it is
+  asked: `class_map_png_bytes` (8-bit PNG of serving_default's class map),
+  `defect_probability_png_bytes` (16-bit PNG of p(defect) * 65535),
+  `alarm`, `alarm_score`; TF Serving's REST API returns `_bytes` outputs
+  as {"b64": ...}. Classification: serving_default's outputs. This is what REST clients send as {"b64": ...}; TIFF is not
   decodable by TensorFlow's ops, so clients re-encode it as PNG
   (export/client.py). ENCODED_FORMATS lists the formats the graph reads.
 logits(images: (B, H, W, C) float32 in [0, 1], at the model's pixel scale;
@@ -262,7 +266,21 @@ class ServingModule(tf.Module):
   def _serve_encoded(self, images):
     decoded = tf.map_fn(self._decode, images, fn_output_signature=tf.TensorSpec(
         [None, None, self.contract.channels], tf.float32))
-    return self._serve_unit(decoded)
+    out = self._serve_unit(decoded)
+    if self.contract.task == "classification":
+      return out
+    # Answers as compact as the request: PNGs, which TF Serving's REST API
+    # returns as {"b64": ...} because the names end in "_bytes".
+    p_defect = 1.0 - out["probabilities"][..., :1]
+    return {
+        "class_map_png_bytes": tf.map_fn(
+            lambda m: tf.io.encode_png(tf.cast(m[..., None], tf.uint8)),
+            out["class_map"], fn_output_signature=tf.string),
+        "defect_probability_png_bytes": tf.map_fn(
+            lambda q: tf.io.encode_png(tf.cast(tf.round(
+                tf.clip_by_value(q, 0.0, 1.0) * 65535.0), tf.uint16)),
+            p_defect, fn_output_signature=tf.string),
+        "alarm": out["alarm"], "alarm_score": out["alarm_score"]}
 
   def _unit(self, images):
     _, top = INPUT_DTYPES[self.contract.input_dtype]

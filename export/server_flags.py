@@ -56,3 +56,18 @@ def serving_command(container_base_path: str = "/models", device: str = "gpu",
           "--enable_model_warmup=true", "--enable_batching=true",
           f"--batching_parameters_file={conf}/{BATCHING_FILE}",
           f"--monitoring_config_file={conf}/{MONITORING_FILE}", xla]
+
+
+def docker_command(model_base_path: str, image_version: str,
+                   device: str = "cpu") -> list[str]:
+  """`docker run` of the official image serving `model_base_path` (mounted
+  read-only at /models) with `serving_command`'s flags, the image's own
+  entrypoint replaced so that nothing but these flags applies."""
+  suffix = "-gpu" if device == "gpu" else ""
+  command = serving_command("/models", device)
+  return (["docker", "run", "--rm", "-p", f"{GRPC_PORT}:{GRPC_PORT}",
+           "-p", f"{REST_PORT}:{REST_PORT}"]
+          + (["--gpus", "all"] if device == "gpu" else [])
+          + ["-v", f"{model_base_path}:/models:ro",
+             "--entrypoint", command[0],
+             f"tensorflow/serving:{image_version}{suffix}"] + command[1:])

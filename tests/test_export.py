@@ -136,6 +136,17 @@ def test_second_export_is_a_new_canary_version_and_configs_parse(
   command = (base / "serving_command.txt").read_text()
   assert "--xla_gpu_compilation_enabled=true" in command
   assert "--enable_model_warmup=true" in command
+  # The official image, run on this directory: the same flags, the models
+  # mounted where the container config says, the TF release that exported.
+  lines = dict(l[2:].split(": ", 1) for l in command.splitlines())
+  for device in ("cpu", "gpu"):
+    docker = lines[f"docker {device}"].split()
+    image = f"tensorflow/serving:{tf.__version__}" + (
+        "-gpu" if device == "gpu" else "")
+    cut = docker.index(image)
+    assert docker[cut + 1:] == lines[device].split()[1:]
+    assert docker[docker.index("--entrypoint") + 1] == "tensorflow_model_server"
+    assert docker[docker.index("-v") + 1] == f"{base.resolve()}:/models:ro"
   assert "prometheus_config" in (base / "monitoring.config").read_text()
 
 
