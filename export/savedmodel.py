@@ -244,9 +244,10 @@ class ServingModule(tf.Module):
         tf.equal(tf.strings.substr(padded, 24, 1), b"\x10"))  # IHDR depth.
 
     def unit(image, top):
-      return tf.cast(image, tf.float32) / tf.constant(top, tf.float32)
+      return (tf.cast(image, tf.float32) / tf.constant(top, tf.float32),
+              tf.constant(top, tf.float32))
 
-    image = tf.case([
+    image, depth = tf.case([
         (tf.io.is_jpeg(data), lambda: unit(tf.io.decode_jpeg(
             data, dct_method="INTEGER_ACCURATE"), 255.0)),
         (png16, lambda: unit(tf.io.decode_png(data, dtype=tf.uint16),
@@ -261,12 +262,14 @@ class ServingModule(tf.Module):
         tf.shape(image)[-1], c.channels, message=(
             f"the encoded image's channel count is not this model's "
             f"{c.channels} (grey images are repeated; others refused)"))]):
-      return tf.ensure_shape(tf.identity(image), [None, None, c.channels])
+      return (tf.ensure_shape(tf.identity(image), [None, None, c.channels]),
+              depth)
 
   def _serve_encoded(self, images):
-    decoded = tf.map_fn(self._decode, images, fn_output_signature=tf.TensorSpec(
-        [None, None, self.contract.channels], tf.float32))
-    out = self._serve_unit(decoded)
+    decoded, depth = tf.map_fn(self._decode, images, fn_output_signature=(
+        tf.TensorSpec([None, None, self.contract.channels], tf.float32),
+        tf.TensorSpec([], tf.float32)))
+    out = self._serve_unit(decoded, depth[:, None, None, None])
     if self.contract.task == "classification":
       return out
     # Answers as compact as the request: PNGs, which TF Serving's REST API
@@ -292,10 +295,16 @@ class ServingModule(tf.Module):
     return {"logits": self._padded(self._converted, images)}
 
   def _serve(self, images):
-    return self._serve_unit(self._unit(images))
+    dtype, top = INPUT_DTYPES[self.contract.input_dtype]
+    return self._serve_unit(self._unit(images),
+                            top if dtype.is_integer else None)
 
-  def _serve_unit(self, x):
-    """serving_default's outputs for images already in [0, 1]."""
+  def _serve_unit(self, x, depth=None):
+    """serving_default's outputs for images already in [0, 1]; `depth`
+    (255, 65535; per image or shared): the images' integer scale, to which
+    a resampled image is rounded, as the training pipeline resizes integer
+    images and rounds them (images.resize_image) before scaling to [0, 1].
+    """
     c = self.contract
     if c.task == "classification":
       x = tf.image.resize(x, c.image_size, "bilinear", antialias=True)
@@ -309,6 +318,8 @@ class ServingModule(tf.Module):
       size = tf.cast(tf.round(tf.cast(tf.stack([height, width]), tf.float32)
                               * c.scale), tf.int32)
       x = tf.image.resize(x, tf.maximum(size, 1), "bilinear", antialias=True)
+      if depth is not None:
+        x = tf.round(x * depth) / depth
     probs = self._padded(self._probabilities, x)
     class_map, alarm, score = self._decide(probs)
     if c.scale != 1.0:

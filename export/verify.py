@@ -9,8 +9,9 @@ inputs of several sizes, what TF returns with an independent reference:
   tiny UNet after 150 steps, logits up to 6, differed by 1.2e-5 relative;
   a wrong weight or op differs by orders of magnitude more);
 - `serving_default` (segmentation) against what `--mode=predict` computes
-  for the same raw images: unit scale, the training path's resize
-  (`images.resize_image`, PIL) when `scale` != 1, the JAX model's
+  for the same raw images: the training path's resize when `scale` != 1
+  (`images.resize_image`, PIL, in the images' dtype and rounded; the graph
+  rounds TF's resize to the same integer scale), unit scale, the JAX model's
   probabilities (flip mean when the contract says so), the decision rule
   as the evaluation applies it (`DecisionRule.apply`, NumPy + SciPy, not
   the graph's JAX twin) and the masks' nearest resize back. Alarms must be
@@ -18,7 +19,8 @@ inputs of several sizes, what TF returns with an independent reference:
   the pixels at scale 1 (float rounding at a threshold) and
   1 - MIN_CLASS_AGREEMENT_RESAMPLED where the graph resamples (TF's
   antialiased bilinear against PIL's: the same triangle filter, different
-  summation);
+  summation, so a value at a rounding boundary can land one level away);
+  alarm scores within ALARM_SCORE_ATOL (resampled: ..._RESAMPLED);
 - classification: top-1 of the served classes against the JAX model on
   the TF-resized input.
 
@@ -44,6 +46,10 @@ LOGIT_ATOL = 1e-4
 MIN_CLASS_AGREEMENT = 0.999
 MIN_CLASS_AGREEMENT_RESAMPLED = 0.99
 ALARM_SCORE_ATOL = 1e-4
+# Where the graph resamples, a pixel whose resized value lies at a rounding
+# boundary can land one intensity level away from PIL's: p(defect) moves by
+# up to about this much.
+ALARM_SCORE_ATOL_RESAMPLED = 2e-3
 
 
 class VerificationError(RuntimeError):
@@ -76,12 +82,12 @@ def reference_outputs(graphdef, params, model_state, contract: Contract,
   """serving_default's outputs for raw (B, H, W, C) images as
   `--mode=predict` computes them (module docstring)."""
   _, top = INPUT_DTYPES[contract.input_dtype]
-  unit = raw.astype(np.float32) / np.float32(top)
   height, width = raw.shape[1:3]
-  if contract.scale != 1.0:
+  if contract.scale != 1.0:  # In the images' dtype, rounded, as predict.
     size = (max(1, round(height * contract.scale)),
             max(1, round(width * contract.scale)))
-    unit = np.stack([imio.resize_image(u, *size) for u in unit])
+    raw = np.stack([imio.resize_image(r, *size) for r in raw])
+  unit = raw.astype(np.float32) / np.float32(top)
   h, w = unit.shape[1:3]
   flat, logits = jax_logits_fn(graphdef, params, model_state)
   probabilities = jax.jit(probabilities_fn(logits, contract.flip_tta))
@@ -166,6 +172,8 @@ def verify(directory: str, graphdef, params, model_state, contract: Contract,
       expected = reference_outputs(graphdef, params, model_state, c, raw)
       minimum = (MIN_CLASS_AGREEMENT if c.scale == 1.0
                  else MIN_CLASS_AGREEMENT_RESAMPLED)
+      score_atol = (ALARM_SCORE_ATOL if c.scale == 1.0
+                    else ALARM_SCORE_ATOL_RESAMPLED)
       alarms = served["alarm"].numpy()
       scores = np.abs(served["alarm_score"].numpy() - expected["alarm_score"])
       check.update(
@@ -174,7 +182,8 @@ def verify(directory: str, graphdef, params, model_state, contract: Contract,
           alarms_equal=bool(np.array_equal(alarms, expected["alarm"])),
           max_alarm_score_diff=float(scores.max()), min_agreement=minimum)
       failed = (not check["alarms_equal"] or check["class_agreement"] < minimum
-                or check["max_alarm_score_diff"] > ALARM_SCORE_ATOL)
+                or check["max_alarm_score_diff"] > score_atol)
+      check["alarm_score_atol"] = score_atol
     else:
       unit = raw.astype(np.float32) / np.float32(top)
       expected = reference_logits(graphdef, params, model_state, np.asarray(
@@ -192,7 +201,7 @@ def verify(directory: str, graphdef, params, model_state, contract: Contract,
           f"{LOGIT_ATOL} x max(1, max |logit| = {scale:.3g})), "
           + ", ".join(f"{k} {check[k]}" for k in (
               "class_agreement", "min_agreement", "alarms_equal",
-              "max_alarm_score_diff") if k in check)
-          + f" (alarm score limit {ALARM_SCORE_ATOL}).")
+              "max_alarm_score_diff", "alarm_score_atol") if k in check)
+          + ".")
   report["passed"] = True
   return report

@@ -163,7 +163,8 @@ def test_served_decisions_equal_predict_on_raw_images(calibrated, scale):
     mask = imio.load_image(predictions / f"{path.stem}_mask.png")[..., 0]
     row = summary[str(path)]
     assert bool(out["alarm"][0]) == row["alarm"], path.name
-    assert abs(float(out["alarm_score"][0]) - row["alarm_score"]) < 1e-4
+    assert abs(float(out["alarm_score"][0]) - row["alarm_score"]) <= (
+        1e-4 if scale == 1.0 else 2e-3)
     differing += int((out["class_map"].numpy()[0] != mask).sum())
     pixels += mask.size
     alarms += row["alarm"]

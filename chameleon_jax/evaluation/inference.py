@@ -85,11 +85,15 @@ def predict_folder(workdir: str | Path, restored: Restored,
       else:
         raise ValueError(f"{path}: {image.shape[2]} channels, the model "
                          f"expects {channels}.")
-    x = to_unit_float(image)
     scale = settings.scale
-    if scale != 1.0:  # The pixel scale the model was trained at.
-      x = imio.resize_image(x, max(1, round(x.shape[0] * scale)),
-                            max(1, round(x.shape[1] * scale)))
+    if scale != 1.0:  # The pixel scale the model was trained at, resized
+      # in the image's own dtype (rounded), as the training pipeline does.
+      image_at_scale = imio.resize_image(
+          image, max(1, round(image.shape[0] * scale)),
+          max(1, round(image.shape[1] * scale)))
+    else:
+      image_at_scale = image
+    x = to_unit_float(image_at_scale)
     h, w = x.shape[:2]
     if window:
       probs = np.asarray(sliding_window(
