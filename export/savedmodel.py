@@ -28,9 +28,10 @@ encoded(images: (B,) string, PNG / JPEG / BMP / GIF bytes of one size)
   asked: `class_map_png_bytes` (8-bit PNG of serving_default's class map),
   `defect_probability_png_bytes` (16-bit PNG of p(defect) * 65535),
   `alarm`, `alarm_score`; TF Serving's REST API returns `_bytes` outputs
-  as {"b64": ...}. Classification: serving_default's outputs. This is what REST clients send as {"b64": ...}; TIFF is not
-  decodable by TensorFlow's ops, so clients re-encode it as PNG
-  (export/client.py). ENCODED_FORMATS lists the formats the graph reads.
+  as {"b64": ...}. Classification: serving_default's outputs. REST clients
+  send the files as {"b64": ...}; TIFF is not decodable by TensorFlow's
+  ops, so clients re-encode it as PNG (export/client.py). ENCODED_FORMATS
+  lists the formats the graph reads.
 logits(images: (B, H, W, C) float32 in [0, 1], at the model's pixel scale;
   classification: H, W = the model's input size)
   the raw logits, cropped back to the input size (what verification checks).
