@@ -5,6 +5,7 @@ to `--mode=predict`'s, and an export without a calibrated rule is refused.
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -174,3 +175,31 @@ def test_served_decisions_equal_predict_on_raw_images(calibrated, scale):
   # Exact at scale 1 up to float rounding at a threshold; TF's resampling
   # against PIL's at 0.5 (verify.MIN_CLASS_AGREEMENT_RESAMPLED).
   assert differing / pixels <= (0.001 if scale == 1.0 else 0.01)
+  # The same files through the stand-in server and the client CLI, over
+  # gRPC and REST ({"b64": ...}): the served alarms are predict's.
+  _through_the_server(base, folder, summary, workdir / f"cli_{scale}")
+
+
+def _through_the_server(base, folder, summary: dict, out) -> None:
+  import subprocess
+  import sys
+  import portpicker
+  from export.server import Server
+  server = Server(str(base), portpicker.pick_unused_port(),
+                  portpicker.pick_unused_port(), poll_seconds=60).start()
+  try:
+    for protocol, target in (
+        ("grpc", f"127.0.0.1:{server.port}"),
+        ("rest", f"http://127.0.0.1:{server.rest_api_port}")):
+      subprocess.run([sys.executable, "-m", "export.client",
+                      f"--protocol={protocol}", f"--target={target}",
+                      "--model=tiny", f"--input_dir={folder}",
+                      f"--output_dir={out / protocol}"], check=True,
+                     timeout=600, cwd=Path(__file__).resolve().parents[1])
+      served = {r["file"]: r for r in json.loads(
+          (out / protocol / "predictions.json").read_text())}
+      assert sorted(served) == sorted(summary)
+      for file, row in served.items():
+        assert row["alarm"] == summary[file]["alarm"], (protocol, file)
+  finally:
+    server.stop()
