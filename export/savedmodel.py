@@ -237,7 +237,7 @@ class ServingModule(tf.Module):
     """One encoded image -> (H, W, C) float32 in [0, 1], scaled by its own
     bit depth as `transforms.to_unit_float` scales a loaded image; JPEG
     with libjpeg's accurate integer DCT, as PIL decodes it (TF's default,
-    the fast DCT, moves pixels by up to 21 levels)."""
+    the fast DCT, does not: RESULTS, "Serving the evaluated decision")."""
     c = self.contract
     padded = tf.strings.join([data, tf.constant("\0" * 25)])
     png16 = tf.logical_and(

@@ -71,9 +71,6 @@ class Counter:
     with self._lock:
       self._values[labels] = self._values.get(labels, 0) + by
 
-  def value(self, *labels: str) -> int:
-    return self._values.get(labels, 0)
-
   def lines(self) -> list[str]:
     out = [f"# TYPE {self.name} counter"]
     with self._lock:
@@ -100,10 +97,6 @@ class Histogram:
           labels, ([0] * (len(self.limits) + 1), [0.0]))
       counts[bisect.bisect_right(self.limits, value)] += 1
       total[0] += value
-
-  def count(self, *labels: str) -> int:
-    cell = self._cells.get(labels)
-    return sum(cell[0]) if cell else 0
 
   def lines(self) -> list[str]:
     out = [f"# TYPE {self.name} histogram"]

@@ -57,14 +57,18 @@ def test_names_labels_and_units_are_tf_servings():
                               metrics.runtime_latency,
                               metrics.request_example_counts)}
   assert set(ours) == set(reference)
-  for name, (labels, text) in reference.items():
+  for name, (labels, _) in reference.items():
     if name in EXTRA:  # serving.md names it without its label.
       labels = EXTRA[name][0]
     assert ours[name].labelnames == labels, name
-    if "microseconds" in text:  # Same unit, same layout for both latencies.
-      assert "Exponential(scale 10, growth 1.8, count 33)" in (
-          text + reference[":tensorflow:serving:request_latency"][1])
-      assert ours[name].limits == tuple(10 * 1.8 ** i for i in range(33))
+  # Both latencies: microseconds, Exponential(10, 1.8, 33), as stated.
+  latency = reference[":tensorflow:serving:request_latency"][1]
+  assert "microseconds" in latency
+  assert "Exponential(scale 10, growth 1.8, count 33)" in latency
+  assert "same unit and buckets" in reference[
+      ":tensorflow:serving:runtime_latency"][1]
+  for metric in (metrics.request_latency, metrics.runtime_latency):
+    assert metric.limits == tuple(10 * 1.8 ** i for i in range(33))
   scale, growth, count = EXTRA[":tensorflow:serving:request_example_counts"][1]
   assert metrics.request_example_counts.limits == tuple(
       scale * growth ** i for i in range(count))

@@ -130,6 +130,17 @@ class DecisionRule:
     return np.where(defect, classes, 0).astype(np.int32)
 
 
+def alarm(class_map: np.ndarray, probs: np.ndarray) -> tuple[bool, float]:
+  """An image's alarm and its score from its decided (H, W) class map and
+  (H, W, K) probabilities: any kept defect pixel, and the largest
+  p(defect) = 1 - p(background) among them (0 without alarm). What the
+  served model returns as `alarm` and `alarm_score`."""
+  kept = class_map > 0
+  if not kept.any():
+    return False, 0.0
+  return True, float((1.0 - probs[..., 0])[kept].max())
+
+
 def predictions(predict, state, ds, split: str, inp: pipeline.EvalInput,
                 mesh) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
   """(index, probabilities (H, W, K) float16, labels (H, W)) per image of

@@ -14,10 +14,10 @@ pointers twice (a label names a pixel of the same component whose own
 label is at least as large). Labels only grow and stay inside their
 component, so the loop reaches its fixed point, every pixel of a component
 holding 1 + the largest flat index in it, in at most one round per pixel
-of the longest path; jumping makes it far fewer (a one-pixel spiral filling
-a 64x64 square, one path of 2,111 pixels, takes 127 rounds; blobs take a
-few). The loop runs until nothing changes: the result is exact, not cut
-after a fixed number of rounds.
+of the longest path; jumping makes it far fewer (a one-pixel spiral is the
+worst case: tests/test_decision_graph.py bounds it; RESULTS has the
+figures). The loop runs until nothing changes: the result is exact, not
+cut after a fixed number of rounds.
 
 Per-component area, peak p(defect) and class mass are scatter-adds over
 the labels, read back per pixel by a gather. Class masses are summed in

@@ -31,6 +31,16 @@ def canvas(height: int, width: int, canvases, stride: int
   return height + -height % stride, width + -width % stride
 
 
+def model_input(image: np.ndarray, scale: float) -> np.ndarray:
+  """An (H, W, C) image as the model sees it: resampled to the training
+  pixel `scale` in its own dtype (rounded, as the training pipeline
+  resizes stored images), then scaled to [0, 1]."""
+  if scale != 1.0:
+    image = imio.resize_image(image, max(1, round(image.shape[0] * scale)),
+                              max(1, round(image.shape[1] * scale)))
+  return to_unit_float(image)
+
+
 def predict_folder(workdir: str | Path, restored: Restored,
                    settings: PredictSettings, *, flip_tta: bool,
                    calibrated: bool) -> Path:
@@ -85,15 +95,7 @@ def predict_folder(workdir: str | Path, restored: Restored,
       else:
         raise ValueError(f"{path}: {image.shape[2]} channels, the model "
                          f"expects {channels}.")
-    scale = settings.scale
-    if scale != 1.0:  # The pixel scale the model was trained at, resized
-      # in the image's own dtype (rounded), as the training pipeline does.
-      image_at_scale = imio.resize_image(
-          image, max(1, round(image.shape[0] * scale)),
-          max(1, round(image.shape[1] * scale)))
-    else:
-      image_at_scale = image
-    x = to_unit_float(image_at_scale)
+    x = model_input(image, settings.scale)
     h, w = x.shape[:2]
     if window:
       probs = np.asarray(sliding_window(
@@ -105,7 +107,7 @@ def predict_folder(workdir: str | Path, restored: Restored,
       probs = np.asarray(predict(state, x[None]))[0, :h, :w]
     classes = (rule.apply(probs, np.ones(probs.shape[:2], bool))
                if rule is not None else probs.argmax(-1))
-    kept = classes > 0
+    alarm, alarm_score = decision.alarm(classes, probs)
     pred = imio.resize_mask(classes.astype(np.uint8), *image.shape[:2])
     imio.save_png(out / f"{path.stem}_mask.png", pred)
     imio.save_png(out / f"{path.stem}_overlay.png",
@@ -113,9 +115,6 @@ def predict_folder(workdir: str | Path, restored: Restored,
     summary.append({
         "file": str(path), "defect_pixels": int((pred > 0).sum()),
         "max_defect_probability": float(probs[..., 1:].max()),
-        # What the served model returns as `alarm` and `alarm_score`.
-        "alarm": bool(kept.any()),
-        "alarm_score": float((1.0 - probs[..., 0])[kept].max())
-                       if kept.any() else 0.0})
+        "alarm": alarm, "alarm_score": alarm_score})
   atomic.write_json(out / "predictions.json", summary)
   return out

@@ -80,6 +80,14 @@ def _three_significant(value: float) -> float:
   return float(f"{value:.3g}")
 
 
+def _usable_cores() -> int:
+  """The cores this process may run on (a cpuset or taskset counts, where
+  the OS reports affinity), else the machine's."""
+  if hasattr(os, "sched_getaffinity"):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
+
+
 def measure(log=print) -> MachineProfile:
   """Profiles this machine (module docstring); takes a few seconds."""
   ref = REFERENCE
@@ -108,7 +116,7 @@ def measure(log=print) -> MachineProfile:
   profile = MachineProfile(
       platform=device.platform, device_kind=device.device_kind,
       devices=jax.device_count(), memory_bytes=_device_memory(device),
-      cpu_count=len(os.sched_getaffinity(0)),  # A cpuset or taskset counts.
+      cpu_count=_usable_cores(),
       seconds_per_gflop=_three_significant(seconds / (flops / 1e9)))
   log(f"machine: {profile.device_kind} x {profile.devices}, reference step "
       f"{seconds * 1e3:.1f} ms for {flops / 1e9:.2f} GFLOP -> "

@@ -110,7 +110,8 @@ def plan_markdown(plan: Planner, header: dict) -> str:
 
 
 def config_file(plan: Planner, header: dict, template: dict[str, Any]) -> str:
-  """config.py: `template_module.get_config()`, the base config's values
+  """config.py: the template's `get_config()` (configfile.TEMPLATE_MODULE),
+  the base config's values
   where they differ from the template (`template`, flat), then the plan's
   choices."""
   d = header["dataset"]

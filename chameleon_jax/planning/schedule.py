@@ -30,9 +30,8 @@ MEMORY_SHARE = 0.5  # Of one device's memory; the rest: pipeline, eval, XLA.
 # A wider candidate only where the data can feed it: at most this many
 # parameters per training image (the narrowest is always allowed). Small
 # datasets overfit large models, and the FLOP-based step time (below) is
-# least reliable for wide layers on small images: on 63 training images of
-# 64² it chose a 31 M-parameter UNet estimated at ~3 s a step that ran at
-# 15 s on the test backend (RESULTS, "Planner and sweeps").
+# least reliable for wide layers on small images (the estimate that missed:
+# RESULTS, "Planner and sweeps").
 PARAMS_PER_TRAIN_IMAGE = 20_000
 TRAIN_SHARE = 0.8  # Of the budget; compilation and validations take the rest.
 DEFAULT_BUDGET_MINUTES = 25.0
