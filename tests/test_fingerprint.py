@@ -125,3 +125,28 @@ def test_fingerprint_json_is_byte_identical_across_ingests(tmp_path):
   assert first == second
   doc = json.loads(first)
   assert doc["schema_version"] == fingerprint.SCHEMA_VERSION
+
+
+def test_texture_direction_against_analytic_values():
+  y, x = np.mgrid[0:30, 0:40].astype(np.float64)
+  ramp = (x + 2 * y)[..., None]  # Ex = 1, Ey = 4 exactly.
+  assert fingerprint.texture_log_ratio(ramp) == pytest.approx(np.log(1 / 4))
+  stripes = np.cos(np.pi / 2 * x)[..., None]  # Columns vary, rows do not.
+  vertical = fingerprint.texture_log_ratio(stripes)
+  assert vertical == pytest.approx(np.log(1 / fingerprint.TEXTURE_FLOOR),
+                                   rel=1e-6)
+  turned = fingerprint.texture_log_ratio(np.rot90(stripes).copy())
+  assert turned == pytest.approx(-vertical)
+  noise = np.random.default_rng(0).normal(size=(300, 300, 3))
+  assert abs(fingerprint.texture_log_ratio(noise)) < 0.02  # 2σ² both ways
+  assert fingerprint.texture_log_ratio(np.ones((5, 5, 1))) is None
+  assert fingerprint.texture_log_ratio(np.arange(6.0).reshape(1, 6, 1)) is None
+
+
+def test_texture_percentiles_over_images():
+  items = _items(n=9)
+  expected = [fingerprint.texture_log_ratio(it.image) for it in items]
+  texture = _fingerprint(items)["images"]["texture"]
+  assert texture["measured"] == 9
+  assert texture["p50"] == pytest.approx(np.median(expected))
+  assert texture["p10"] == pytest.approx(np.percentile(expected, 10))

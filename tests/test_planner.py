@@ -24,9 +24,11 @@ CPU = MachineProfile(platform="cpu", device_kind="cpu", devices=1,
 
 
 def dataset(n=60, size=(64, 64), defect_side=(6,), empty_fraction=0.5,
-            channels=1, dtype=np.uint8, val_share=0.25):
+            channels=1, dtype=np.uint8, val_share=0.25, stripes=()):
   """(fingerprint, split_items) of `n` images with one square defect of
-  `defect_side[k]` px for class k + 1 on the non-empty ones."""
+  `defect_side[k]` px for class k + 1 on the non-empty ones; noise, with
+  vertical stripes added to image i where stripes[i % len(stripes)] is
+  "|", horizontal ones where it is "-"."""
   names = ["background"] + [f"d{k + 1}" for k in range(len(defect_side))]
   fp = Fingerprint(names, channels)
   rng = np.random.default_rng(0)
@@ -34,6 +36,11 @@ def dataset(n=60, size=(64, 64), defect_side=(6,), empty_fraction=0.5,
   high = np.iinfo(dtype).max
   for i in range(n):
     image = rng.integers(0, high // 2, (*size, channels)).astype(dtype)
+    kind = stripes[i % len(stripes)] if stripes else None
+    if kind in ("|", "-"):
+      axis = 1 if kind == "|" else 0
+      line = (np.arange(size[axis]) % 4 < 2) * (high // 3)
+      image += np.expand_dims(line, (1 - axis, 2)).astype(dtype)
     mask = np.zeros(size, np.uint8)
     empty = i < round(n * empty_fraction)
     if not empty:
@@ -144,15 +151,41 @@ def test_loss_and_class_weights_follow_the_class_frequencies():
   assert all(1.0 <= w <= 10.0 for w in weights)
 
 
-def test_augmentation_from_bit_depth_and_orientation():
+def test_augmentation_from_bit_depth_orientation_and_texture():
   fp, items = dataset()
   p = plan(fp, items)
   assert value(p, "data.augment_preset") == "industrial"
-  assert "data.augment.rotate90" not in p.choices  # square: turns allowed
+  assert "data.augment.rotate90" not in p.choices  # square noise: turns kept
+  assert "neither" in p.notes["rotate90"][0]
   fp, items = dataset(dtype=np.uint16, size=(48, 64))  # 16-bit, landscape
   p = plan(fp, items)
   assert value(p, "data.augment_preset") == "geometric"
   assert value(p, "data.augment.rotate90") is False
+  for stripes in ("|", "-"):  # One texture direction in every image.
+    p = plan(*dataset(stripes=stripes))
+    assert value(p, "data.augment.rotate90") is False
+    assert "texture ln(Ex/Ey)" in p.choices["data.augment.rotate90"].evidence
+  # Both directions, or one in a third of the images: turns kept.
+  for stripes in ("|-", "|  "):
+    assert "data.augment.rotate90" not in plan(*dataset(stripes=stripes)).choices
+  # A fingerprint of schema version 1 has no texture: said so, turns kept.
+  fp, items = dataset(stripes="|")
+  del fp["images"]["texture"]
+  assert "not measured" in plan(fp, items).notes["rotate90"][1]
+
+
+def test_a_short_schedule_gets_the_light_augmentation():
+  """Where fewer than PASSES_WANTED passes fit, the light variant."""
+  fp, items = dataset(n=200)
+  slow = dataclasses.replace(CPU, seconds_per_gflop=50.0)
+  p = plan(fp, items, machine=slow, budget=5.0)
+  assert value(p, "data.augment_preset") == "default"
+  assert "light variant" in p.choices["data.augment_preset"].rule
+  fp16, items16 = dataset(n=200, dtype=np.uint16)
+  assert value(plan(fp16, items16, machine=slow, budget=5.0),
+               "data.augment_preset") == "flips"
+  assert value(plan(fp, items, budget=60.0), "data.augment_preset") == \
+      "industrial"
 
 
 def test_decision_rule_needs_defect_free_val_images():

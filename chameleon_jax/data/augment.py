@@ -64,6 +64,15 @@ def none():
                  noise_std=0.0)
 
 
+@AUGMENTATIONS.register("flips")
+def flips(rotate90=True):
+  """Flips and 90-degree turns only: every pixel value and shape exact
+  (measurements under a short schedule; the planner's light variant of
+  "geometric")."""
+  return _fields(flip=True, rotate90=rotate90, brightness=0.0, contrast=0.0,
+                 noise_std=0.0)
+
+
 @AUGMENTATIONS.register("geometric")
 def geometric(flip=True, rotate90=True, rotate=15.0, crop_scale=(0.8, 1.25),
               elastic_alpha=6.0, elastic_sigma=10.0, elastic_p=0.25):

@@ -6,9 +6,14 @@ versioned schema. The JSON is deterministic: the same items give the same
 bytes (keys sorted, values rounded to 10 significant digits, samples chosen
 by content hash, so even the item order does not matter for percentiles).
 
-Contents (schema version 1):
+Contents (schema version 2):
   images       count, with_mask, height/width (min, median, max), distinct
-               sizes, channel counts, bit depths, image-level label counts
+               sizes, channel counts, bit depths, image-level label counts;
+               texture: percentiles over images of ln(Ex / Ey), the mean
+               squared difference between horizontal neighbours over that
+               between vertical ones (channels averaged): > 0 where the
+               texture runs vertically (stripes, grinding marks), ~0 where
+               it has no direction (version 2; absent in version 1)
   intensity    per channel, in the image's own units (0..255 or 0..65535),
                over all pixels and over foreground pixels: mean and std
                (exact, every pixel), percentiles 0.5 / 50 / 99.5 (from a
@@ -37,9 +42,11 @@ from chameleon_jax.data.sampling import BottomK, item_rng
 from chameleon_jax.data.labels import defect_pixels
 from chameleon_jax.data.sources import IGNORE_VALUE
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PERCENTILES = (0.5, 50.0, 99.5)
 AREA_PERCENTILES = (5.0, 25.0, 50.0, 75.0, 95.0)
+TEXTURE_PERCENTILES = (5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0)
+TEXTURE_FLOOR = 1e-9  # Of Ex + Ey: ln-ratios stay within +-20.7.
 EIGHT_CONNECTED = np.ones((3, 3), bool)
 
 
@@ -68,6 +75,28 @@ class _Moments:
     if not self.n:
       return {"mean": None, "std": None}
     return {"mean": self.mean[c], "std": math.sqrt(self.m2[c] / self.n)}
+
+
+def texture_log_ratio(image: np.ndarray) -> float | None:
+  """ln(Ex / Ey) of an (H, W, C) image: the mean squared difference between
+  horizontal neighbours over that between vertical ones, channels averaged
+  first; None for a flat image or one a single pixel wide or high.
+
+  Where one is 0 (perfect stripes) the value stays finite: both terms carry
+  TEXTURE_FLOOR of their sum, which bounds it by +-ln(1 / TEXTURE_FLOOR).
+
+  Example: I(y, x) = x + 2y gives ln(1 / 4); vertical stripes a large
+  positive value and their 90-degree turn its negation; white noise ~0.
+  """
+  grey = image.astype(np.float64).mean(axis=-1)
+  if min(grey.shape) < 2:
+    return None
+  ex = float(np.mean(np.diff(grey, axis=1) ** 2))
+  ey = float(np.mean(np.diff(grey, axis=0) ** 2))
+  floor = TEXTURE_FLOOR * (ex + ey)
+  if floor <= 0:
+    return None
+  return math.log((ex + floor) / (ey + floor))
 
 
 def _percentiles(values: np.ndarray, qs: Sequence[float]) -> dict:
@@ -113,6 +142,7 @@ class Fingerprint:
     self.components = np.zeros(k, np.int64)
     self.areas = [BottomK(area_cap, 1) for _ in range(k)]
     self.densities: list[float] = []
+    self.texture: list[float] = []
 
   def add(self, image: np.ndarray, mask: np.ndarray, has_mask: bool,
           label: int, content_hash: str) -> None:
@@ -124,6 +154,9 @@ class Fingerprint:
     self.channel_counts[c] += 1
     self.bit_depths[image.dtype.itemsize * 8] += 1
     self.labels[int(label)] += 1
+    ratio = texture_log_ratio(image)
+    if ratio is not None:
+      self.texture.append(ratio)
     pixels = image.reshape(-1, c)
     self.all_moments.add(pixels)
     self.all_sample.offer(pixels, item_rng(content_hash, "all"))
@@ -221,6 +254,9 @@ class Fingerprint:
             "bit_depth": {str(k): v for k, v in sorted(self.bit_depths.items())},
             "labels": {self.class_names[k] if k < len(self.class_names)
                        else str(k): v for k, v in sorted(self.labels.items())},
+            "texture": {"measured": len(self.texture),
+                        **_percentiles(np.asarray(self.texture),
+                                       TEXTURE_PERCENTILES)},
         },
         "intensity": self._intensity(),
         "classes": self._classes(),

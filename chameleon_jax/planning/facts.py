@@ -64,6 +64,9 @@ class Facts:
   distinct_sizes: int
   landscape: float  # share of images wider than high
   portrait: float  # share of images higher than wide
+  # Percentiles ("p10", ...) over images of ln(Ex / Ey) (fingerprint
+  # images.texture); None for a fingerprint of schema version 1.
+  texture: dict | None
   empty_fraction: float  # images whose mask has no defect pixel
   defect_classes: tuple[DefectClass, ...]
   splits: dict  # name -> Split
@@ -99,7 +102,7 @@ def facts_from(fingerprint: dict, split_items: dict[str, list[dict]]) -> Facts:
   """`Facts` of a dataset version.
 
   Args:
-    fingerprint: the dataset's fingerprint.json (schema version 1).
+    fingerprint: the dataset's fingerprint.json (schema version 1 or 2).
     split_items: manifest entries per split name ("train", "val", "test").
 
   Raises:
@@ -158,6 +161,8 @@ def facts_from(fingerprint: dict, split_items: dict[str, list[dict]]) -> Facts:
       distinct_sizes=images["distinct_sizes"],
       landscape=sum(w > h for h, w in sizes) / count,
       portrait=sum(h > w for h, w in sizes) / count,
+      texture=(images["texture"] if images.get("texture", {}).get("measured")
+               else None),
       empty_fraction=(fingerprint["masks"]["empty_fraction"]
                       if task == "segmentation" else
                       images["labels"].get(names[0], 0) / images["count"]),

@@ -5,8 +5,8 @@
 
 The rules run in a fixed order (each may read what an earlier one chose):
 task, scale, canvas, crop, sampling, loss, input normalisation,
-augmentation, decision rule (rules.py), then model, batch and schedule
-(schedule.py). The outputs are pure functions of (facts, machine profile,
+decision rule (rules.py), model and batch (schedule.py), augmentation (it
+reads how many passes fit; rules.py), schedule (schedule.py). The outputs are pure functions of (facts, machine profile,
 budget, base values, fixed values), written with sorted keys and fixed
 number formats, so the same inputs give byte-identical files.
 """
@@ -25,8 +25,8 @@ from chameleon_jax.planning.planner_state import Choice, Planner
 SCHEMA_VERSION = 1
 RULES: tuple[Callable[[Planner], None], ...] = (
     rules.task, rules.scale, rules.canvas, rules.crop, rules.sampling,
-    rules.loss, rules.normalisation, rules.augmentation, rules.decision,
-    schedule.model_and_batch, schedule.schedule)
+    rules.loss, rules.normalisation, rules.decision,
+    schedule.model_and_batch, rules.augmentation, schedule.schedule)
 
 
 def make_plan(facts: Facts, machine: MachineProfile, budget_minutes: float,

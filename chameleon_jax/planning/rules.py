@@ -39,9 +39,16 @@ FOREGROUND_CROPS = 0.67
 # commonest one's images (on magnetic tile, 3.6x apart, weights cost val
 # Dice: RESULTS, "class weights").
 CLASS_WEIGHT_RATIO = 0.1
-# Images "have an axis" when this share of them share one orientation:
-# 90-degree turns would show the model poses it never meets.
+# Images "have an axis" when this share of them share one orientation, or
+# one texture direction: 90-degree turns would show poses never met.
 ORIENTED_SHARE = 0.9
+# A texture direction: squared neighbour differences along one axis this
+# many times those along the other (fingerprint images.texture). Brushed,
+# ground and rolled surfaces, weaves and grain; white noise gives ~1.
+TEXTURE_AXIS_RATIO = 1.5
+# Passes over the training defect images a schedule aims at (schedule.py
+# sizes the model by it; fewer fitting means a model still fitting).
+PASSES_WANTED = 50
 # A false-alarm rate can be calibrated on val with this many defect-free
 # images (one image moves the rate by 1/20 = 5 %).
 MIN_CALIBRATION_IMAGES = 20
@@ -222,22 +229,61 @@ def normalisation(p: Planner) -> None:
 
 
 def augmentation(p: Planner) -> None:
-  """industrial for 8-bit grey or colour, geometric (no intensity jitter)
-  for 16-bit or multi-channel measurements; no 90-degree turns when the
-  images share an orientation."""
+  """What the data can take, as much as the schedule can use.
+
+  16-bit or multi-channel intensities are measurements: pose and shape only
+  ("geometric"). 8-bit grey or colour parts: "industrial" (small rotations,
+  lighting drift, focus, noise). Where the budget gives fewer than
+  PASSES_WANTED passes over the training defect images (model_and_batch's
+  estimate), the model is still fitting when training stops and harder
+  examples slow it: the light variant ("default": flips, turns, mild jitter;
+  "flips" for measurements). No 90-degree turns when ORIENTED_SHARE of the
+  images share an orientation or a texture direction (`texture_axis`).
+  """
   f = p.facts
-  evidence = (f"{f.channels} channel(s), {f.bit_depth}-bit; "
-              f"{f.landscape:.0%} landscape, {f.portrait:.0%} portrait")
-  if f.bit_depth > 8 or f.channels > 3:
-    p.choose("data.augment_preset", "geometric", "16-bit or multi-channel "
-             "intensities are measurements: pose and shape only", evidence)
-  else:
-    p.choose("data.augment_preset", "industrial", "8-bit grey or colour "
-             "images of parts: small rotations, lighting drift, focus, noise",
-             evidence)
-  if max(f.landscape, f.portrait) >= ORIENTED_SHARE:
+  fits, wanted = p.derived["fits"], p.derived["wanted"]
+  passes = PASSES_WANTED * min(1.0, fits / wanted)
+  evidence = (f"{f.channels} channel(s), {f.bit_depth}-bit; ~{passes:.0f} "
+              f"passes over the training defect images fit the budget "
+              f"({fits:.0f} of {wanted:.0f} steps)")
+  measurement = f.bit_depth > 8 or f.channels > 3
+  short = passes < PASSES_WANTED
+  preset = {(True, False): "geometric", (True, True): "flips",
+            (False, False): "industrial", (False, True): "default"}
+  why = ("16-bit or multi-channel intensities are measurements: pose and "
+         "shape only" if measurement else "8-bit grey or colour images of "
+         "parts: rotations, lighting, focus, noise")
+  if short:
+    why += (f"; fewer than {PASSES_WANTED} passes fit, so the light variant "
+            "(a model still fitting learns slower from harder examples)")
+  p.choose("data.augment_preset", preset[(measurement, short)], why, evidence)
+  axis = texture_axis(f)
+  orientation = (f"{f.landscape:.0%} landscape, {f.portrait:.0%} portrait; "
+                 f"texture {axis[1]}")
+  if max(f.landscape, f.portrait) >= ORIENTED_SHARE or axis[0]:
     p.choose("data.augment.rotate90", False, f">= {ORIENTED_SHARE:.0%} of the"
-             " images share an orientation: no 90-degree turns", evidence)
+             " images share an orientation or a texture direction: no "
+             "90-degree turns (they would show poses never met)", orientation)
+  else:
+    p.note("rotate90", "90-degree turns kept: the images share neither an "
+           "orientation nor a texture direction", orientation)
+
+
+def texture_axis(f: Facts) -> tuple[bool, str]:
+  """(whether ORIENTED_SHARE of the images have differences along one axis
+  TEXTURE_AXIS_RATIO times those along the other, the same axis in all;
+  the evidence in words)."""
+  if f.texture is None:
+    return False, ("not measured (a fingerprint of schema version 1: "
+                   "ingest again to measure it)")
+  low = f.texture[f"p{100 * (1 - ORIENTED_SHARE):g}"]
+  high = f.texture[f"p{100 * ORIENTED_SHARE:g}"]
+  bound = math.log(TEXTURE_AXIS_RATIO)
+  words = (f"ln(Ex/Ey) p{100 * (1 - ORIENTED_SHARE):g} {low:.2f}, median "
+           f"{f.texture['p50']:.2f}, p{100 * ORIENTED_SHARE:g} {high:.2f} over "
+           f"{f.texture['measured']} images (|ln {TEXTURE_AXIS_RATIO:g}| = "
+           f"{bound:.2f})")
+  return low >= bound or high <= -bound, words
 
 
 def decision(p: Planner) -> None:

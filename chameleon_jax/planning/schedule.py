@@ -17,13 +17,13 @@ import math
 from chameleon_jax.planning import estimate
 from chameleon_jax.planning.facts import PlanError
 from chameleon_jax.planning.planner_state import Planner
+from chameleon_jax.planning.rules import PASSES_WANTED as PASSES
 from chameleon_jax.planning.rules import levels
 
 # First-level widths of the plain UNet, doubling per level: cpu_unet's 8
 # (RESULTS, "cpu_unet": twice the images per second of a 16-wide UNet on
 # XLA:CPU) and two wider ones for machines that can afford them.
 FIRST_WIDTHS = (8, 16, 32)
-PASSES = 50  # Passes over the training defect images a schedule aims at.
 BATCH_TARGET = 16  # BatchNorm's statistics need batches of about 16.
 BATCHNORM_MIN_BATCH = 8  # Below: GroupNorm (statistics per image).
 MEMORY_SHARE = 0.5  # Of one device's memory; the rest: pipeline, eval, XLA.
