@@ -415,3 +415,91 @@ def test_mat_mask_without_a_field_takes_the_only_2d_variable(tmp_path):
       matfiles.load_mask("a.mat", buffer.getvalue(), "gt.1"), 2 * mask)
   with pytest.raises(ValueError, match="mat_field='gt' is for MATLAB"):
     sources.image_mask_folders(str(tmp_path), mat_field="gt")
+
+
+# --- No file outside the dataset root is read --------------------------------
+
+_OPENED: list[str] | None = None
+
+
+def _audit(event, args):
+  if event == "open" and _OPENED is not None and args and \
+      isinstance(args[0], (str, Path)):
+    _OPENED.append(str(args[0]))
+
+
+@pytest.fixture
+def opened():
+  """Every path the process opens while the test runs (an audit hook)."""
+  global _OPENED
+  import sys
+  if _audit not in getattr(sys, "_chameleon_hooks", []):
+    sys.addaudithook(_audit)
+    sys._chameleon_hooks = [_audit]
+  _OPENED = []
+  yield _OPENED
+  _OPENED = None
+
+
+def test_no_source_reads_outside_its_root(tmp_path, opened):
+  outside = tmp_path / "outside"
+  secret = _png(outside / "secret.png", _grey(seed=9))
+  root = tmp_path / "root"
+  _png(root / "img.png", _grey())
+  # labelme: a relative escape and an absolute path.
+  (root / "labelme").mkdir(parents=True)
+  _labelme(root / "labelme" / "up.json", [],
+           image_path="../../outside/secret.png")
+  _labelme(root / "labelme" / "abs.json", [], image_path=str(secret))
+  # COCO: file_name escaping images_dir.
+  (root / "coco.json").write_text(json.dumps({
+      "images": [{"id": 1, "file_name": "../outside/secret.png",
+                  "height": 40, "width": 60}],
+      "annotations": [], "categories": [{"id": 1, "name": "pit"}]}))
+  # A list whose image column escapes.
+  (root / "list.csv").write_text("image,label\n../outside/secret.png,ok\n"
+                                 "img.png,ok\n")
+  # VOC: an image-set stem that climbs out.
+  voc_root = root / "VOC"
+  for folder in ("JPEGImages", "SegmentationClass"):
+    (voc_root / folder).mkdir(parents=True)
+  (voc_root / "ImageSets" / "Segmentation").mkdir(parents=True)
+  (voc_root / "ImageSets" / "Segmentation" / "train.txt").write_text(
+      "../../../outside/secret\n")
+  # Folders: a symbolic link to the outside file among the images.
+  folders = root / "folders"
+  _png(folders / "masks" / "link.png", np.zeros((40, 60), np.uint8))
+  (folders / "images").mkdir(parents=True)
+  (folders / "images" / "link.png").symlink_to(secret)
+  (root / "classes" / "ok").mkdir(parents=True)
+  (root / "classes" / "ok" / "link.png").symlink_to(secret)
+
+  opened.clear()  # Writing the files above opened them; reading starts here.
+  rejected = []
+  rejected += _split(labelme.labelme(str(root / "labelme"))[1])[1]
+  rejected += _split(coco.coco(str(root / "coco.json"))[1])[1]
+  items, refused = _split(tables.table(str(root / "list.csv"), class_names=("ok",))[1])
+  rejected += refused
+  assert [i.item_id for i in items] == ["img"]
+  rejected += _split(voc.voc(str(voc_root), image_set="train")[1])[1]
+  rejected += _split(sources.image_mask_folders(
+      str(folders), class_names=("background", "defect"))[1])[1]
+  rejected += _split(sources.class_folders(
+      str(root / "classes"), classes={"ok": 0}, image_ext=".png",
+      masks=False)[1])[1]
+  reasons = [r.reason for r in rejected]
+  assert len(reasons) == 7, reasons
+  assert any(r.startswith("imagePath '../../outside/secret.png' leads "
+                          "outside") for r in reasons)
+  assert any(f"imagePath {str(secret)!r} is an absolute path" in r
+             for r in reasons)
+  assert any(r.startswith("file_name '../outside/secret.png' leads outside")
+             for r in reasons)
+  assert any(r.startswith("'image' '../outside/secret.png' leads outside")
+             for r in reasons)
+  assert any("the image set's stem" in r for r in reasons)
+  assert sum("the image file" in r for r in reasons) == 2  # The two links.
+  # Each names the file that pointed outside, not the outside file.
+  assert {Path(r.path).name for r in rejected} >= {"up.json", "abs.json",
+                                                    "link.png"}
+  assert not [p for p in opened if p.startswith(str(outside))]

@@ -86,6 +86,28 @@ def dominant_class(mask: np.ndarray) -> int:
   return int(counts.argmax()) if counts.any() else 0
 
 
+def resolve_under(root: Path, path: str | Path, where: str,
+                  field: str) -> Path | Rejected:
+  """`root / path` with symlinks resolved, or a Rejected naming `where`
+  (the file that pointed there) and `field` when the path is absolute or
+  leads outside `root`: no source reads a file outside its dataset root.
+
+  Example: resolve_under(Path("/data"), "../etc/passwd", "a.json",
+  "imagePath") -> Rejected("a.json", "imagePath '../etc/passwd' leads
+  outside the dataset root /data; ...").
+  """
+  text = str(path)
+  if Path(text).is_absolute():
+    return Rejected(where, f"{field} {text!r} is an absolute path; paths "
+                    f"must be relative to the dataset root {root}.")
+  base = Path(root).resolve()
+  resolved = (base / text).resolve()
+  if not resolved.is_relative_to(base):
+    return Rejected(where, f"{field} {text!r} leads outside the dataset root "
+                    f"{base} (to {resolved}); not read.")
+  return resolved
+
+
 def _to_channels(image: np.ndarray, channels: int, path: Path) -> np.ndarray:
   """Adapts grey <-> RGB; anything else is an error naming the file."""
   have = image.shape[2]
@@ -137,11 +159,17 @@ def check_mask(mask: np.ndarray, image: np.ndarray, labels: Sequence[int],
 
 
 def _validated(image_path: Path, mask_path: Path | None, channels: int,
-               labels: Sequence[int], to_classes, item_id: str,
+               labels: Sequence[int], to_classes, item_id: str, root: Path,
                label: int | None = None,
                load_mask=imio.load_mask) -> Item | Rejected:
   """Decodes and checks one image/mask pair. `to_classes` maps raw mask
   values; `load_mask(path, bytes)` decodes the mask file."""
+  for path, field in ((image_path, "the image file"),
+                      (mask_path, "the mask file")):
+    if path is not None:  # A link (or linked folder) out of the root: refused.
+      inside = resolve_under(root, path.relative_to(root), str(path), field)
+      if isinstance(inside, Rejected):
+        return inside
   if mask_path is None or not mask_path.is_file():
     return Rejected(str(image_path), f"missing mask (expected {mask_path}).")
   loaded = read_image(image_path, channels)
@@ -227,7 +255,7 @@ def image_mask_folders(
     for path in files:
       mask_path = mask_folder / f"{path.stem}{mask_suffix}{mask_ext}"
       yield _validated(path, mask_path, channels, labels, to_classes,
-                       item_id=path.stem, load_mask=load_mask)
+                       item_id=path.stem, root=root_path, load_mask=load_mask)
 
   return SourceInfo(tuple(class_names), channels), items()
 
@@ -281,6 +309,10 @@ def class_folders(
                      f"folders {sorted(classes)}.")
 
   def unmasked(folder: str, index: int, path: Path) -> Item | Rejected:
+    inside = resolve_under(root_path, path.relative_to(root_path), str(path),
+                           "the image file")
+    if isinstance(inside, Rejected):
+      return inside
     loaded = read_image(path, channels)
     if isinstance(loaded, Rejected):
       return loaded
@@ -297,7 +329,8 @@ def class_folders(
       value = 1 if (binary and index) else index
       to_classes = lambda raw, v=value: (raw >= threshold).astype(np.uint8) * v
       yield _validated(path, path.with_suffix(mask_ext), channels, labels,
-                       to_classes, item_id=f"{folder}/{path.stem}", label=index)
+                       to_classes, item_id=f"{folder}/{path.stem}",
+                       root=root_path, label=index)
 
   return SourceInfo(class_names, channels), items()
 

@@ -68,7 +68,10 @@ def _rle(segmentation, height: int, width: int, where: str) -> dict | str:
 def _item(entry: dict, annotations: list[dict], images_dir: Path,
           classes: dict[int, int], channels: int, file: Path) -> Item | Rejected:
   name = str(entry.get("file_name", ""))
-  path = images_dir / name
+  path = sources.resolve_under(images_dir, name, f"{file}: image id "
+                               f"{entry.get('id')!r}", "file_name")
+  if isinstance(path, Rejected):
+    return path
   loaded = sources.read_image(path, channels)
   if isinstance(loaded, Rejected):
     return loaded

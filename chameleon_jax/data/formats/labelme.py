@@ -63,6 +63,10 @@ def _shapes(doc: dict, where: str, classes: dict[str, int], width: int,
 
 def _item(path: Path, root: Path, classes: dict[str, int],
           channels: int) -> Item | Rejected:
+  inside = sources.resolve_under(root, path.relative_to(root), str(path),
+                                 "the annotation file")
+  if isinstance(inside, Rejected):
+    return inside
   try:
     json_bytes = path.read_bytes()
     doc = json.loads(json_bytes)
@@ -70,8 +74,14 @@ def _item(path: Path, root: Path, classes: dict[str, int],
     return Rejected(str(path), f"not a readable JSON file ({e}).")
   if not isinstance(doc, dict):
     return Rejected(str(path), "top level is not a JSON object.")
-  image_path = path.parent / str(doc.get("imagePath") or "")
   data = None
+  image_path = path.parent / str(doc.get("imagePath") or "")
+  if doc.get("imagePath"):
+    image_path = sources.resolve_under(
+        root, path.parent.relative_to(root) / str(doc["imagePath"]),
+        str(path), "imagePath")
+    if isinstance(image_path, Rejected):
+      return image_path
   if not image_path.is_file() or not doc.get("imagePath"):
     if not doc.get("imageData"):
       return Rejected(str(path), f"image {image_path} does not exist and the "

@@ -87,7 +87,10 @@ def table(
       return Rejected(where, f"empty {image_column!r}.")
     if label not in index:
       return Rejected(where, f"label {label!r} is not one of {names}.")
-    loaded = sources.read_image(base / image, channels)
+    path = sources.resolve_under(base, image, where, repr(image_column))
+    if isinstance(path, Rejected):
+      return path
+    loaded = sources.read_image(path, channels)
     if isinstance(loaded, Rejected):
       return Rejected(where, f"{loaded.path}: {loaded.reason}")
     pixels, image_bytes = loaded

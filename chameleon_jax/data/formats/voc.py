@@ -27,8 +27,14 @@ VOC_CLASSES = (
 
 def _item(stem: str, root: Path, labels: list[int],
           channels: int) -> Item | Rejected:
-  image_path = root / "JPEGImages" / f"{stem}.jpg"
-  mask_path = root / "SegmentationClass" / f"{stem}.png"
+  where = f"{root}/ImageSets/Segmentation (stem {stem!r})"
+  image_path = sources.resolve_under(root, f"JPEGImages/{stem}.jpg", where,
+                                     "the image set's stem")
+  mask_path = sources.resolve_under(root, f"SegmentationClass/{stem}.png",
+                                    where, "the image set's stem")
+  for path in (image_path, mask_path):
+    if isinstance(path, Rejected):
+      return path
   if not mask_path.is_file():
     return Rejected(str(image_path), f"missing mask (expected {mask_path}).")
   loaded = sources.read_image(image_path, channels)
