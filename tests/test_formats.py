@@ -503,3 +503,47 @@ def test_no_source_reads_outside_its_root(tmp_path, opened):
   assert {Path(r.path).name for r in rejected} >= {"up.json", "abs.json",
                                                     "link.png"}
   assert not [p for p in opened if p.startswith(str(outside))]
+
+
+def _runs(mask: np.ndarray) -> list[int]:
+  """Run lengths of a mask in COCO's order (column-major, from 0s)."""
+  flat = mask.ravel(order="F").astype(np.int8)
+  edges = np.flatnonzero(np.diff(flat)) + 1
+  bounds = np.concatenate([[0], edges, [flat.size]])
+  runs = list(np.diff(bounds))
+  return ([0] + runs if flat[0] else runs)
+
+
+def test_compressed_rle_counts_equal_the_run_lengths():
+  rng = np.random.default_rng(0)
+  for shape in ((1, 1), (7, 5), (40, 60), (3, 300)):
+    for density in (0.0, 0.02, 0.5, 1.0):
+      mask = (rng.random(shape) < density).astype(np.uint8)
+      rle = mask_utils.encode(np.asfortranarray(mask))
+      assert coco.compressed_counts(rle["counts"]) == _runs(mask)
+
+
+@pytest.mark.parametrize("counts,reason", [
+    ("0", "RLE counts sum to 0, expected 2400 pixels"),
+    (None, "RLE counts sum to 4800, expected 2400 pixels"),  # too long
+    ("0\x7f", "are malformed"),  # a character outside '0'..'o'
+    ("0P", "are malformed"),  # the value is cut off (continuation bit)
+])
+def test_bad_compressed_rle_is_quarantined_not_decoded(tmp_path, counts,
+                                                       reason):
+  _png(tmp_path / "a.png", _grey())
+  if counts is None:  # A valid string for twice the pixels.
+    counts = mask_utils.encode(np.asfortranarray(
+        np.zeros((80, 60), np.uint8)))["counts"].decode()
+  (tmp_path / "ann.json").write_text(json.dumps({
+      "images": [{"id": 1, "file_name": "a.png", "height": 40, "width": 60}],
+      "annotations": [{"id": 5, "image_id": 1, "category_id": 1,
+                       "segmentation": {"size": [40, 60], "counts": counts}}],
+      "categories": [{"id": 1, "name": "pit"}]}))
+  items, rejected = _split(coco.coco(str(tmp_path / "ann.json"))[1])
+  assert not items
+  (refused,) = rejected
+  assert refused.path.endswith("a.png")
+  assert f"annotation 5: {reason}" in refused.reason or \
+      ("annotation 5: RLE counts" in refused.reason and reason in
+       refused.reason)

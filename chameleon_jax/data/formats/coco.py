@@ -30,6 +30,45 @@ from chameleon_jax.data.sources import Item, Rejected, SourceInfo
 from chameleon_jax.registry import DATASETS
 
 
+def compressed_counts(text: str | bytes) -> list[int] | None:
+  """The run lengths of a COCO compressed RLE string, or None when it is
+  malformed (a character outside '0'..'o', a value cut off at the end, a
+  negative run). The format of pycocotools' rleFrString: 5 bits per
+  character, 0x20 continues, 0x10 of the last one is the sign; from the
+  third run on, a value is the difference to the run two before.
+
+  Decoded here, before pycocotools sees it, because pycocotools trusts the
+  string: runs that fall short of height x width leave the rest of its mask
+  buffer uninitialised.
+  """
+  if isinstance(text, bytes):
+    try:
+      text = text.decode("ascii")
+    except UnicodeDecodeError:
+      return None
+  counts, p = [], 0
+  while p < len(text):
+    value = shift = 0
+    while True:
+      if p >= len(text):
+        return None
+      c = ord(text[p]) - 48
+      if not 0 <= c < 64:
+        return None
+      value |= (c & 0x1F) << shift
+      p, shift = p + 1, shift + 5
+      if not c & 0x20:
+        if c & 0x10:
+          value |= -1 << shift
+        break
+    if len(counts) > 2:
+      value += counts[-2]
+    if value < 0:
+      return None
+    counts.append(value)
+  return counts
+
+
 def _rle(segmentation, height: int, width: int, where: str) -> dict | str:
   """A segmentation -> one compressed RLE, or the reason it is malformed."""
   if isinstance(segmentation, list):
@@ -49,6 +88,12 @@ def _rle(segmentation, height: int, width: int, where: str) -> dict | str:
       return (f"{where}: RLE size {size} differs from the image size "
               f"[{height}, {width}]")
     counts = segmentation["counts"]
+    runs = counts if isinstance(counts, list) else compressed_counts(counts)
+    if runs is None or not all(isinstance(r, int) and r >= 0 for r in runs):
+      return f"{where}: RLE counts {str(counts)[:40]!r} are malformed"
+    if sum(runs) != height * width:
+      return (f"{where}: RLE counts sum to {sum(runs)}, expected "
+              f"{height * width} pixels")
     try:
       if isinstance(counts, list):
         rle = mask_utils.frPyObjects(segmentation, height, width)
@@ -58,9 +103,6 @@ def _rle(segmentation, height: int, width: int, where: str) -> dict | str:
         mask_utils.area(rle)
     except Exception as e:  # pycocotools raises bare Exceptions.
       return f"{where}: RLE does not decode ({e})"
-    if isinstance(counts, list) and sum(counts) != height * width:
-      return (f"{where}: RLE counts sum to {sum(counts)}, expected "
-              f"{height * width} pixels")
     return rle
   return f"{where}: segmentation is neither polygons nor an RLE"
 
@@ -117,7 +159,7 @@ def _item(entry: dict, annotations: list[dict], images_dir: Path,
                       sort_keys=True).encode()
   return Item(Path(name).with_suffix("").as_posix(), image, mask,
               sources.dominant_class(mask), str(path),
-              sources.sha256(image_bytes, record),
+              sources.sha256(image_bytes, record, mask.tobytes()),
               annotations={"instances": instances})
 
 
