@@ -97,8 +97,9 @@ def test_bad_files_are_quarantined_with_reasons(tmp_path):
   # Mask values outside the declared labels (0..3).
   save_png(images / "values.png", np.zeros((32, 32, 1), np.uint8))
   save_png(masks / "values.png", np.full((32, 32), 7, np.uint8))
-  # An image without its mask.
+  # An image without its mask, and a mask without its image.
   save_png(images / "alone.png", np.zeros((32, 32, 1), np.uint8))
+  save_png(masks / "orphan.png", np.zeros((32, 32), np.uint8))
   ds = _build(root, tmp_path / "out")
   q = _quarantine(ds)
   assert ds.manifest["num_items"] == 20
@@ -106,6 +107,7 @@ def test_bad_files_are_quarantined_with_reasons(tmp_path):
   assert "size.png" in q and "16" in q["size.png"] and "differs" in q["size.png"]
   assert "values.png" in q and "[7]" in q["values.png"]
   assert "alone.png" in q and "missing mask" in q["alone.png"]
+  assert q["orphan.png"].startswith("orphan mask: no image orphan.*")
 
 
 def test_too_many_bad_files_fail_the_build(tmp_path):

@@ -213,6 +213,7 @@ def image_mask_folders(
   """Images in `root/images_dir`, masks `root/masks_dir/<stem><mask_suffix>
   <mask_ext>`.
 
+  A mask without an image is reported in the quarantine (orphan mask).
   Mask values must be class indices 0..len(class_names)-1, or be mapped to them
   by `value_map` (e.g. {255: 1} for 0/255 binary masks); any other value sends
   the item to quarantine. `mask_ext` ".png" (default), ".tif"/".tiff", ".bmp"
@@ -251,11 +252,20 @@ def image_mask_folders(
       out[raw == src] = dst
     return out
 
+  expected = {f"{p.stem}{mask_suffix}{mask_ext}" for p in files}
+  orphans = sorted(p for p in mask_folder.iterdir() if p.is_file() and
+                   p.name.endswith(mask_suffix + mask_ext) and
+                   p.name not in expected)
+
   def items():
     for path in files:
       mask_path = mask_folder / f"{path.stem}{mask_suffix}{mask_ext}"
       yield _validated(path, mask_path, channels, labels, to_classes,
                        item_id=path.stem, root=root_path, load_mask=load_mask)
+    for mask_path in orphans:  # Reported, so that nothing is silently left.
+      stem = mask_path.name[:-len(mask_suffix + mask_ext)]
+      yield Rejected(str(mask_path), f"orphan mask: no image {stem}.* "
+                     f"({', '.join(imio.IMAGE_EXTENSIONS)}) in {image_folder}.")
 
   return SourceInfo(tuple(class_names), channels), items()
 
