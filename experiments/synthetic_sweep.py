@@ -14,8 +14,12 @@ from configs import segmentation
 
 
 def get_config(variant: str = "grid"):
-  """Small synthetic data and a short schedule (a few minutes a run)."""
-  del variant  # The variant changes the sweep, not the config.
+  """Small synthetic data and a short schedule (a few minutes a run).
+
+  Raises:
+    ValueError: a variant other than grid or halving.
+  """
+  _check(variant)  # The variant changes the sweep, not the config.
   config = segmentation.get_config()
   config.data.name = "synthetic_sweep"
   config.data.source = "synthetic"
@@ -38,9 +42,15 @@ def get_config(variant: str = "grid"):
 def get_sweep(variant: str = "grid"):
   """3 learning rates x 3 first-level widths, seeds 0 and 1; `halving`:
   rungs at 1/9 and 1/3 of the schedule."""
+  _check(variant)
   space = s.product(s.sweep("train.learning_rate", [5e-4, 2e-3, 8e-3]),
                     s.sweep("model.kwargs.widths", [(4, 8, 16, 32),
                                                     (8, 16, 32, 64),
                                                     (16, 32, 64, 128)]))
   rungs = (1 / 9, 1 / 3, 1.0) if variant == "halving" else ()
   return s.Space(grid=space, replicates=s.seeds(0, 1), rungs=rungs)
+
+
+def _check(variant: str) -> None:
+  if variant not in ("grid", "halving"):
+    raise ValueError(f"variant {variant!r}; expected grid or halving.")

@@ -176,7 +176,8 @@ def _config(**train):
 
 
 def test_no_budget_is_the_config_schedule(tmp_path):
-  plan = loop._plan(_config(steps=40, eval_every=10), str(tmp_path), 0.0,
+  plan = loop._plan(_config(steps=40, warmup_steps=4, eval_every=10),
+                    str(tmp_path), 0.0,
                     measure=pytest.fail)
   assert (plan.steps, plan.eval_every, plan.budget_s) == (40, 10, 0.0)
   assert not (tmp_path / budget.FILENAME).exists()

@@ -150,3 +150,27 @@ def test_magnetic_tile_is_built_from_the_presets():
     for part in head.split("."):
       got, want = got[part], want[part]
     assert got[tail] == want[tail], key
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("warmup_steps", -5, "train.warmup_steps = -5: expected a number >= 0"),
+    ("steps", 0, "train.steps = 0"),
+    ("learning_rate", -1e-3, "train.learning_rate = -0.001"),
+    ("ema_decay", 1.5, "train.ema_decay = 1.5: expected .* <= 1"),
+    ("weight_decay", float("nan"), "train.weight_decay = nan"),
+    ("warmup_steps", 600, "warmup_steps = 600 must be smaller than "
+     "train.steps = 500"),
+])
+def test_training_values_out_of_range_are_refused(key, value, match):
+  config = _load("experiments/quickstart.py").get_config()
+  config.train[key] = value
+  with pytest.raises(ValueError, match=match):
+    components.train_settings(config)
+
+
+def test_sweep_variants_are_checked():
+  module = _load("experiments/synthetic_sweep.py")
+  assert module.get_sweep("halving").rungs
+  for call in (module.get_config, module.get_sweep):
+    with pytest.raises(ValueError, match="variant 'halvng'"):
+      call("halvng")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -78,6 +79,31 @@ class TrainSettings:
   keep_checkpoints: int
   best_metric: str
   stop_at: int = 0
+
+  def __post_init__(self):
+    """Refuses values no run can use, naming the key and the value."""
+    # key: (lowest, highest); the budget_* keys: budget.py, with figures.
+    ranges = {
+        "batch_size": (1, None), "steps": (1, None),
+        "time_budget_minutes": (0, None), "warmup_steps": (0, None),
+        "weight_decay": (0, None), "grad_clip_norm": (0, None),
+        "ema_decay": (0, 1), "log_every": (1, None), "eval_every": (0, None),
+        "checkpoint_every": (0, None), "keep_checkpoints": (1, None),
+        "stop_at": (0, None)}
+    for key, (low, high) in ranges.items():
+      value = getattr(self, key)
+      if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+          not math.isfinite(value) or value < low or \
+          (high is not None and value > high):
+        raise ValueError(
+            f"train.{key} = {value!r}: expected a number >= {low}"
+            + (f" and <= {high}" if high is not None else "") + ".")
+    if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
+      raise ValueError(f"train.learning_rate = {self.learning_rate!r}: "
+                       "expected a positive number.")
+    if self.warmup_steps >= self.steps:
+      raise ValueError(f"train.warmup_steps = {self.warmup_steps} must be "
+                       f"smaller than train.steps = {self.steps}.")
 
 
 @dataclasses.dataclass(frozen=True)
