@@ -15,7 +15,9 @@ dataset's fingerprint, below), sweep (the experiment's get_sweep() as
 processes here, resumable: <workdir>/sweep/leaderboard.md), train, eval, predict,
 robustness (corruptions, attacks, ensembles -> <workdir>/robustness/report.html),
 export (verified jax2tf SavedModel published in TF Serving layout under
-export.model_base_path; the only mode that imports TensorFlow), render
+export.model_base_path; the only mode that imports TensorFlow), gate (the
+evaluated model against the champion; exit status 1 unless blessed), promote
+(stable -> the version exported from the blessed checkpoint), render
 (Kubernetes manifests for --target=gke-gpu|gke-tpu|cpu under
 <workdir>/render/; infra/README.md).
 
@@ -33,14 +35,17 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from chameleon_jax import components, sharding
+from chameleon_jax.components import gate as gate_mode
 from chameleon_jax.components import modes
 from chameleon_jax.components import plan as plan_mode
 from chameleon_jax.components import sweep as sweep_mode
+from chameleon_jax.governance.gate import GateError
+from chameleon_jax.governance.ledger import LedgerError
 from chameleon_jax.planning.facts import PlanError
 from chameleon_jax.sweeps.runner import SweepError
 
 MODES = ("ingest", "plan", "sweep", "train", "eval", "predict", "robustness",
-         "export", "render", "zoo")
+         "export", "gate", "promote", "render", "zoo")
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file "
                                 "(path[:variant]).", lock_config=True)
@@ -125,6 +130,24 @@ def main(argv):
       _report("predict", {}, outputs=str(modes.predict(config, workdir)))
     elif mode == "export":  # The only mode that imports TensorFlow.
       _report("export", modes.export(config, workdir))
+    elif mode == "gate":
+      try:
+        verdict = gate_mode.gate(config, workdir)
+      except (GateError, LedgerError) as e:
+        sys.exit(f"--mode=gate: not blessed: {e}")
+      _report("gate", {"blessed": verdict["blessed"],
+                       **{f"reason {i + 1}": r
+                          for i, r in enumerate(verdict["reasons"])},
+                       **{f"warning {i + 1}": w
+                          for i, w in enumerate(verdict["warnings"])}},
+              outputs=f"{workdir}/eval/gate.json")
+      if not verdict["blessed"]:
+        sys.exit(1)
+    elif mode == "promote":
+      try:
+        _report("promote", gate_mode.promote(config, workdir))
+      except (GateError, LedgerError, ValueError) as e:
+        sys.exit(f"--mode=promote: {e}")
     elif mode in ("zoo", "render"):
       raise app.UsageError(f"--mode={mode} runs alone.")
     elif mode == "robustness":

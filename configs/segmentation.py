@@ -203,6 +203,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.export.top_k = 3  # Classification: classes returned per image.
   config.export.version_label = "canary"  # Label of the new version.
 
+  # --- Regression gate (--mode=gate; chameleon_jax/governance/gate.py) ---------
+  # The workdir's evaluated model against the champion on eval.split, paired
+  # over images; blessed only if no check fails (the gate's docstring).
+  config.gate = ml_collections.ConfigDict()
+  config.gate.champion = ""  # A workdir; "" = the `stable` export version.
+  config.gate.first_deploy = False  # Bless without a champion (once).
+  config.gate.epsilon = 0.02  # Regression tolerated (Dice, found share).
+  config.gate.alpha = 0.05  # Interval and (Holm-corrected) test level.
+  config.gate.resamples = 2000  # Paired bootstrap resamples (>= 2000).
+  config.gate.seed = 0
+  # The candidate's false-alarm rate on the split: the 20 % target that
+  # defect_alarm's 15 % on val leaves room under.
+  config.gate.max_false_alarm = 0.2
+
   # --- Robustness (--mode=robustness; chameleon_jax/robustness/) --------------
   config.robustness = ml_collections.ConfigDict()
   config.robustness.split = "test"

@@ -6,6 +6,7 @@
         assets.extra/export_metadata.json         versions, platforms,
                                                   hashes, input contract
     <NAME>/labels.json         version labels (stable, canary, ...)
+    <NAME>/blessings.jsonl     the ledger: gate verdicts and label moves
     models.config              model_config_file (every model, its version
                                policy and labels), from the official proto
     models.container.config    the same with the paths the server container
@@ -17,7 +18,12 @@
 
 A version is copied to a hidden temporary directory inside NAME/ and renamed
 to its number only when complete (the server ignores non-numeric names and
-never sees half a model); an existing version is never overwritten.
+never sees half a model); an existing version is never overwritten. A new
+version is labelled `canary`; `stable` moves only by `promote`: to a version
+the regression gate blessed (the ledger holds a blessing of exactly its
+parameters on its dataset), back to a version that was stable before
+(rollback), or with `force_reason` (recorded); every move is appended to
+the ledger (chameleon_jax/governance/).
 """
 
 from __future__ import annotations
@@ -37,9 +43,15 @@ from export.savedmodel import INPUT_DTYPES
 from export import server_flags
 
 from chameleon_jax import atomic
+from chameleon_jax.governance import ledger
+from chameleon_jax.governance import versions as layout
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many.
+
+
+class PromotionError(ValueError):
+  """`stable` cannot move to that version (names the version and why)."""
 
 
 def versions(model_dir: Path) -> list[int]:
@@ -111,9 +123,10 @@ def publish(saved_model: Path, model_base_path: Path, name: str,
     raise FileExistsError(f"{final} appeared while publishing; retry.")
   os.rename(tmp, final)
   labels = read_labels(model_dir)
-  if "stable" not in labels:  # The first version is stable.
-    labels["stable"] = version
-  elif label:
+  if label:
+    if label == "stable":
+      raise PromotionError("a new version cannot be published as 'stable': "
+                       "publish it as 'canary', gate it, then promote it.")
     labels[label] = version
   write_labels(model_dir, labels)
   write_server_files(Path(model_base_path))
@@ -132,10 +145,7 @@ def _remove_stale(model_dir: Path) -> None:
       pass
 
 
-def read_labels(model_dir: Path) -> dict[str, int]:
-  """{label: version} of `model_dir` (labels.json; {} if none)."""
-  path = model_dir / "labels.json"
-  return json.loads(path.read_text()) if path.is_file() else {}
+read_labels = layout.read_labels  # {label: version}; {} if none.
 
 
 def write_labels(model_dir: Path, labels: dict[str, int]) -> None:
@@ -148,18 +158,78 @@ def write_labels(model_dir: Path, labels: dict[str, int]) -> None:
   if missing:
     raise ValueError(f"labels {missing} point to versions that do not exist "
                      f"in {model_dir} ({versions(model_dir)}).")
-  atomic.write_json(model_dir / "labels.json", labels, sort_keys=True)
+  atomic.write_json(model_dir / layout.LABELS, labels, sort_keys=True)
 
 
 def set_label(model_base_path: Path, name: str, label: str,
               version: int) -> None:
-  """Points `label` at `version` (promote a canary, roll back) and rewrites
-  models.config, which the server polls."""
+  """Points a label other than `stable` at `version` and rewrites
+  models.config, which the server polls (`stable`: `promote`).
+
+  Raises:
+    PromotionError: label is "stable".
+  """
+  if label == "stable":
+    raise PromotionError("'stable' moves only by promote() (python -m "
+                         "export.publish --label=stable ...): it needs a "
+                         "blessing, a rollback or a recorded reason.")
   model_dir = Path(model_base_path) / name
   labels = read_labels(model_dir)
   labels[label] = version
   write_labels(model_dir, labels)
   write_server_files(Path(model_base_path))
+
+
+def promote(model_base_path: Path, name: str, version: int,
+            force_reason: str = "") -> dict:
+  """Points `stable` at `version` and appends the move to the ledger.
+
+  Allowed when the version was stable before ("rollback"), when the ledger
+  holds a gate blessing of exactly this version's parameters on its
+  dataset ("promote"), or with a person's `force_reason` ("force").
+
+  Returns:
+    The ledger record written.
+
+  Raises:
+    PromotionError: none of these holds (the version, its digest and what
+      the ledger lacks are named).
+    ledger.LedgerError: the ledger has a corrupt line (nothing moves).
+  """
+  base = Path(model_base_path)
+  model_dir = layout.model_dir(base, name)
+  records = ledger.read(model_dir / ledger.LEDGER)
+  if version not in versions(model_dir):
+    raise PromotionError(f"version {version} of {name!r} does not exist in "
+                         f"{model_dir} ({versions(model_dir)}).")
+  meta = layout.metadata(base, name, version)
+  digest = meta.get("checkpoint", {}).get("params_sha256")
+  dataset = meta.get("dataset_hash")
+  previous = read_labels(model_dir).get("stable")
+  record = {"version": version, "previous": previous,
+            "params_sha256": digest, "dataset_hash": dataset}
+  blessing = ledger.blessing(records, digest, dataset) if digest else None
+  was_stable = any(r["kind"] in ("promote", "force", "rollback") and
+                   r.get("version") == version for r in records)
+  if was_stable:
+    kind = "rollback"
+  elif blessing:
+    kind = "promote"
+    record["blessing_time"] = blessing["time"]
+  elif force_reason.strip():
+    kind = "force"
+    record["reason"] = force_reason.strip()
+  else:
+    raise PromotionError(
+        f"version {version} of {name!r} (parameters {digest}, dataset "
+        f"{dataset}) has no blessing in {model_dir / ledger.LEDGER} and was "
+        "never stable: run --mode=gate on its workdir, or promote with "
+        "--force --reason=... (recorded).")
+  labels = read_labels(model_dir)
+  labels["stable"] = version
+  write_labels(model_dir, labels)
+  write_server_files(base)
+  return ledger.append(model_dir / ledger.LEDGER, kind, record)
 
 
 def model_server_config(model_base_path: Path,
@@ -212,16 +282,32 @@ def write_server_files(model_base_path: Path,
 
 def main(argv: list[str] | None = None) -> int:
   """`python -m export.publish --model_base_path=DIR --model=NAME
-  --label=stable --version=N`: promote a canary or roll back."""
+  --label=stable --version=N [--force --reason=TEXT]`: promote a blessed
+  canary or roll back (stable), or move another label. Exit status 1, with
+  the reason, when stable cannot move."""
   import argparse
   parser = argparse.ArgumentParser(description=main.__doc__)
   parser.add_argument("--model_base_path", required=True)
   parser.add_argument("--model", required=True)
   parser.add_argument("--label", required=True)
   parser.add_argument("--version", type=int, required=True)
+  parser.add_argument("--force", action="store_true",
+                      help="stable without a blessing; needs --reason.")
+  parser.add_argument("--reason", default="")
   args = parser.parse_args(argv)
-  set_label(Path(args.model_base_path), args.model, args.label, args.version)
-  print(json.dumps(read_labels(Path(args.model_base_path) / args.model)))
+  base = Path(args.model_base_path)
+  if args.force and not args.reason.strip():
+    parser.error("--force needs --reason=TEXT (it is recorded).")
+  try:
+    if args.label == "stable":
+      print(json.dumps(promote(base, args.model, args.version,
+                               args.reason if args.force else "")))
+    else:
+      set_label(base, args.model, args.label, args.version)
+  except (PromotionError, ledger.LedgerError) as e:
+    print(f"publish: {e}")
+    return 1
+  print(json.dumps(read_labels(base / args.model)))
   return 0
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import jax
 import tensorflow as tf
 
 from chameleon_jax.evaluation.decision import DecisionRule
+from chameleon_jax.governance import versions as layout
 from chameleon_jax.model_io.card import params_digest
 from chameleon_jax.model_io.restore import Restored
 from chameleon_jax.model_io.state import eval_params, merge
@@ -135,6 +138,8 @@ def run(workdir: str | Path, restored: Restored, settings: ExportSettings,
         "input_contract": contract.to_json(),
         "verification": report,
     }
+    metadata["evaluation"] = _store_evidence(Path(workdir) / "eval",
+                                             Path(directory), card["step"])
     requests = publish.warmup_requests(name, contract,
                                        ex.warmup_batch_sizes)
     version = publish.publish(Path(directory), base, name, requests, metadata,
@@ -143,6 +148,30 @@ def run(workdir: str | Path, restored: Restored, settings: ExportSettings,
           "path": str(base / name / str(version)),
           "max_abs_logit_diff": max(c["max_abs_logit_diff"]
                                     for c in report["checks"])}
+
+
+def _store_evidence(eval_dir: Path, saved_model: Path, step: int) -> list:
+  """Copies the evaluations of this checkpoint (eval/<split>_metrics.json,
+  <split>_per_image.json, decision.json) into the version's
+  assets.extra/evaluation/, where the regression gate reads a champion;
+  returns the splits stored. Evaluations of another step are left out."""
+  target = saved_model / layout.EVIDENCE
+  stored = []
+  for metrics_path in sorted(eval_dir.glob("*_metrics.json")):
+    split = metrics_path.name[:-len("_metrics.json")]
+    per_image = eval_dir / f"{split}_per_image.json"
+    metrics = json.loads(metrics_path.read_text())
+    if metrics.get("checkpoint_step") != step or not per_image.is_file():
+      logging.warning("%s is not of the exported step %d: not stored with "
+                      "the version.", metrics_path, step)
+      continue
+    target.mkdir(parents=True, exist_ok=True)
+    for path in (metrics_path, per_image):
+      shutil.copy2(path, target / path.name)
+    stored.append(split)
+  if stored and (eval_dir / "decision.json").is_file():
+    shutil.copy2(eval_dir / "decision.json", target / "decision.json")
+  return stored
 
 
 def _xla_call_module_version(directory: str) -> int | None:

@@ -13,6 +13,9 @@ writes DIR/render/<target>/:
                  study, so every trial's pod is given the URL)
   evaluate.yaml  JobSet: --mode=eval,robustness (one pod)
   export.yaml    JobSet: --mode=export in the publishing image (CPU)
+  gate.yaml      JobSet: --mode=gate (CPU): the exported model against the
+                 stable version; fails unless blessed (the verdict goes to
+                 the ledger beside the models, which promotion reads)
   serving.yaml   TF Serving (only when the export's server files exist under
                  export.model_base_path; the pipeline renders it after export)
 
@@ -120,14 +123,15 @@ def steps(deploy: targets_lib.Deploy, data_name: str,
           sweep: list[dict] | None = None,
           workers: int = 0) -> dict[str, list[manifests.Step]]:
   """The JobSet steps (ingest, train (one per sweep member, or `workers`
-  sweep workers on one shared study), evaluate, export) of the pipeline on
-  `target`."""
+  sweep workers on one shared study), evaluate, export, gate) of the
+  pipeline on `target`."""
   base = targets_lib.dns_label(deploy.name or data_name, "deploy.name")
   registry = deploy.registry.rstrip("/")
   train_image = f"{registry}/{TRAIN_IMAGE}:{deploy.image_tag}"
   publish_image = f"{registry}/{PUBLISH_IMAGE}:{deploy.image_tag}"
   shared = manifests.SHARED
   common = (*args, f"--config.data.root={shared}/data")
+  models = f"--config.export.model_base_path={shared}/models"
   workdir = f"{shared}/workdirs/{base}"
   hosts = targets_lib.training_hosts(target, deploy)
   train_place = targets_lib.training_placement(target, deploy)
@@ -155,9 +159,10 @@ def steps(deploy: targets_lib.Deploy, data_name: str,
       "train": train,
       "evaluate": [step(f"{base}-evaluate", ("eval", "robustness"), common,
                         workdir, 1, eval_place, train_image)],
-      "export": [step(f"{base}-export", ("export",),
-                      (*common, f"--config.export.model_base_path={shared}/models"),
+      "export": [step(f"{base}-export", ("export",), (*common, models),
                       workdir, 1, cpu_place, publish_image)],
+      "gate": [step(f"{base}-gate", ("gate",), (*common, models), workdir, 1,
+                    cpu_place, train_image)],
   }
 
 

@@ -40,7 +40,10 @@ def two_versions(exported, tmp_path):
   workdir, _ = exported
   base = tmp_path / "serving"
   shutil.copytree(workdir / "serving", base)
-  assert publish.publish(base / "tiny" / "1", base, "tiny", [], {},
+  publish.promote(base, "tiny", 1, force_reason="the first deployment")
+  meta = json.loads((base / "tiny" / "1" / "assets.extra" /
+                     "export_metadata.json").read_text())
+  assert publish.publish(base / "tiny" / "1", base, "tiny", [], meta,
                          label="canary") == 2
   return base
 
@@ -75,7 +78,9 @@ def test_export_publishes_a_verified_version(exported):
     assert check["class_agreement"] >= 0.999
   assert meta["input_contract"]["buckets"] == [[32, 32], [64, 96]]
   assert json.loads((base / "tiny" / "labels.json").read_text()) == {
-      "stable": 1}
+      "canary": 1}  # stable moves only by promotion (test_promotion_...).
+  # Trained without --mode=eval: no evaluation stored with the version.
+  assert meta["evaluation"] == []
 
 
 def test_signatures_take_raw_images_of_any_size_within_buckets(exported):
@@ -120,7 +125,7 @@ def test_second_export_is_a_new_canary_version_and_configs_parse(
   from tensorflow_serving.config import model_server_config_pb2
   base = two_versions
   assert sorted(p.name for p in (base / "tiny").iterdir()) == [
-      "1", "2", "labels.json"]
+      "1", "2", "blessings.jsonl", "labels.json"]
   assert json.loads((base / "tiny" / "labels.json").read_text()) == {
       "stable": 1, "canary": 2}
   config = text_format.Parse((base / "models.config").read_text(),
@@ -150,15 +155,42 @@ def test_second_export_is_a_new_canary_version_and_configs_parse(
   assert "prometheus_config" in (base / "monitoring.config").read_text()
 
 
-def test_promote_and_rollback_labels(two_versions):
+def test_stable_moves_only_with_a_blessing_a_rollback_or_a_reason(
+    two_versions):
+  from chameleon_jax.governance import ledger
   from export import publish
-  base = two_versions
-  publish.set_label(base, "tiny", "stable", 2)
-  assert publish.read_labels(base / "tiny")["stable"] == 2
-  publish.set_label(base, "tiny", "stable", 1)  # Roll back.
-  assert publish.read_labels(base / "tiny")["stable"] == 1
+  base, model = two_versions, two_versions / "tiny"
+  path = model / ledger.LEDGER
+  assert [r["kind"] for r in ledger.read(path)] == ["force"]
+  assert ledger.read(path)[0]["reason"] == "the first deployment"
+  with pytest.raises(publish.PromotionError, match="has no blessing"):
+    publish.promote(base, "tiny", 2)
+  with pytest.raises(publish.PromotionError, match="moves only by promote"):
+    publish.set_label(base, "tiny", "stable", 2)
+  assert publish.read_labels(model) == {"stable": 1, "canary": 2}
+  meta = json.loads((model / "2" / "assets.extra" / "export_metadata.json")
+                    .read_text())
+  ledger.append(path, "gate", {  # What --mode=gate appends when blessed.
+      "blessed": True, "dataset_hash": meta["dataset_hash"],
+      "candidate": {"params_sha256": meta["checkpoint"]["params_sha256"]}})
+  assert publish.promote(base, "tiny", 2)["kind"] == "promote"
+  assert publish.read_labels(model)["stable"] == 2
+  assert publish.promote(base, "tiny", 1)["kind"] == "rollback"
+  assert publish.read_labels(model)["stable"] == 1
   with pytest.raises(ValueError, match="versions that do not exist"):
     publish.set_label(base, "tiny", "canary", 7)
+  # A corrupt ledger line: nothing moves, nothing is rewritten.
+  with open(path, "a") as f:
+    f.write("{not json\n")
+  before = path.read_text()
+  assert publish.main([f"--model_base_path={base}", "--model=tiny",
+                       "--label=stable", "--version=2"]) == 1
+  with pytest.raises(ledger.LedgerError, match="blessings.jsonl:5: not JSON"):
+    publish.promote(base, "tiny", 2, force_reason="urgent")
+  assert path.read_text() == before
+  assert publish.read_labels(model)["stable"] == 1
+  with pytest.raises(publish.PromotionError, match="cannot be published as"):
+    publish.publish(model / "1", base, "tiny", [], meta, label="stable")
 
 
 def test_serving_manifest_names_exactly_what_the_export_produced(two_versions,

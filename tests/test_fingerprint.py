@@ -79,6 +79,13 @@ def test_counts_and_statistics_equal_independent_truths():
       4 / sum(m.size for m in masks))
   assert fp["images"]["count"] == 12 and fp["images"]["bit_depth"] == {"8": 12}
   assert fp["images"]["labels"] == {"background": 4, "pit": 4, "scratch": 4}
+  areas = [a for m in masks for k in (1, 2)
+           for a in np.bincount(ndimage.label(m == k, np.ones((3, 3)))[0]
+                                .ravel())[1:]]
+  pooled = fp["masks"]["component_area"]
+  assert not pooled["sampled"]
+  for q in (5, 25, 50, 75, 95):
+    assert pooled[f"p{q}"] == pytest.approx(np.percentile(areas, q))
 
 
 def test_sampled_percentiles_are_capped_close_and_order_free():

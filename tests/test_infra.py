@@ -49,7 +49,7 @@ def rendered(tmp_path_factory) -> dict[str, Path]:
 def test_every_rendered_manifest_passes_offline_validation(rendered):
   from infra import validate
   files = sorted(p for d in rendered.values() for p in d.glob("*.yaml"))
-  assert len(files) == 15  # base, ingest, train, evaluate, export x 3
+  assert len(files) == 18  # base, ingest, train, evaluate, export, gate x 3
   problems = [q for f in files for q in validate.validate_file(f)]
   assert problems == []
   # The tools' own command lines, as CI or a user would run them.
@@ -102,6 +102,23 @@ def test_jobset_is_indexed_with_coordinator_pod_zero_and_restarts(rendered):
   assert volume["csi"]["driver"] == "gcsfuse.csi.storage.gke.io"
   assert volume["csi"]["volumeAttributes"]["bucketName"] == (
       "my-project-chameleon")
+
+
+def test_the_gate_runs_on_the_models_the_export_published(rendered):
+  """The gate pod reads the stable version and writes the ledger where the
+  export pod published (promotion reads it there)."""
+  pods = {}
+  for step in ("export", "gate"):
+    (jobset,) = yaml.safe_load_all((rendered["gke-gpu"] / f"{step}.yaml")
+                                   .read_text())
+    (container,) = _pod(jobset)[1]["containers"]
+    pods[step] = container
+  args = pods["gate"]["args"]
+  assert args[-1] == "--mode=gate"
+  assert "--config.export.model_base_path=/mnt/shared/models" in args
+  assert [a for a in pods["export"]["args"] if "model_base_path" in a] == [
+      a for a in args if "model_base_path" in a]
+  assert "chameleon-train" in pods["gate"]["image"]  # JAX, no TensorFlow.
 
 
 def test_tpu_jobset_matches_the_slice(rendered):
@@ -253,8 +270,8 @@ def test_pipeline_template_runs_every_stage_in_order_and_gates():
   assert validate.lint(path) == []
   pipeline = yaml.safe_load(path.read_text())
   steps = [s.get("name", "") for s in pipeline["jobs"]["pipeline"]["steps"]]
-  order = ["Build", "Render", "ETL", "Train", "Evaluate", "Export", "Publish",
-           "Canary"]
+  order = ["Build", "Render", "ETL", "Train", "Evaluate", "Export", "Gate",
+           "Publish", "Canary"]
   positions = [next(i for i, s in enumerate(steps) if s.startswith(w))
                for w in order]
   assert positions == sorted(positions)
@@ -262,7 +279,8 @@ def test_pipeline_template_runs_every_stage_in_order_and_gates():
           pipeline["jobs"]["pipeline"]["steps"]}
   assert "python -m infra.gate" in runs["Evaluate and robustness report"]
   for stage, manifest in (("ETL", "ingest"), ("Train", "train"),
-                          ("Evaluate", "evaluate"), ("Export", "export")):
+                          ("Evaluate", "evaluate"), ("Export", "export"),
+                          ("Gate", "gate")):
     (run,) = [r for n, r in runs.items() if n.startswith(stage)]
     assert f"{manifest}.yaml" in run and "run_jobset.sh" in run
   assert pipeline["jobs"]["promote"]["needs"] == "pipeline"

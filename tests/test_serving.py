@@ -56,11 +56,13 @@ def server(tmp_path_factory):
   from export.server import Server
   tmp = tmp_path_factory.mktemp("serving")
   base = tmp / "models"
+  from export import publish
   assert _publish(base, tmp, 0, "canary") == 1
+  publish.promote(base, NAME, 1, force_reason="test fixture: first version")
   assert _publish(base, tmp, 1, "canary") == 2
-  from export import publish  # A second model beside the first.
-  _saved_model(tmp / "other", 5)
+  _saved_model(tmp / "other", 5)  # A second model beside the first.
   publish.publish(tmp / "other", base, "other", [], {}, label="")
+  publish.promote(base, "other", 1, force_reason="test fixture")
   srv = Server(str(base), portpicker.pick_unused_port(),
                portpicker.pick_unused_port(), poll_seconds=0.3,
                max_batch_size=8, batch_timeout_s=0.05).start()

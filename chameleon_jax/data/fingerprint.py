@@ -24,7 +24,9 @@ Contents (schema version 2):
                an image that contains it (mean, median), connected components
                (8-connectivity: count, per image mean, area percentiles)
   masks        empty-mask fraction, label density (mean labelled-foreground
-               share per image), ignore-pixel fraction
+               share per image), ignore-pixel fraction; component_area:
+               area percentiles of every defect component, classes pooled
+               (version 2)
 Classification-only items (no mask) count in `images` and `intensity` only.
 """
 
@@ -141,6 +143,7 @@ class Fingerprint:
     self.shares: list[list[float]] = [[] for _ in range(k)]
     self.components = np.zeros(k, np.int64)
     self.areas = [BottomK(area_cap, 1) for _ in range(k)]
+    self.all_areas = BottomK(area_cap, 1)
     self.densities: list[float] = []
     self.texture: list[float] = []
 
@@ -178,6 +181,7 @@ class Fingerprint:
     self.empty += fg == 0
     self.densities.append(fg / labelled if labelled else 0.0)
     rng = item_rng(content_hash, "areas")
+    pooled = []
     for k in range(1, len(self.class_names)):
       if not counts[k]:
         continue
@@ -186,6 +190,10 @@ class Fingerprint:
       components, n = ndimage.label(mask == k, structure=EIGHT_CONNECTED)
       self.components[k] += n
       self.areas[k].offer(np.bincount(components.ravel())[1:], rng)
+      pooled.append(np.bincount(components.ravel())[1:])
+    if pooled:
+      self.all_areas.offer(np.concatenate(pooled),
+                           item_rng(content_hash, "all_areas"))
     if counts[0]:
       self.images_with[0] += 1
       self.shares[0].append(counts[0] / labelled)
@@ -267,6 +275,10 @@ class Fingerprint:
                               if self.densities else 0.0),
             "ignore_fraction": (self.ignore_pixels / self.total_pixels
                                 if self.total_pixels else 0.0),
+            "component_area": {
+                **_percentiles(self.all_areas.values()[:, 0],
+                               AREA_PERCENTILES),
+                "sampled": self.all_areas.sampled},
         },
     })
 

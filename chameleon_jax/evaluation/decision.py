@@ -142,19 +142,21 @@ def alarm(class_map: np.ndarray, probs: np.ndarray) -> tuple[bool, float]:
 
 
 def predictions(predict, state, ds, split: str, inp: pipeline.EvalInput,
-                mesh) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-  """(index, probabilities (H, W, K) float16, labels (H, W)) per image of
+                mesh, dtype=np.float16
+                ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+  """(index, probabilities (H, W, K) in `dtype`, labels (H, W)) per image of
   `split`, in split order (every process computes, all get every image).
 
   Args:
     predict: jitted (state, images) -> probabilities (`steps.make_predict_fn`).
     state: the model's state; ds, split: where the images come from.
     inp: the evaluation input (sizes, global batch size); mesh: the devices.
+    dtype: of the probabilities kept (float16 halves a split's memory).
   """
   for probs, host in batches.over_split(
       lambda st, b: predict(st, b["image"]), state, ds, split, inp, mesh,
       inputs=("image",), host_keys=("mask", "index")):
-    probs = batches.gather(probs).astype(np.float16)
+    probs = batches.gather(probs).astype(dtype)
     for p, m, i in zip(probs, host["mask"], host["index"]):
       if i >= 0:
         yield int(i), p, m

@@ -16,6 +16,7 @@ from chameleon_jax.data import overlays
 from chameleon_jax.evaluation import decision
 from chameleon_jax.evaluation.evaluate import evaluate_split
 from chameleon_jax.evaluation.settings import EvalSettings
+from chameleon_jax.metrics.images import image_result
 from chameleon_jax.model_io.restore import Restored
 from chameleon_jax.train import steps
 
@@ -56,6 +57,9 @@ def run_eval(workdir: str | Path, restored: Restored,
   if settings.calibrated:
     metrics, per_image, maps = _calibrated(settings, graphdef, state, ds,
                                            inp, mesh, metrics, out)
+  else:
+    per_image["evidence"] = _argmax_evidence(graphdef, state, ds, split, inp,
+                                             mesh, per_image["index"])
   if jax.process_index() == 0:
     rows = [{"id": ids[int(i)], "dice": float(d), "defect": bool(t),
              "false_alarm": bool(f), "predicted_defect_pixels": int(a)}
@@ -63,6 +67,8 @@ def run_eval(workdir: str | Path, restored: Restored,
                                      per_image["defect"],
                                      per_image["false_alarm"],
                                      per_image["pred_area"])]
+    for row, extra in zip(rows, per_image.get("evidence", ())):
+      row.update(extra)
     atomic.write_json(out / f"{split}_metrics.json", metrics)
     atomic.write_json(out / f"{split}_per_image.json", rows)
     _write_worst(settings.num_worst, inp, graphdef, state, ds, split, ids,
@@ -96,14 +102,45 @@ def _calibrated(settings: EvalSettings, graphdef, state, ds, inp, mesh,
   merged["decision_threshold"] = rule.threshold
   merged["decision_min_area"] = rule.min_area
   merged["decision_seed_threshold"] = rule.seed_threshold
+  items = ds.items(split)
   per_image = {"index": np.array([r["index"] for r in results]),
                "dice": np.array([r["dice"] for r in results]),
                "defect": np.array([r["defect"] for r in results]),
                "false_alarm": np.array([r["alarm"] and not r["defect"]
                                         for r in results]),
                "pred_area": np.array([r["pred_area"] for r in results]),
-               "gt_area": np.array([r["gt_area"] for r in results])}
+               "gt_area": np.array([r["gt_area"] for r in results]),
+               "evidence": [_evidence(r, _pixel_area(items[r["index"]], inp))
+                            for r in results]}
   return merged, per_image, maps
+
+
+def _argmax_evidence(graphdef, state, ds, split, inp, mesh, order):
+  """`_evidence` of the argmax class maps, in the order of `order`."""
+  predict = jax.jit(steps.make_predict_fn(graphdef))
+  items = ds.items(split)
+  found = {}
+  for index, probs, labels in decision.predictions(
+      predict, state, ds, split, inp, mesh, dtype=np.float32):
+    result = image_result(probs.argmax(-1), labels)
+    found[index] = _evidence(result, _pixel_area(items[index], inp))
+  return [found[int(i)] for i in order]
+
+
+def _pixel_area(item: dict, inp: pipeline.EvalInput) -> float:
+  """Native pixels per evaluated pixel of a manifest item."""
+  if inp.size_policy == "resize":
+    return item["height"] * item["width"] / (inp.size[0] * inp.size[1])
+  return 1.0 / inp.scale ** 2
+
+
+def _evidence(result: dict, pixel_area: float) -> dict:
+  """What a regression gate compares besides Dice: the true class and every
+  ground-truth component, its area in native pixels (so models evaluated at
+  different scales share size buckets) and whether the rule found it."""
+  return {"true_class": result["true_class"],
+          "components": [[k, round(area * pixel_area), found]
+                         for k, area, found in result["components"]]}
 
 
 def worst(per_image: dict, n: int) -> tuple[np.ndarray, np.ndarray]:

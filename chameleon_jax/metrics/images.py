@@ -6,6 +6,8 @@
   false alarm    an alarm on a defect-free image
   image Dice     the binary (defect vs background) Dice of one image, 0 when
                  neither the truth nor the prediction has a defect pixel
+  found defect   a ground-truth defect component (8-connected, one class)
+                 with at least one predicted defect pixel on it
 
 The functions take NumPy or JAX arrays (the jitted eval step and the host
 code count with the same lines).
@@ -16,12 +18,15 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from chameleon_jax.data.labels import IGNORE_INDEX, defect_pixels
 from chameleon_jax.metrics.confusion import iou_dice
 
-__all__ = ["defect_pixels", "image_dice", "image_result", "is_alarm",
-           "is_defect_image", "summarize_images"]
+__all__ = ["defect_components", "defect_pixels", "image_dice",
+           "image_result", "is_alarm", "is_defect_image", "summarize_images"]
+
+EIGHT_CONNECTED = np.ones((3, 3), bool)
 
 
 def is_defect_image(gt_area: Any) -> Any:
@@ -50,14 +55,33 @@ def image_dice(intersection: Any, gt_area: Any, pred_area: Any) -> Any:
                              else total.clip(min=1))
 
 
+def defect_components(pred: np.ndarray, labels: np.ndarray
+                      ) -> list[tuple[int, int, bool]]:
+  """(class, area in pixels, found) of every ground-truth defect component
+  of `labels` (8-connected, per class), in order of class then position;
+  found: a predicted defect pixel (`pred` > 0) lies on it."""
+  out = []
+  fg = pred > 0
+  for k in np.unique(labels[defect_pixels(labels)]):
+    components, n = ndimage.label(labels == k, structure=EIGHT_CONNECTED)
+    if not n:
+      continue
+    flat = components.ravel()
+    area = np.bincount(flat, minlength=n + 1)[1:]
+    hit = np.bincount(flat, weights=fg.ravel(), minlength=n + 1)[1:] > 0
+    out += [(int(k), int(a), bool(h)) for a, h in zip(area, hit)]
+  return out
+
+
 def image_result(pred: np.ndarray, labels: np.ndarray) -> dict:
   """Per-image result of a class map `pred` against `labels` (H, W).
 
   Returns:
     {"dice", "defect", "alarm", "pred_area", "gt_area", "true_class"
     (the dominant ground-truth defect class, 0 if none), "pred_class" (the
-    dominant predicted class, 0 if no alarm)}; an alarm is any predicted
-    defect pixel (a decision rule has already removed small components).
+    dominant predicted class, 0 if no alarm), "components"
+    (`defect_components`)}; an alarm is any predicted defect pixel (a
+    decision rule has already removed small components).
   """
   valid = labels != IGNORE_INDEX
   gt = defect_pixels(labels)
@@ -71,7 +95,8 @@ def image_result(pred: np.ndarray, labels: np.ndarray) -> dict:
           "alarm": bool(is_alarm(pred_area)),
           "pred_area": pred_area, "gt_area": gt_area,
           "true_class": int(gt_classes.argmax()) if gt_area else 0,
-          "pred_class": int(pred_classes.argmax()) if pred_area else 0}
+          "pred_class": int(pred_classes.argmax()) if pred_area else 0,
+          "components": defect_components(pred, labels)}
 
 
 def summarize_images(results: Sequence[dict], pixel_confusion: np.ndarray,
