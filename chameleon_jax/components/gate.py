@@ -36,9 +36,14 @@ def _read(path: Path, what: str) -> dict | list:
   return json.loads(path.read_text())
 
 
-def workdir_evidence(config: ml_collections.ConfigDict, workdir: str,
+def workdir_evidence(config: ml_collections.ConfigDict | None, workdir: str,
                      split: str) -> tuple[gate_lib.Evidence, Path]:
   """(the evaluated checkpoint of `workdir` as Evidence, its dataset path).
+
+  With `config` (the candidate's), the checkpoint is restored to check it
+  is the evaluated step and to take its parameters' digest (what a blessing
+  names); without (a champion workdir, trained with its own config), the
+  evaluation's step identifies it.
 
   Raises:
     GateError: no evaluation of `split`, or the checkpoint changed since.
@@ -48,6 +53,12 @@ def workdir_evidence(config: ml_collections.ConfigDict, workdir: str,
   metrics = _read(eval_dir / f"{split}_metrics.json", how)
   rows = _read(eval_dir / f"{split}_per_image.json", how)
   card = _read(Path(workdir) / "model.json", "the workdir has no trained model")
+  if config is None:
+    return gate_lib.Evidence(
+        name=str(workdir), dataset_hash=card["dataset_hash"],
+        class_names=tuple(card["class_names"]), rows=tuple(rows),
+        identity={"checkpoint_step": metrics["checkpoint_step"]}), Path(
+            card["dataset"])
   restored = build.restore(config, workdir, metrics["checkpoint"])
   step = restored.card["step"]
   if step != metrics["checkpoint_step"]:
@@ -93,7 +104,7 @@ def gate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ledger.read(ledger_path)  # A corrupt ledger: refuse before comparing.
   candidate, dataset_path = workdir_evidence(config, workdir, split)
   if g.champion:
-    champion = workdir_evidence(config, g.champion, split)[0]
+    champion = workdir_evidence(None, g.champion, split)[0]
   elif "stable" in read_labels(model_dir(base, name)):
     version = read_labels(model_dir(base, name))["stable"]
     champion = version_evidence(base, name, version, split)

@@ -41,6 +41,7 @@ import numpy as np
 THRESHOLD_FIELDS = ("epsilon", "alpha", "resamples", "seed",
                     "max_false_alarm")
 MIN_RESAMPLES = 2000
+FEW = 10  # Images or components below which a comparison's interval is coarse.
 BUCKETS = ("tiny", "small", "large")
 
 
@@ -269,16 +270,6 @@ def _false_alarms(rows, t: Thresholds, reasons: list[str]) -> float:
 def _decide(comparisons, candidate, champion, rows, t: Thresholds) -> dict:
   reasons, warnings = [], []
   primary = comparisons[0]
-  tested = [c for c in comparisons[1:] if c["p"] is not None]
-  for c, adjusted in zip(tested, holm([c["p"] for c in tested])):
-    c["p_holm"] = float(adjusted)
-    c["significant_drop"] = bool(adjusted < t.alpha)
-    if c["significant_drop"]:
-      reasons.append(
-          f"{c['name']}: {c['champion']:.4f} -> {c['candidate']:.4f} (delta "
-          f"{c['delta']:+.4f}, interval [{c['low']:+.4f}, {c['high']:+.4f}]"
-          f", n = {c['n']}), a drop beyond {t.epsilon:g} at Holm-adjusted "
-          f"p = {adjusted:.4f} < {t.alpha:g}.")
   if primary["low"] is None or not math.isfinite(primary["low"]):
     reasons.append("primary: no defect image in the split; nothing to "
                    "compare.")
@@ -293,6 +284,19 @@ def _decide(comparisons, candidate, champion, rows, t: Thresholds) -> dict:
           f"too few defect images to detect a regression of {t.epsilon:g}: "
           f"n = {primary['n']}, interval half-width "
           f"{(primary['high'] - primary['low']) / 2:.4f}.")
+  tested = [c for c in comparisons[1:] if c["p"] is not None]
+  for c, adjusted in zip(tested, holm([c["p"] for c in tested])):
+    c["p_holm"] = float(adjusted)
+    c["significant_drop"] = bool(adjusted < t.alpha)
+    if c["significant_drop"]:
+      reasons.append(
+          f"{c['name']}: {c['champion']:.4f} -> {c['candidate']:.4f} (delta "
+          f"{c['delta']:+.4f}, interval [{c['low']:+.4f}, {c['high']:+.4f}]"
+          f", n = {c['n']}), a drop beyond {t.epsilon:g} at Holm-adjusted "
+          f"p = {adjusted:.4f} < {t.alpha:g}.")
+    if c["n"] < FEW:
+      warnings.append(f"{c['name']}: n = {c['n']}; an interval over fewer "
+                      f"than {FEW} is coarse (a bootstrap of few images).")
   false_alarm = _false_alarms(rows, t, reasons)
   for c in comparisons[1:]:
     if c["p"] is None:
