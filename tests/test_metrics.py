@@ -54,3 +54,18 @@ def test_summary_on_known_confusion():
   assert out["false_alarm_rate"] == 0.5 and out["defect_image_dice"] == 0.5
   total = metrics.add_sums(metrics.add_sums(None, sums), sums)
   assert metrics.summarize(total, ["bg", "a", "b"])["iou/a"] == 0.5
+
+
+def test_defect_components_are_eight_connected_per_class_and_found():
+  from chameleon_jax.metrics.images import defect_components
+  labels = np.zeros((10, 12), np.uint8)
+  labels[1, 1] = labels[2, 2] = 1  # Diagonal: one component of class 1.
+  labels[6:9, 6:10] = 1  # 12 px, class 1.
+  labels[1:3, 8:11] = 2  # 6 px, class 2, touching nothing.
+  labels[5, 0] = 255  # Not labelled: no component.
+  pred = np.zeros_like(labels)
+  pred[8, 9] = 3  # A predicted defect pixel (any class) on the 12 px one.
+  pred[0, 0] = 1  # Beside the diagonal pair, not on it.
+  assert defect_components(pred, labels) == [(1, 2, False), (1, 12, True),
+                                             (2, 6, False)]
+  assert defect_components(pred, np.zeros_like(labels)) == []

@@ -41,7 +41,7 @@ import numpy as np
 from scipy import ndimage
 
 from chameleon_jax.data.sampling import BottomK, item_rng
-from chameleon_jax.data.labels import defect_pixels
+from chameleon_jax.data.labels import EIGHT_CONNECTED, defect_pixels
 from chameleon_jax.data.sources import IGNORE_VALUE
 
 SCHEMA_VERSION = 2
@@ -49,7 +49,6 @@ PERCENTILES = (0.5, 50.0, 99.5)
 AREA_PERCENTILES = (5.0, 25.0, 50.0, 75.0, 95.0)
 TEXTURE_PERCENTILES = (5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0)
 TEXTURE_FLOOR = 1e-9  # Of Ex + Ey: ln-ratios stay within +-20.7.
-EIGHT_CONNECTED = np.ones((3, 3), bool)
 
 
 class _Moments:

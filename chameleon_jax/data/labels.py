@@ -1,10 +1,16 @@
 """The label contract every stage shares: a mask holds class indices, 0 is
 background (defect-free), 1..K-1 are defect classes, and 255 means "not
-labelled" (VOC void, padding), which losses and metrics skip."""
+labelled" (VOC void, padding), which losses and metrics skip. A defect
+(component) is an 8-connected region of one class."""
 
 from __future__ import annotations
 
+import numpy as np
+
 IGNORE_INDEX = 255  # Mask value for "not labelled"; never a class.
+# Neighbourhood of a defect component (scipy.ndimage.label's structure):
+# diagonal neighbours join, so a one-pixel-wide diagonal crack is one defect.
+EIGHT_CONNECTED = np.ones((3, 3), bool)
 
 
 def defect_pixels(mask):

@@ -60,7 +60,7 @@ from scipy import ndimage
 from chameleon_jax import atomic
 from chameleon_jax.data import pipeline
 from chameleon_jax.evaluation import batches
-from chameleon_jax.data.labels import IGNORE_INDEX
+from chameleon_jax.data.labels import EIGHT_CONNECTED, IGNORE_INDEX
 from chameleon_jax.metrics.confusion import pixel_confusion
 from chameleon_jax.metrics.images import (defect_pixels, image_result,
                                           is_defect_image, summarize_images)
@@ -68,7 +68,6 @@ from chameleon_jax.metrics.images import (defect_pixels, image_result,
 THRESHOLDS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2).tolist()) + (
     0.97, 0.99)
 MIN_AREAS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-_EIGHT = np.ones((3, 3), bool)
 PER_CLASS_MIN_GAIN = 0.005  # Val Dice a per-class move must add.
 
 
@@ -116,7 +115,7 @@ class DecisionRule:
                 (self.seed_threshold is not None and
                  self.seed_threshold > self.threshold))
     if filtered and defect.any():
-      components, n = ndimage.label(defect, structure=_EIGHT)
+      components, n = ndimage.label(defect, structure=EIGHT_CONNECTED)
       per_class = (self.class_min_areas is not None or
                    self.class_seed_thresholds is not None)
       seeds, areas = self.requirements(
@@ -256,7 +255,8 @@ def calibrate(items, max_false_alarm: float,
     n_clean += not is_defect_image(gt_area)
     p_defect = 1.0 - probs[..., 0].astype(np.float32)
     for ti, t in enumerate(thresholds):
-      components, n = ndimage.label((p_defect >= t) & valid, structure=_EIGHT)
+      components, n = ndimage.label((p_defect >= t) & valid,
+                                    structure=EIGHT_CONNECTED)
       if n == 0:
         continue  # Nothing kept: Dice 0 on a defect image, no alarm.
       area = np.bincount(components.ravel(), minlength=n + 1)[1:]

@@ -20,13 +20,13 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage
 
-from chameleon_jax.data.labels import IGNORE_INDEX, defect_pixels
+from chameleon_jax.data.labels import (EIGHT_CONNECTED, IGNORE_INDEX,
+                                       defect_pixels)
 from chameleon_jax.metrics.confusion import iou_dice
 
 __all__ = ["defect_components", "defect_pixels", "image_dice",
            "image_result", "is_alarm", "is_defect_image", "summarize_images"]
 
-EIGHT_CONNECTED = np.ones((3, 3), bool)
 
 
 def is_defect_image(gt_area: Any) -> Any:
