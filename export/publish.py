@@ -125,8 +125,9 @@ def publish(saved_model: Path, model_base_path: Path, name: str,
   labels = read_labels(model_dir)
   if label:
     if label == "stable":
-      raise PromotionError("a new version cannot be published as 'stable': "
-                       "publish it as 'canary', gate it, then promote it.")
+      raise PromotionError("a new version cannot be published as 'stable':"
+                           " publish it as 'canary', gate it, then promote "
+                           "it.")
     labels[label] = version
   write_labels(model_dir, labels)
   write_server_files(Path(model_base_path))
@@ -189,7 +190,8 @@ def promote(model_base_path: Path, name: str, version: int,
   dataset ("promote"), or with a person's `force_reason` ("force").
 
   Returns:
-    The ledger record written.
+    The ledger record written ({"kind": "unchanged", ...} and nothing
+    written when `version` is already stable).
 
   Raises:
     PromotionError: none of these holds (the version, its digest and what
@@ -208,6 +210,8 @@ def promote(model_base_path: Path, name: str, version: int,
   previous = read_labels(model_dir).get("stable")
   record = {"version": version, "previous": previous,
             "params_sha256": digest, "dataset_hash": dataset}
+  if previous == version:
+    return {"kind": "unchanged", **record}  # Nothing moves, nothing logged.
   blessing = ledger.blessing(records, digest, dataset) if digest else None
   was_stable = any(r["kind"] in ("promote", "force", "rollback") and
                    r.get("version") == version for r in records)
@@ -225,11 +229,14 @@ def promote(model_base_path: Path, name: str, version: int,
         f"{dataset}) has no blessing in {model_dir / ledger.LEDGER} and was "
         "never stable: run --mode=gate on its workdir, or promote with "
         "--force --reason=... (recorded).")
+  # The record first: a move is never made without one (a record whose
+  # move was interrupted shows as a record with stable unchanged).
+  entry = ledger.append(model_dir / ledger.LEDGER, kind, record)
   labels = read_labels(model_dir)
   labels["stable"] = version
   write_labels(model_dir, labels)
   write_server_files(base)
-  return ledger.append(model_dir / ledger.LEDGER, kind, record)
+  return entry
 
 
 def model_server_config(model_base_path: Path,

@@ -177,6 +177,8 @@ def test_stable_moves_only_with_a_blessing_a_rollback_or_a_reason(
   assert publish.read_labels(model)["stable"] == 2
   assert publish.promote(base, "tiny", 1)["kind"] == "rollback"
   assert publish.read_labels(model)["stable"] == 1
+  assert publish.promote(base, "tiny", 1)["kind"] == "unchanged"
+  assert len(ledger.read(path)) == 4  # force, gate, promote, rollback
   with pytest.raises(ValueError, match="versions that do not exist"):
     publish.set_label(base, "tiny", "canary", 7)
   # A corrupt ledger line: nothing moves, nothing is rewritten.
