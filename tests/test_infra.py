@@ -285,6 +285,15 @@ def test_pipeline_template_runs_every_stage_in_order_and_gates():
     assert f"{manifest}.yaml" in run and "run_jobset.sh" in run
   assert pipeline["jobs"]["promote"]["needs"] == "pipeline"
   assert pipeline["jobs"]["promote"]["environment"] == "production"
+  # No input is spliced into a script (expression injection): inputs reach
+  # the shell as environment variables, and the target is a fixed choice.
+  for job in pipeline["jobs"].values():
+    for step in job["steps"]:
+      assert "${{ inputs." not in step.get("run", ""), step.get("name")
+  target = pipeline["on"]["workflow_dispatch"]["inputs"]["target"]
+  assert target["type"] == "choice" and target["options"] == ["gke-gpu",
+                                                              "gke-tpu"]
+  assert pipeline["env"]["CONFIG"] == "${{ inputs.config }}"
 
 
 def test_gate_names_each_failed_bound(tmp_path):
