@@ -4,11 +4,12 @@
   plan_json(plan, header) / plan_markdown(plan, header) / config_file(...)
 
 The rules run in a fixed order (each may read what an earlier one chose):
-task, scale, canvas, crop, sampling, loss, input normalisation,
-decision rule (rules.py), model and batch (schedule.py), augmentation (it
-reads how many passes fit; rules.py), schedule (schedule.py). The outputs are pure functions of (facts, machine profile,
-budget, base values, fixed values), written with sorted keys and fixed
-number formats, so the same inputs give byte-identical files.
+task, scale, canvas, crop, sampling, loss, input normalisation, decision
+rule (rules.py), model and batch (schedule.py), augmentation (it reads how
+many passes fit; rules.py), schedule (schedule.py). The outputs are pure
+functions of (facts, machine profile, budget, base values, fixed values),
+written with sorted keys and fixed number formats, so the same inputs give
+byte-identical files.
 """
 
 from __future__ import annotations
