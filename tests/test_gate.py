@@ -200,3 +200,12 @@ def test_no_champion_is_refused_unless_first_deploy():
                             THRESHOLDS, True, "m")
   assert noisy["reasons"] == ["false-alarm rate 0.3000 > budget 0.2 (200 "
                               "defect-free images)."]
+
+
+def test_a_split_without_defect_free_images_is_refused_and_recorded(tmp_path):
+  v = verdict(rows(n_clean=0), rows(n_clean=0))
+  assert not v["blessed"] and v["false_alarm_rate"] is None
+  assert v["reasons"] == ["false-alarm rate: no defect-free image in the "
+                          "split; the budget cannot be checked."]
+  ledger.append(tmp_path / ledger.LEDGER, "gate", v)  # Strict JSON: no NaN.
+  assert ledger.read(tmp_path / ledger.LEDGER)[0]["false_alarm_rate"] is None

@@ -252,6 +252,11 @@ def compare(candidate: Evidence, champion: Evidence, thresholds: Thresholds,
   return _decide(comparisons, candidate, champion, ours, t)
 
 
+def _finite(value: float) -> float | None:
+  """JSON has no NaN: an unmeasurable figure is null."""
+  return value if math.isfinite(value) else None
+
+
 def _false_alarms(rows, t: Thresholds, reasons: list[str]) -> float:
   """The false-alarm rate of `rows`; appends why it fails the budget."""
   clean = [r for r in rows if not r["defect"]]
@@ -307,7 +312,7 @@ def _decide(comparisons, candidate, champion, rows, t: Thresholds) -> dict:
           "champion": {"name": champion.name, **champion.identity},
           "dataset_hash": candidate.dataset_hash,
           "thresholds": dataclasses.asdict(t),
-          "false_alarm_rate": false_alarm, "comparisons": comparisons}
+          "false_alarm_rate": _finite(false_alarm), "comparisons": comparisons}
 
 
 def first_deploy(candidate: Evidence, thresholds: Thresholds, allowed: bool,
@@ -335,6 +340,6 @@ def first_deploy(candidate: Evidence, thresholds: Thresholds, allowed: bool,
           "candidate": {"name": candidate.name, **candidate.identity},
           "champion": None, "dataset_hash": candidate.dataset_hash,
           "thresholds": dataclasses.asdict(thresholds),
-          "false_alarm_rate": false_alarm,
+          "false_alarm_rate": _finite(false_alarm),
           "primary": float(np.mean(defect)) if defect else None,
           "comparisons": []}
