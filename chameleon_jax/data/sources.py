@@ -92,9 +92,9 @@ def resolve_under(root: Path, path: str | Path, where: str,
   (the file that pointed there) and `field` when the path is absolute or
   leads outside `root`: no source reads a file outside its dataset root.
 
-  Example: resolve_under(Path("/data"), "../etc/passwd", "a.json",
-  "imagePath") -> Rejected("a.json", "imagePath '../etc/passwd' leads
-  outside the dataset root /data; ...").
+  Example: resolve_under(Path("/data"), "../etc/passwd", "/data/a.json",
+  "imagePath") -> Rejected("/data/a.json", "imagePath '../etc/passwd'
+  leads outside the dataset root /data (to /etc/passwd); not read.").
   """
   text = str(path)
   if Path(text).is_absolute():
