@@ -103,11 +103,11 @@ def gate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ledger_path = model_dir(base, name) / ledger.LEDGER
   ledger.read(ledger_path)  # A corrupt ledger: refuse before comparing.
   candidate, dataset_path = workdir_evidence(config, workdir, split)
+  stable = read_labels(model_dir(base, name)).get("stable")
   if g.champion:
     champion = workdir_evidence(None, g.champion, split)[0]
-  elif "stable" in read_labels(model_dir(base, name)):
-    version = read_labels(model_dir(base, name))["stable"]
-    champion = version_evidence(base, name, version, split)
+  elif stable is not None:
+    champion = version_evidence(base, name, stable, split)
   else:
     champion = None
   if champion is None:
