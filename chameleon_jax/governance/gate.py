@@ -252,6 +252,43 @@ def compare(candidate: Evidence, champion: Evidence, thresholds: Thresholds,
   return _decide(comparisons, candidate, champion, ours, t)
 
 
+def intervals(evidence: Evidence, bounds: tuple[float, float],
+              resamples: int = MIN_RESAMPLES, seed: int = 0,
+              alpha: float = 0.05) -> list[dict]:
+  """One model's figures with percentile bootstrap intervals (resampling
+  its images; what a model card reports): the primary metric, every class
+  and every size bucket, as the gate compares them.
+
+  Returns:
+    [{"name", "n", "value", "low", "high"}] in the gate's order; value,
+    low and high are None where there is no image or component.
+
+  Raises:
+    GateError: incomplete per-image results.
+  """
+  _check_rows(evidence)
+  rows = list(evidence.rows)
+  columns = _per_image(rows, evidence.class_names, bounds)
+  keys = list(columns)
+  stacked = np.stack([c for k in keys for c in columns[k]], 1)
+  sums = np.concatenate([counts @ stacked for counts in
+                         resample_counts(len(rows), resamples, seed)])
+  out = []
+  for j, key in enumerate(keys):
+    value, weight = columns[key]
+    n = int(weight.sum())
+    entry = {"name": key, "n": n, "value": None, "low": None, "high": None}
+    if n:
+      with np.errstate(invalid="ignore", divide="ignore"):
+        star = sums[:, 2 * j] / sums[:, 2 * j + 1]
+      star = star[np.isfinite(star)]
+      low, high = np.percentile(star, [50 * alpha, 100 - 50 * alpha])
+      entry.update(value=float(value.sum() / n), low=float(low),
+                   high=float(high))
+    out.append(entry)
+  return out
+
+
 def _finite(value: float) -> float | None:
   """JSON has no NaN: an unmeasurable figure is null."""
   return value if math.isfinite(value) else None
