@@ -15,9 +15,11 @@ dataset's fingerprint, below), sweep (the experiment's get_sweep() as
 processes here, resumable: <workdir>/sweep/leaderboard.md), train, eval, predict,
 robustness (corruptions, attacks, ensembles -> <workdir>/robustness/report.html),
 export (verified jax2tf SavedModel published in TF Serving layout under
-export.model_base_path; the only mode that imports TensorFlow), gate (the
-evaluated model against the champion; exit status 1 unless blessed), promote
-(stable -> the version exported from the blessed checkpoint), render
+export.model_base_path, with its model card; the only mode that imports
+TensorFlow), gate (the evaluated model against the champion; exit status 1
+unless blessed), promote (stable -> the version exported from the blessed
+checkpoint, if its card is signed), card (rebuild the cards of the versions
+exported from this workdir, e.g. after editing card.human's YAML), render
 (Kubernetes manifests for --target=gke-gpu|gke-tpu|cpu under
 <workdir>/render/; infra/README.md).
 
@@ -35,6 +37,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from chameleon_jax import components, sharding
+from chameleon_jax.components import card as card_mode
 from chameleon_jax.components import gate as gate_mode
 from chameleon_jax.components import modes
 from chameleon_jax.components import plan as plan_mode
@@ -45,7 +48,7 @@ from chameleon_jax.planning.facts import PlanError
 from chameleon_jax.sweeps.runner import SweepError
 
 MODES = ("ingest", "plan", "sweep", "train", "eval", "predict", "robustness",
-         "export", "gate", "promote", "render", "zoo")
+         "export", "gate", "promote", "card", "render", "zoo")
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file "
                                 "(path[:variant]).", lock_config=True)
@@ -148,6 +151,11 @@ def main(argv):
         _report("promote", gate_mode.promote(config, workdir))
       except (GateError, LedgerError, ValueError) as e:
         sys.exit(f"--mode=promote: {e}")
+    elif mode == "card":
+      try:
+        _report("card", card_mode.card(config, workdir))
+      except (GateError, LedgerError, ValueError) as e:
+        sys.exit(f"--mode=card: {e}")
     elif mode in ("zoo", "render"):
       raise app.UsageError(f"--mode={mode} runs alone.")
     elif mode == "robustness":

@@ -217,6 +217,17 @@ def get_config() -> ml_collections.ConfigDict:
   # defect_alarm's 15 % on val leaves room under.
   config.gate.max_false_alarm = 0.2
 
+  # --- Model card (chameleon_jax/governance/model_card.py) ---------------------
+  # Written with every exported version (assets.extra/model_card/), refreshed
+  # by --mode=gate and --mode=card. What only a person can write (owner,
+  # intended_use, out_of_scope_uses, known_limitations) comes from a YAML
+  # kept with the experiment; while any is missing, `stable` cannot be
+  # assigned to the version (training and export still run).
+  config.card = ml_collections.ConfigDict()
+  # The YAML's path (relative to the working directory); "" = none yet, so
+  # no version of this experiment can become stable.
+  config.card.human = ""
+
   # --- Robustness (--mode=robustness; chameleon_jax/robustness/) --------------
   config.robustness = ml_collections.ConfigDict()
   config.robustness.split = "test"

@@ -63,6 +63,9 @@ def get_config(variant: str = "multiclass"):
   config.train.eval_every = 600
   config.train.checkpoint_every = 600
   config.eval.batch_size = 16
+  # The model card's human fields (an example: yours name your team).
+  config.card.human = str(Path(__file__).parent / "cards" /
+                          "magnetic_tile.yaml")
   return config
 
 

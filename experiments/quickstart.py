@@ -4,6 +4,8 @@
       --mode=ingest,train,eval
 """
 
+from pathlib import Path
+
 from configs import segmentation
 
 
@@ -20,4 +22,6 @@ def get_config():
   config.train.steps = 500
   config.train.eval_every = 250
   config.train.checkpoint_every = 250
+  # The model card's human fields (a synthetic demo's; yours are your own).
+  config.card.human = str(Path(__file__).parent / "cards" / "quickstart.yaml")
   return config

@@ -5,6 +5,7 @@
         assets.extra/tf_serving_warmup_requests   PredictionLog TFRecords
         assets.extra/export_metadata.json         versions, platforms,
                                                   hashes, input contract
+        assets.extra/evaluation/, model_card/     evidence, the card
     <NAME>/labels.json         version labels (stable, canary, ...)
     <NAME>/blessings.jsonl     the ledger: gate verdicts and label moves
     models.config              model_config_file (every model, its version
@@ -22,8 +23,10 @@ never sees half a model); an existing version is never overwritten. A new
 version is labelled `canary`; `stable` moves only by `promote`: to a version
 the regression gate blessed (the ledger holds a blessing of exactly its
 parameters on its dataset), back to a version that was stable before
-(rollback), or with `force_reason` (recorded); every move is appended to
-the ledger (chameleon_jax/governance/).
+(rollback), or with `force_reason` (recorded); and only when the version's
+model card (assets.extra/model_card/) carries every field a person must
+write. Every move is appended to the ledger (chameleon_jax/governance/) and
+rendered into the card.
 """
 
 from __future__ import annotations
@@ -43,8 +46,9 @@ from export.savedmodel import INPUT_DTYPES
 from export import server_flags
 
 from chameleon_jax import atomic
-from chameleon_jax.governance import ledger
+from chameleon_jax.governance import card_render, ledger, model_card
 from chameleon_jax.governance import versions as layout
+from chameleon_jax.governance.versions import published as versions
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many.
@@ -53,13 +57,6 @@ MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many.
 class PromotionError(ValueError):
   """`stable` cannot move to that version (names the version and why)."""
 
-
-def versions(model_dir: Path) -> list[int]:
-  """The integer versions published under `model_dir`, ascending."""
-  if not model_dir.is_dir():
-    return []
-  return sorted(int(p.name) for p in model_dir.iterdir()
-                if p.is_dir() and p.name.isdigit())
 
 
 def warmup_requests(name: str, contract, batch_sizes) -> list:
@@ -212,6 +209,18 @@ def promote(model_base_path: Path, name: str, version: int,
             "params_sha256": digest, "dataset_hash": dataset}
   if previous == version:
     return {"kind": "unchanged", **record}  # Nothing moves, nothing logged.
+  card_dir = model_dir / str(version) / layout.CARD
+  try:
+    missing = model_card.missing_human(
+        model_card.read(card_dir / "model_card.json"))
+  except model_card.CardError as e:
+    raise PromotionError(f"version {version} of {name!r}: {e}") from e
+  if missing:
+    raise PromotionError(
+        f"version {version} of {name!r} is not signed: its model card "
+        f"({card_dir}) lacks {missing}; write them in the YAML named by "
+        "card.human and run --mode=card (training and export still run; "
+        "stable does not move).")
   blessing = ledger.blessing(records, digest, dataset) if digest else None
   was_stable = any(r["kind"] in ("promote", "force", "rollback") and
                    r.get("version") == version for r in records)
@@ -236,6 +245,7 @@ def promote(model_base_path: Path, name: str, version: int,
   labels["stable"] = version
   write_labels(model_dir, labels)
   write_server_files(base)
+  card_render.refresh(card_dir, ledger.read(model_dir / ledger.LEDGER))
   return entry
 
 

@@ -17,6 +17,7 @@ tf = pytest.importorskip("tensorflow")
 
 CONFIG = "--config=tests/tiny_config.py"
 BUCKETS = "--config.export.buckets=((32,32),(64,96))"
+SIGNED = f"--config.card.human={Path(__file__).parent / 'tiny_card.yaml'}"
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def exported(tmp_path_factory):
            f"--config.data.root={workdir / 'data'}",
            "--config.train.steps=5")
   result = run_main(CONFIG, f"--workdir={workdir}", "--mode=export",
-                    f"--config.data.root={workdir / 'data'}", BUCKETS)
+                    f"--config.data.root={workdir / 'data'}", BUCKETS, SIGNED)
   return workdir, result.stdout
 
 
@@ -179,6 +180,10 @@ def test_stable_moves_only_with_a_blessing_a_rollback_or_a_reason(
   assert publish.read_labels(model)["stable"] == 1
   assert publish.promote(base, "tiny", 1)["kind"] == "unchanged"
   assert len(ledger.read(path)) == 4  # force, gate, promote, rollback
+  # Every move is rendered into the version's card.
+  card = json.loads((model / "1" / "assets.extra" / "model_card" /
+                     "model_card.json").read_text())
+  assert [g["kind"] for g in card["gate"]][-1] == "rollback"
   with pytest.raises(ValueError, match="versions that do not exist"):
     publish.set_label(base, "tiny", "canary", 7)
   # A corrupt ledger line: nothing moves, nothing is rewritten.
@@ -193,6 +198,58 @@ def test_stable_moves_only_with_a_blessing_a_rollback_or_a_reason(
   assert publish.read_labels(model)["stable"] == 1
   with pytest.raises(publish.PromotionError, match="cannot be published as"):
     publish.publish(model / "1", base, "tiny", [], meta, label="stable")
+
+
+def test_stable_needs_a_signed_model_card(two_versions):
+  from chameleon_jax.governance import card_render, ledger
+  from chameleon_jax.governance import model_card as mc
+  from export import publish
+  base, model = two_versions, two_versions / "tiny"
+  card_dir = model / "2" / "assets.extra" / "model_card"
+  card_render.refresh(card_dir, [], human=mc.read_human(None))
+  with pytest.raises(publish.PromotionError, match=(
+      r"version 2 of 'tiny' is not signed: .* lacks \['owner', "
+      r"'intended_use', 'out_of_scope_uses', 'known_limitations'\]")):
+    publish.promote(base, "tiny", 2, force_reason="urgent")
+  assert publish.read_labels(model)["stable"] == 1
+  assert [r["kind"] for r in ledger.read(model / ledger.LEDGER)] == ["force"]
+  card_render.refresh(card_dir, [], human=mc.read_human(
+      Path(__file__).parent / "tiny_card.yaml"))
+  assert publish.promote(base, "tiny", 2, force_reason="urgent")["kind"] \
+      == "force"
+  (model / "1" / "assets.extra" / "model_card" / "model_card.json").unlink()
+  with pytest.raises(publish.PromotionError, match="has no model card"):
+    publish.promote(base, "tiny", 1)  # Even a rollback.
+
+
+def test_card_mode_rebuilds_the_card_of_the_exported_checkpoint(exported,
+                                                                 tmp_path):
+  import shutil
+  from chameleon_jax.governance import model_card as mc
+  workdir, stdout = exported
+  assert "model_card: " in stdout
+  card = mc.read(workdir / "serving" / "tiny" / "1" / "assets.extra" /
+                 "model_card" / "model_card.json")
+  assert card["human"]["missing"] == [] and card["model"]["version"] == 1
+  assert card["training"]["differences"]["train.steps"] == {
+      "value": 5, "template": 1000}
+  assert card["evaluation"]["figures"] == [] and "--mode=eval" in (
+      card["evaluation"]["note"])
+  base = tmp_path / "serving"
+  shutil.copytree(workdir / "serving", base)
+  result = run_main(CONFIG, f"--workdir={workdir}", "--mode=card",
+                    f"--config.data.root={workdir / 'data'}",
+                    f"--config.export.model_base_path={base}")
+  assert "missing human fields: ['owner', 'intended_use'" in result.stdout
+  rebuilt = mc.read(base / "tiny" / "1" / "assets.extra" / "model_card" /
+                    "model_card.json")
+  assert rebuilt["human"]["missing"] == list(mc.HUMAN_FIELDS)
+  assert rebuilt["model"]["params_sha256"] == card["model"]["params_sha256"]
+  other = tmp_path / "other"
+  failed = run_main(CONFIG, f"--workdir={workdir}", "--mode=card",
+                    f"--config.data.root={workdir / 'data'}",
+                    f"--config.export.model_base_path={other}", check=False)
+  assert failed.returncode != 0 and "no version under" in failed.stderr
 
 
 def test_serving_manifest_names_exactly_what_the_export_produced(two_versions,

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from chameleon_jax.governance import ledger
+from chameleon_jax.governance import model_card as mc
 from tests.conftest import run_main
 
 pytestmark = pytest.mark.e2e
@@ -44,6 +45,17 @@ def test_a_first_deployment_in_one_command_and_a_regression_stopped(tmp_path):
   # The version carries its evaluation: the champion needs no workdir.
   stored = model / "1" / "assets.extra" / "evaluation"
   assert (stored / "test_per_image.json").is_file()
+  # Its card: signed (experiments/cards/quickstart.yaml), the robustness
+  # run, the gate's blessing and the promotion rendered into it.
+  card = mc.read(model / "1" / "assets.extra" / "model_card" /
+                 "model_card.json")
+  assert card["human"]["missing"] == []
+  assert card["robustness"]["worst_corruptions"][0]["name"] == \
+      "gaussian_noise"
+  assert [(g["kind"], g.get("blessed")) for g in card["gate"]] == [
+      ("gate", True), ("promote", None)]
+  assert card["evaluation"]["figures"][0]["name"] == "primary"
+  assert card["decision"] is None  # The quickstart serves argmax masks.
 
   # A degraded candidate: exported as canary, stopped at the gate.
   stopped = _main(bad, data, models, "--mode=train,eval,export,gate,promote",
@@ -63,6 +75,9 @@ def test_a_first_deployment_in_one_command_and_a_regression_stopped(tmp_path):
       "size large"]
   assert publish.main([f"--model_base_path={models}", "--model=synthetic",
                        "--label=stable", "--version=2"]) == 1  # No blessing.
+  card = (model / "2" / "assets.extra" / "model_card" / "MODEL_CARD.md")
+  assert "blessed False" in card.read_text()
+  assert "reason: primary (defect-image Dice)" in card.read_text()
 
   # The champion against itself: blessed (every delta 0).
   same = _main(good, data, models, "--mode=gate")

@@ -15,6 +15,7 @@ version exported from the gated checkpoint, if the gate blessed it.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import jax
@@ -24,8 +25,11 @@ from chameleon_jax import atomic
 from chameleon_jax.components import build
 from chameleon_jax.governance import gate as gate_lib
 from chameleon_jax.governance import ledger
-from chameleon_jax.governance.versions import (metadata, model_dir,
-                                               read_labels, version_evidence)
+from chameleon_jax.governance import card_render
+from chameleon_jax.governance.model_card import CardError
+from chameleon_jax.governance.versions import (CARD, metadata, model_dir,
+                                               published, read_labels,
+                                               version_evidence)
 from chameleon_jax.model_io.card import params_digest
 from chameleon_jax.model_io.state import eval_params
 
@@ -120,7 +124,20 @@ def gate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if jax.process_index() == 0:
     ledger.append(ledger_path, "gate", verdict)
     atomic.write_json(Path(workdir) / "eval" / "gate.json", verdict)
+    refresh_cards(base, name, candidate.identity["params_sha256"])
   return verdict
+
+
+def refresh_cards(base: Path, name: str, digest: str) -> None:
+  """Renders the ledger's records into the cards of the versions holding
+  these parameters (a version without a card is left as it is)."""
+  records = ledger.read(model_dir(base, name) / ledger.LEDGER)
+  for version in versions_of(base, name, digest):
+    try:
+      card_render.refresh(model_dir(base, name) / str(version) / CARD,
+                          records)
+    except CardError as e:
+      logging.warning("version %d: card not refreshed: %s", version, e)
 
 
 def promote(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -141,8 +158,7 @@ def promote(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f"{'; '.join(verdict.get('reasons', []))}); nothing to promote.")
   base, name = Path(verdict["model"]["base_path"]), verdict["model"]["name"]
   digest = verdict["candidate"]["params_sha256"]
-  matching = [v for v in publish.versions(model_dir(base, name))
-              if version_digest(base, name, v) == digest]
+  matching = versions_of(base, name, digest)
   if not matching:
     raise gate_lib.GateError(
         f"no version under {model_dir(base, name)} holds the gated "
@@ -150,6 +166,12 @@ def promote(config: ml_collections.ConfigDict, workdir: str) -> dict:
   record = publish.promote(base, name, matching[-1])
   return {"version": record["version"], "kind": record["kind"],
           "previous": record["previous"]}
+
+
+def versions_of(base: Path, name: str, digest: str) -> list[int]:
+  """The published versions that hold the parameters with this digest."""
+  return [v for v in published(model_dir(base, name))
+          if version_digest(base, name, v) == digest]
 
 
 def version_digest(base: Path, name: str, version: int) -> str | None:

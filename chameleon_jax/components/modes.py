@@ -7,6 +7,7 @@ see a config.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -15,8 +16,9 @@ from typing import Any
 import jax
 import ml_collections
 
-from chameleon_jax import sharding
+from chameleon_jax import atomic, sharding
 from chameleon_jax.components import build
+from chameleon_jax.components import card as card_mode
 from chameleon_jax.evaluation import decision
 from chameleon_jax.evaluation import inference
 from chameleon_jax.evaluation import report as eval_report
@@ -72,6 +74,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   started = time.perf_counter()
   mesh = sharding.make_mesh()
   ds = build.open_dataset(config, workdir)
+  if jax.process_index() == 0:  # What the model card reports as trained.
+    atomic.write_json(Path(workdir) / card_mode.TRAINED_CONFIG, json.loads(json.dumps(
+        build.to_dict(config), default=repr)))
   data_iter = build.train_iterator(config, ds, mesh, jax.process_index(),
                                    jax.process_count())
   return loop.train(
@@ -141,13 +146,18 @@ def export(config: ml_collections.ConfigDict, workdir: str) -> dict:
   evaluation = build.eval_settings(config)
   rule = (decision.load_rule(workdir)  # Refuses: no rule calibrated yet.
           if evaluation.calibrated and task == "segmentation" else None)
-  return run.run(
+  exported = run.run(
       workdir, build.restore(config, workdir, settings.checkpoint), settings,
       run.ModelInput(task=task, scale=float(config.data.scale),
                      image_size=build.image_size(config),
                      data_name=config.data.name, decision=rule,
                      flip_tta=evaluation.flip_tta),
       config_sha256=build.config_digest(config))
+  if jax.process_index() == 0:  # The card of the new version.
+    base = Path(settings.model_base_path or Path(workdir) / "serving")
+    exported["model_card"] = str(card_mode.write(
+        config, workdir, base, exported["model_name"], exported["version"]))
+  return exported
 
 
 def render(config: ml_collections.ConfigDict, workdir: str, target: str,

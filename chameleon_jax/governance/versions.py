@@ -5,6 +5,8 @@ it): version labels, and the evaluation evidence stored with a version.
   <base>/<NAME>/<version>/assets.extra/export_metadata.json
   <base>/<NAME>/<version>/assets.extra/evaluation/<split>_per_image.json,
                                                  <split>_metrics.json
+  <base>/<NAME>/<version>/assets.extra/model_card/  the model card
+                                                 (model_card.py, card_render.py)
   <base>/<NAME>/blessings.jsonl                  the ledger (ledger.py)
 
 Plain JSON, so the gate needs no TensorFlow.
@@ -20,11 +22,21 @@ from chameleon_jax.governance.gate import Evidence, GateError
 LABELS = "labels.json"
 METADATA = "assets.extra/export_metadata.json"
 EVIDENCE = "assets.extra/evaluation"
+CARD = "assets.extra/model_card"
 
 
 def model_dir(base: str | Path, name: str) -> Path:
   """<base>/<name>: one served model's versions, labels and ledger."""
   return Path(base) / name
+
+
+def published(directory: Path) -> list[int]:
+  """The integer versions published under a model directory, ascending."""
+  directory = Path(directory)
+  if not directory.is_dir():
+    return []
+  return sorted(int(p.name) for p in directory.iterdir()
+                if p.is_dir() and p.name.isdigit())
 
 
 def read_labels(directory: Path) -> dict[str, int]:
