@@ -192,3 +192,27 @@ def test_refresh_renders_the_ledger_and_keeps_the_rest(tiny_dataset,
   (directory / "model_card.json").write_text('{"schema_version": 0}')
   with pytest.raises(mc.CardError, match="schema_version 0"):
     card_render.refresh(directory, [])
+
+
+def test_robustness_headline_of_the_exported_checkpoint_only():
+  models = ["member 0", "member 1", "ensemble"]
+  clean = {"member 0": 0.60, "member 1": 0.50, "ensemble": 0.65}
+  results = {
+      "models": models, "num_images": 32,
+      "members": [{"workdir": "a", "checkpoint": "best", "step": 7},
+                  {"workdir": "b", "checkpoint": "best", "step": 9}],
+      "clean": {m: {"defect_image_dice": v} for m, v in clean.items()},
+      "corruptions": {name: {"group": "noise"} for name in "abcd"},
+      "summary": {"mce": {m: 1.2 for m in models}, "corruptions": {
+          name: {m: {"mean": mean, "ce": 1.1} for m in models}
+          for name, mean in zip("abcd", (0.5, 0.1, 0.4, 0.3))}},
+      "attacks": {"fgsm": {"epsilons": [0.0, 2 / 255], "crafted_on": {
+          "ensemble": {"metrics": {"ensemble": [
+              {"defect_image_dice": 0.65}, {"defect_image_dice": 0.2}]}}}}}}
+  r = mc.robustness_section(results, step=7)
+  assert [c["name"] for c in r["worst_corruptions"]] == ["b", "d", "c"]
+  assert r["ensemble_gain"] == pytest.approx(0.05)
+  assert r["worst_attacks"] == [{"name": "fgsm", "crafted_on": "ensemble",
+                                 "epsilon": 2 / 255, "value": 0.2}]
+  assert r["clean"] == 0.65 and r["model"] == "ensemble"
+  assert mc.robustness_section(results, step=8) is None  # Another checkpoint.

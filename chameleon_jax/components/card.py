@@ -99,7 +99,8 @@ def build_card(config: ml_collections.ConfigDict, workdir: str,
                 "differences": differences},
       evaluation=evaluation,
       decision=mc.decision_section(_read(evidence / "decision.json")),
-      robustness=mc.robustness_section(robustness),
+      robustness=mc.robustness_section(robustness,
+                                       meta["checkpoint"]["step"]),
       gate=mc.gate_section(ledger.read(versions.model_dir(base, name) /
                                        ledger.LEDGER), digest),
       export=mc.export_section(meta), stack=mc.stack_section())

@@ -195,12 +195,14 @@ def _decision(card) -> list[str]:
 def _robustness(card) -> list[str]:
   r = card["robustness"]
   if not r:
-    return ["## Robustness", "", "--mode=robustness has not run.", ""]
+    return ["## Robustness", "", "No robustness report of this checkpoint "
+            "(--mode=robustness before --mode=export writes one).", ""]
   lines = ["## Robustness", "",
            f"Model `{r['model']}` on {r['images']} images: clean "
            f"{r['metric']} {_fmt(r['clean'])}, mCE {_fmt(r['mce'])}, "
-           f"ensemble gain over its best member {_fmt(r['ensemble_gain'])}.",
-           ""]
+           f"ensemble gain over its best member {_fmt(r['ensemble_gain'])}; "
+           "members: " + ", ".join(f"{m['workdir']} (step {m['step']})"
+                                   for m in r["members"]) + ".", ""]
   for c in r["worst_corruptions"]:
     lines.append(f"- corruption {c['name']} ({c['group']}): mean "
                  f"{_fmt(c['mean'])}, CE {_fmt(c['ce'])}")

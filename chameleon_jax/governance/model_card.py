@@ -28,7 +28,8 @@ config):
               its Clopper-Pearson interval; pixel IoU / Dice per class
   decision    the served image-level rule and the false-alarm budget it
               was calibrated within (None: argmax masks)
-  robustness  when --mode=robustness ran: clean figure, mCE, the worst
+  robustness  when --mode=robustness ran on the exported checkpoint (as the
+              first member): clean figure, mCE, the worst
               corruptions and attacks, the ensemble's gain over its best
               member
   gate        the ledger's records about these parameters (verdicts with
@@ -252,10 +253,11 @@ def decision_section(decision: dict | None) -> dict | None:
                               in ("defect_image_dice", "false_alarm_rate")}}
 
 
-def robustness_section(results: dict | None,
+def robustness_section(results: dict | None, step: int,
                        metric: str = "defect_image_dice") -> dict | None:
-  """The robustness report's headline (robustness/results.json)."""
-  if not results:
+  """The robustness report's headline (robustness/results.json), when its
+  first member is the checkpoint at `step` (the exported one); else None."""
+  if not results or results["members"][0]["step"] != step:
     return None
   models = results["models"]
   model = models[-1]
@@ -280,6 +282,8 @@ def robustness_section(results: dict | None,
     members = [results["clean"][m][metric] for m in models if m != "ensemble"]
     gain = results["clean"]["ensemble"][metric] - max(members)
   return {"metric": metric, "model": model, "images": results["num_images"],
+          "members": [{k: m[k] for k in ("workdir", "checkpoint", "step")}
+                      for m in results["members"]],
           "clean": clean, "mce": _finite(results["summary"]["mce"][model]),
           "worst_corruptions": corruptions[:WORST],
           "worst_attacks": attacks[:WORST], "ensemble_gain": gain}
