@@ -172,6 +172,25 @@ def test_markdown_front_matter_and_a_self_contained_page(tiny_dataset,
   assert "Not signed" in card_render.markdown(unsigned)
 
 
+def test_hugging_face_reads_the_model_index(tiny_dataset, tmp_path):
+  """The front matter as huggingface_hub (the anchor, a test dependency
+  through timm) parses it: one EvalResult per figure, offline."""
+  hub = pytest.importorskip("huggingface_hub")
+  card, _ = make_card(tiny_dataset.path, mc.read_human(None))
+  card_render.write(tmp_path, card)
+  parsed = hub.ModelCard.load(tmp_path / "MODEL_CARD.md")
+  assert parsed.data.model_name == "tiny version 2"
+  results = parsed.data.eval_results
+  figures = [f for f in card["evaluation"]["figures"] if f["value"] is not None]
+  assert len(results) == len(figures) + 1  # + the false-alarm rate
+  for result, figure in zip(results, figures):
+    assert result.metric_value == round(figure["value"], 4)
+    assert result.task_type == "image-segmentation"
+    assert result.dataset_revision == card["data"]["dataset_hash"]
+    assert result.dataset_split == "test" and result.verified is False
+  assert results[-1].metric_type == "false_alarm_rate"
+
+
 def test_refresh_renders_the_ledger_and_keeps_the_rest(tiny_dataset,
                                                        tmp_path):
   card, _ = make_card(tiny_dataset.path, mc.read_human(None))
@@ -208,11 +227,14 @@ def test_robustness_headline_of_the_exported_checkpoint_only():
           for name, mean in zip("abcd", (0.5, 0.1, 0.4, 0.3))}},
       "attacks": {"fgsm": {"epsilons": [0.0, 2 / 255], "crafted_on": {
           "ensemble": {"metrics": {"ensemble": [
-              {"defect_image_dice": 0.65}, {"defect_image_dice": 0.2}]}}}}}}
+              {"defect_image_dice": 0.65}, {"defect_image_dice": 0.2}],
+                                   "member 0": [
+              {"defect_image_dice": 0.60}, {"defect_image_dice": 0.3}]}}}}}}
   r = mc.robustness_section(results, step=7)
   assert [c["name"] for c in r["worst_corruptions"]] == ["b", "d", "c"]
   assert r["ensemble_gain"] == pytest.approx(0.05)
+  assert r["ensemble_clean"] == 0.65
   assert r["worst_attacks"] == [{"name": "fgsm", "crafted_on": "ensemble",
-                                 "epsilon": 2 / 255, "value": 0.2}]
-  assert r["clean"] == 0.65 and r["model"] == "ensemble"
+                                 "epsilon": 2 / 255, "value": 0.3}]
+  assert r["clean"] == 0.60 and r["model"] == "member 0"
   assert mc.robustness_section(results, step=8) is None  # Another checkpoint.

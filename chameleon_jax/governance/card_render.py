@@ -197,12 +197,17 @@ def _robustness(card) -> list[str]:
   if not r:
     return ["## Robustness", "", "No robustness report of this checkpoint "
             "(--mode=robustness before --mode=export writes one).", ""]
+  ensemble = (f" An ensemble with {len(r['members']) - 1} other member(s) "
+              f"(" + ", ".join(f"{m['workdir']} step {m['step']}"
+                               for m in r["members"][1:]) +
+              f"): clean {_fmt(r['ensemble_clean'])}, "
+              f"{_fmt(r['ensemble_gain'])} over its best member."
+              if r["ensemble_gain"] is not None else "")
   lines = ["## Robustness", "",
-           f"Model `{r['model']}` on {r['images']} images: clean "
-           f"{r['metric']} {_fmt(r['clean'])}, mCE {_fmt(r['mce'])}, "
-           f"ensemble gain over its best member {_fmt(r['ensemble_gain'])}; "
-           "members: " + ", ".join(f"{m['workdir']} (step {m['step']})"
-                                   for m in r["members"]) + ".", ""]
+           f"This checkpoint on {r['images']} {card['evaluation']['split']} "
+           f"images: clean {r['metric']} {_fmt(r['clean'])}, mCE "
+           f"{_fmt(r['mce'])} (corruption error relative to clean; 1 = no "
+           f"worse).{ensemble}", ""]
   for c in r["worst_corruptions"]:
     lines.append(f"- corruption {c['name']} ({c['group']}): mean "
                  f"{_fmt(c['mean'])}, CE {_fmt(c['ce'])}")
@@ -255,7 +260,8 @@ def metrics_plot(card: dict) -> bytes:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   ev = card["evaluation"]
-  rows = [(LABELS.get(f["name"], f["name"]), f) for f in ev["figures"]]
+  rows = [(_plot_label(f["name"], ev.get("size_bounds")), f)
+          for f in ev["figures"]]
   if ev.get("false_alarm"):
     rows.append(("false-alarm rate", ev["false_alarm"]))
   fig, ax = plt.subplots(figsize=(7.5, 0.42 * max(len(rows), 3) + 1.2))
@@ -271,7 +277,11 @@ def metrics_plot(card: dict) -> bytes:
             transform=ax.get_yaxis_transform())
   budget = (card.get("decision") or {}).get("false_alarm_budget")
   if budget is not None and ev.get("false_alarm"):
-    ax.plot([budget] * 2, [len(rows) - 1.4, len(rows) - 0.6], "r--", lw=1)
+    ax.plot([budget] * 2, [len(rows) - 1.4, len(rows) - 0.6], "r--", lw=1,
+            label=f"false-alarm budget {budget:g} (calibration)")
+    ax.legend(fontsize=7, loc="lower right")
+  ax.set_xlabel("Dice (primary, classes); share of components found (size); "
+                "rate (false alarms)", fontsize=8)
   ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
   ax.invert_yaxis()
   ax.set_xlim(0, 1)
@@ -283,15 +293,24 @@ def metrics_plot(card: dict) -> bytes:
   return _png(fig)
 
 
+def _plot_label(name: str, bounds) -> str:
+  if name.startswith("size ") and bounds:
+    bucket = name[5:]
+    limit = {"tiny": f"<= {bounds[0]:g} px", "large": f"> {bounds[1]:g} px",
+             "small": f"{bounds[0]:g}-{bounds[1]:g} px"}[bucket]
+    return f"size {bucket} ({limit})"
+  return LABELS.get(name, name)
+
+
 def data_plot(card: dict) -> bytes:
   """Images per split: defect-free and per defect class."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   d = card["data"]
-  splits = list(d["splits"])
+  splits = list(d["splits"])  # train, val, test (model_card.data_section)
   names = ["defect-free"] + d["class_names"][1:]
-  fig, ax = plt.subplots(figsize=(7.5, 2.8))
+  fig, ax = plt.subplots(figsize=(8.5, 2.8))
   width = 0.8 / len(names)
   for j, name in enumerate(names):
     values = [d["splits"][s]["defect_free"] if j == 0 else
@@ -301,7 +320,7 @@ def data_plot(card: dict) -> bytes:
   ax.set_xticks([i + 0.4 - width / 2 for i in range(len(splits))], splits)
   ax.set_yscale("symlog")
   ax.set_ylabel("images")
-  ax.legend(fontsize=7, ncol=min(len(names), 4))
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
   ax.set_title(f"{d['name']} ({d['dataset_hash'][:12]})", fontsize=9)
   fig.tight_layout()
   return _png(fig)

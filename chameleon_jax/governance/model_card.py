@@ -29,9 +29,9 @@ config):
   decision    the served image-level rule and the false-alarm budget it
               was calibrated within (None: argmax masks)
   robustness  when --mode=robustness ran on the exported checkpoint (as the
-              first member): clean figure, mCE, the worst
-              corruptions and attacks, the ensemble's gain over its best
-              member
+              first member): its clean figure, mCE, worst corruptions
+              and attacks; with other members, the ensemble's clean figure
+              and its gain over the best member
   gate        the ledger's records about these parameters (verdicts with
               the primary delta and interval, promotions, rollbacks)
   export      verification figures (max |logit diff| per check), platforms,
@@ -145,7 +145,9 @@ def data_section(dataset_dir: str | Path, source: str,
   manifest = _json(d / "manifest.json")
   classes = manifest["class_names"]
   splits = {}
-  for split, entry in sorted(manifest["splits"].items()):
+  order = {"train": 0, "val": 1, "test": 2}
+  for split, entry in sorted(manifest["splits"].items(),
+                             key=lambda kv: (order.get(kv[0], 3), kv[0])):
     labels = entry.get("label_counts", {})
     splits[split] = {"images": entry["count"],
                      "defect_free": entry.get("empty"),
@@ -260,7 +262,7 @@ def robustness_section(results: dict | None, step: int,
   if not results or results["members"][0]["step"] != step:
     return None
   models = results["models"]
-  model = models[-1]
+  model = models[0]  # The exported checkpoint (the first member).
   clean = results["clean"][model][metric]
   corruptions = sorted(
       ({"name": name, "group": entry.get("group"),
@@ -277,16 +279,18 @@ def robustness_section(results: dict | None, step: int,
                         "epsilon": entry["epsilons"][-1],
                         "value": values[-1][metric]})
   attacks.sort(key=lambda a: a["value"])
-  gain = None
+  gain = ensemble = None
   if "ensemble" in models and len(models) > 1:
     members = [results["clean"][m][metric] for m in models if m != "ensemble"]
-    gain = results["clean"]["ensemble"][metric] - max(members)
+    ensemble = results["clean"]["ensemble"][metric]
+    gain = ensemble - max(members)
   return {"metric": metric, "model": model, "images": results["num_images"],
           "members": [{k: m[k] for k in ("workdir", "checkpoint", "step")}
                       for m in results["members"]],
           "clean": clean, "mce": _finite(results["summary"]["mce"][model]),
           "worst_corruptions": corruptions[:WORST],
-          "worst_attacks": attacks[:WORST], "ensemble_gain": gain}
+          "worst_attacks": attacks[:WORST], "ensemble_clean": ensemble,
+          "ensemble_gain": gain}
 
 
 def gate_section(records: list[dict], params_sha256: str | None) -> list:
