@@ -46,10 +46,10 @@ def get_config(variant: str = "multiclass"):
                          "defect_alarm", "cpu_unet")
   config.data.name = f"magnetic_tile_{variant}"
   config.data.source = "class_folders"
-  config.data.source_kwargs = {
+  config.data.source_kwargs.update({
       "root": str(SHARED / "data" / "magnetic_tile"), "classes": CLASSES,
       "images_subdir": "Imgs", "image_ext": ".jpg", "mask_ext": ".png",
-      "threshold": 128, "binary": variant == "binary", "channels": 1}
+      "threshold": 128, "binary": variant == "binary", "channels": 1})
   config.data.scale = 0.5
   config.data.image_size = (224, 320)  # multiple of the stride 32
   config.data.size_policy = "pad"

@@ -14,8 +14,8 @@ def get_config():
   config = segmentation.get_config()
   config.data.name = "synthetic"
   config.data.source = "synthetic"
-  config.data.source_kwargs = {"num_images": 800, "seed": 0, "channels": 1,
-                               "min_size": (96, 96), "max_size": (96, 96)}
+  config.data.source_kwargs.update({"num_images": 800, "seed": 0, "channels": 1,
+                               "min_size": (96, 96), "max_size": (96, 96)})
   config.data.image_size = (96, 96)
   config.data.size_policy = "resize"
   config.train.batch_size = 16

@@ -23,10 +23,10 @@ def get_config(variant: str = "grid"):
   config = segmentation.get_config()
   config.data.name = "synthetic_sweep"
   config.data.source = "synthetic"
-  config.data.source_kwargs = {"num_images": 320, "seed": 0, "channels": 1,
+  config.data.source_kwargs.update({"num_images": 320, "seed": 0, "channels": 1,
                                "min_size": (64, 64), "max_size": (64, 64),
                                "min_defect_fraction": 0.01,
-                               "max_defect_fraction": 0.05}
+                               "max_defect_fraction": 0.05})
   config.data.image_size = (64, 64)
   config.data.defect_image_fraction = 0.5
   config.model.kwargs.widths = (8, 16, 32, 64)

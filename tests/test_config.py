@@ -49,6 +49,23 @@ def _built(kind: str, name: str):
   raise AssertionError(f"no comparison for {kind} bindings yet: add one.")
 
 
+@pytest.mark.parametrize("path", ["experiments/quickstart.py",
+                                  "experiments/magnetic_tile.py",
+                                  "experiments/synthetic_sweep.py",
+                                  "tests/tiny_config.py"])
+def test_every_source_option_can_be_set_on_the_command_line(path):
+  """Issue 39, trap 5: an experiment that replaced data.source_kwargs
+  wholesale lost the template's unset options, and
+  --config.data.source_kwargs.channels=3 died with a bare
+  AttributeError: "'channels'"."""
+  from chameleon_jax.data import catalog
+  kwargs = _load(path).get_config().data.source_kwargs
+  assert set(catalog.options()) <= set(kwargs.keys())
+  # What a command-line override does (config_flags sets the dotted key).
+  kwargs.channels, kwargs.empty_fraction, kwargs.images_dir = 3, 0.0, "imgs"
+  assert kwargs.channels == 3 and kwargs.images_dir == "imgs"
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.gin")),
                          ids=lambda p: p.name)
 def test_every_shipped_gin_binding_changes_what_gets_built(path):

@@ -8,10 +8,10 @@ def get_config(variant: str = ""):
   larger defect class, long enough to learn it), classification."""
   config = segmentation.get_config()
   config.data.name = "tiny"
-  config.data.source_kwargs = {
+  config.data.source_kwargs.update({
       "num_images": 96, "seed": 3, "channels": 1, "min_size": (32, 32),
       "max_size": (32, 32), "min_defect_fraction": 0.01,
-      "max_defect_fraction": 0.05}
+      "max_defect_fraction": 0.05})
   config.data.image_size = (32, 32)
   config.data.augment.noise_std = 0.0
   config.model.kwargs = {"widths": (8, 16), "norm": "group"}
