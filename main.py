@@ -30,6 +30,7 @@ lists every model x encoder with parameters and FLOPs (needs no config).
 """
 
 import logging
+import math
 import os
 import sys
 
@@ -49,6 +50,12 @@ from chameleon_jax.sweeps.runner import SweepError
 
 MODES = ("ingest", "plan", "sweep", "train", "eval", "predict", "robustness",
          "export", "gate", "promote", "card", "render", "zoo")
+
+# Why a figure is NaN, by the end of its name.
+UNDEFINED = {"false_alarm_rate": "no defect-free image",
+             "defect_image_dice": "no defect image",
+             "defect_image_dice_std": "no defect image",
+             "defect_recall": "no defect image"}
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file "
                                 "(path[:variant]).", lock_config=True)
@@ -169,8 +176,14 @@ def _report(stage: str, metrics: dict, outputs: str | None = None) -> None:
     return
   print(f"== {stage} ==", file=sys.stdout)
   for key, value in metrics.items():
-    print(f"  {key}: {value:.4f}" if isinstance(value, float)
-          else f"  {key}: {value}", file=sys.stdout)
+    if isinstance(value, float) and math.isnan(value):
+      # An undefined figure (metrics/segmentation.py) is said to be one.
+      why = next((w for suffix, w in UNDEFINED.items()
+                  if key.endswith(suffix)), "undefined")
+      print(f"  {key}: not measurable ({why})", file=sys.stdout)
+    else:
+      print(f"  {key}: {value:.4f}" if isinstance(value, float)
+            else f"  {key}: {value}", file=sys.stdout)
   if outputs:
     print(f"  outputs: {outputs}", file=sys.stdout)
   sys.stdout.flush()

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Iterator
+
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -56,6 +59,20 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 def write_text(path: str | Path, text: str) -> Path:
   """Writes `text` (UTF-8) to `path` atomically; returns `path` as a Path."""
   return write_bytes(path, text.encode("utf-8"))
+
+
+def json_ready(value: Any) -> Any:
+  """`value` with NumPy scalars as Python ones and every non-finite float
+  as None: JSON has no NaN, and an undefined figure is null."""
+  if isinstance(value, dict):
+    return {str(k): json_ready(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [json_ready(v) for v in value]
+  if isinstance(value, (np.floating, np.integer, np.bool_)):
+    return json_ready(value.item())
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
 
 
 def write_json(path: str | Path, payload: Any, *, indent: int | None = 1,

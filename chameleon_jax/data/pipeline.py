@@ -14,6 +14,7 @@ process yields the same number of equally shaped batches.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Iterator
 
 import grain
@@ -139,10 +140,26 @@ def _defect_mix(ds: dataset_lib.Dataset, split: str, source: grain.MapDataset,
   defect = [i for i, a in enumerate(items) if a["foreground_fraction"] > 0]
   clean = [i for i, a in enumerate(items) if a["foreground_fraction"] == 0]
   per_batch = int(round(fraction * global_batch_size))
-  if (per_batch and not defect) or (per_batch < global_batch_size and not clean):
-    raise ValueError(
-        f"defect_image_fraction={fraction} needs defect and defect-free "
-        f"images; split {split!r} has {len(defect)} and {len(clean)}.")
+  if not defect and not clean:
+    raise ValueError(f"split {split!r} has no image.")
+  if per_batch < global_batch_size and not clean:
+    # Data where every image has a defect (NEU-Seg, road cracks, ...): the
+    # share cannot be honoured; every row is a defect image, which uniform
+    # sampling would give too (the class balance, if asked, still holds).
+    logging.warning(
+        "data.defect_image_fraction=%g asks for %d of %d rows per batch from "
+        "defect-free images, but split %r has no defect-free image: every "
+        "row comes from a defect image (data.defect_image_fraction=-1 says "
+        "so without this warning).", fraction,
+        global_batch_size - per_batch, global_batch_size, split)
+    per_batch = global_batch_size
+  elif per_batch and not defect:
+    logging.warning(
+        "data.defect_image_fraction=%g asks for %d of %d rows per batch from "
+        "defect images, but split %r has no defect image: every row comes "
+        "from a defect-free image.", fraction, per_batch, global_batch_size,
+        split)
+    per_batch = 0
   streams = [_endless(source, p, seed + 2 + j) if p else None
              for j, p in enumerate((defect, clean))]
   if class_balance and defect:

@@ -51,6 +51,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -272,12 +273,18 @@ def calibrate(items, max_false_alarm: float,
       if tables is not None:
         tables[ti].add(image, area, peak, component_classes(
             probs, components, n), inter if gt_area else np.zeros(n))
+  if not n_clean:
+    logging.warning("No defect-free image to calibrate on: the false-alarm "
+                    "budget %.3f cannot be checked; the rule maximises the "
+                    "defect-image Dice alone.", max_false_alarm)
   dice = dice_sum / max(n_defect, 1)
   false_alarm = alarms / max(n_clean, 1)
   usable = np.asarray(thresholds, np.float32)[:, None] <= seeds[None, :]
+  # Reported as undefined (NaN) without a defect-free image; chosen as 0.
+  reported = false_alarm if n_clean else np.full_like(false_alarm, np.nan)
   table = [{"threshold": float(t), "seed_threshold": seed_values[si],
             "min_area": int(a), "defect_image_dice": float(dice[ti, si, ai]),
-            "false_alarm_rate": float(false_alarm[ti, si, ai])}
+            "false_alarm_rate": float(reported[ti, si, ai])}
            for ti, t in enumerate(thresholds)
            for si in range(len(seeds)) if usable[ti, si]
            for ai, a in enumerate(min_areas)]
@@ -315,7 +322,7 @@ def calibrate(items, max_false_alarm: float,
   if best[1] is rule:
     return rule, table
   table.append({**_rule_fields(best[1]), "defect_image_dice": best[0],
-                "false_alarm_rate": best_fa})
+                "false_alarm_rate": best_fa if n_clean else float("nan")})
   return best[1], table
 
 
@@ -415,7 +422,9 @@ def validation_metrics(predict, state, ds, inp: pipeline.EvalInput, mesh,
   rule, table = calibrate(predictions(predict, state, ds, "val", inp, mesh),
                           budget, per_class=per_class)
   row = chosen_row(rule, table)
-  within = bool(within_budget(row["false_alarm_rate"], budget))
+  # No defect-free image (NaN): no false alarm can break the budget.
+  within = bool(math.isnan(row["false_alarm_rate"]) or
+                within_budget(row["false_alarm_rate"], budget))
   return {"calibrated/defect_image_dice": row["defect_image_dice"],
           "calibrated/false_alarm_rate": row["false_alarm_rate"],
           "calibrated/threshold": rule.threshold,
@@ -434,7 +443,7 @@ def save_rule(path: Path, rule: DecisionRule, table: list[dict],
   payload = {"rule": dataclasses.asdict(rule), "chosen_on": split,
              "max_false_alarm": max_false_alarm,
              "validation": chosen_row(rule, table), "grid": table}
-  atomic.write_json(path, payload)
+  atomic.write_json(path, atomic.json_ready(payload))
 
 
 def load_rule(workdir: str | Path) -> DecisionRule:

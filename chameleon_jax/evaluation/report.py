@@ -69,7 +69,8 @@ def run_eval(workdir: str | Path, restored: Restored,
                                      per_image["pred_area"])]
     for row, extra in zip(rows, per_image.get("evidence", ())):
       row.update(extra)
-    atomic.write_json(out / f"{split}_metrics.json", metrics)
+    atomic.write_json(out / f"{split}_metrics.json",
+                      atomic.json_ready(metrics))
     atomic.write_json(out / f"{split}_per_image.json", rows)
     _write_worst(settings.num_worst, inp, graphdef, state, ds, split, ids,
                  per_image, out / f"{split}_worst", maps)
@@ -187,7 +188,8 @@ def _write_classification(out: Path, split: str, metrics: dict, per_image,
           for i, t, p, c in zip(per_image["index"], per_image["label"],
                                 per_image["pred"], per_image["confidence"])]
   rows.sort(key=lambda r: (r["label"] == r["pred"], -r["confidence"]))
-  atomic.write_json(out / f"{split}_metrics.json", metrics)
+  atomic.write_json(out / f"{split}_metrics.json",
+                      atomic.json_ready(metrics))
   atomic.write_json(out / f"{split}_per_image.json", rows)
   confusion_plot(np.asarray(metrics["confusion"]), class_names,
                           out / f"{split}_confusion.png",

@@ -50,8 +50,11 @@ def summarize_classification(sums: dict, class_names: Sequence[str]
   for name, r, p in zip(class_names, recall, precision):
     out[f"recall/{name}"] = float(r)
     out[f"precision/{name}"] = float(p)
-  out["false_alarm_rate"] = float(conf[0, 1:].sum() / max(support[0], 1))
-  out["defect_recall"] = float(conf[1:, 1:].sum() / max(support[1:].sum(), 1))
+  # Undefined (NaN) without the images they are rates of.
+  out["false_alarm_rate"] = (float(conf[0, 1:].sum() / support[0])
+                             if support[0] else float("nan"))
+  out["defect_recall"] = (float(conf[1:, 1:].sum() / support[1:].sum())
+                          if support[1:].sum() else float("nan"))
   out["num_images"] = float(sums["num_images"])
   out["confusion"] = conf.astype(int).tolist()
   return out

@@ -116,10 +116,11 @@ def summarize_images(results: Sequence[dict], pixel_confusion: np.ndarray,
       if defect else float("nan"),
       "defect_image_dice_std": float(np.std([r["dice"] for r in defect]))
       if defect else float("nan"),
-      "false_alarm_rate": len([r for r in clean if r["alarm"]]) /
-      max(len(clean), 1),
-      "defect_recall": len([r for r in defect if r["alarm"]]) /
-      max(len(defect), 1),
+      # Undefined (NaN; JSON null) without the images they are rates of.
+      "false_alarm_rate": len([r for r in clean if r["alarm"]]) / len(clean)
+      if clean else float("nan"),
+      "defect_recall": len([r for r in defect if r["alarm"]]) / len(defect)
+      if defect else float("nan"),
       "num_defect_images": len(defect), "num_defect_free_images": len(clean),
       "image_confusion": images.tolist(),
   }

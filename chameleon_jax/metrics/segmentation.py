@@ -10,6 +10,9 @@ defined in images.py):
   false_alarm_rate   fraction of defect-free images with an alarm (at least
                      min_defect_area pixels predicted as any defect class);
   defect_image_dice  mean image Dice over the defect images.
+Either is NaN (undefined; null in JSON, "not measurable" when printed) when
+the split has no image of its kind: a data set where every image has a
+defect has no false-alarm rate, not a rate of 0.
 """
 
 from __future__ import annotations
@@ -85,14 +88,20 @@ def summarize(sums: dict, class_names: Sequence[str]) -> dict[str, float]:
   out["mean_defect_iou"] = _nanmean(iou[defect])
   out["mean_defect_dice"] = _nanmean(dice[defect])
   out["pixel_accuracy"] = float(tp.sum() / max(conf.sum(), 1))
-  out["defect_image_dice"] = float(
-      sums["defect_image_dice_sum"] / max(sums["num_defect_images"], 1))
-  out["false_alarm_rate"] = float(
-      sums["num_false_alarms"] / max(sums["num_defect_free_images"], 1))
+  out["defect_image_dice"] = _rate(sums["defect_image_dice_sum"],
+                                   sums["num_defect_images"])
+  out["false_alarm_rate"] = _rate(sums["num_false_alarms"],
+                                  sums["num_defect_free_images"])
   out["num_images"] = float(sums["num_images"])
   out["num_defect_images"] = float(sums["num_defect_images"])
   out["num_defect_free_images"] = float(sums["num_defect_free_images"])
   return out
+
+
+def _rate(numerator, count) -> float:
+  """numerator / count; NaN (undefined, JSON null) when count is 0."""
+  count = float(count)
+  return float(numerator) / count if count else float("nan")
 
 
 def _nanmean(x: np.ndarray) -> float:

@@ -89,7 +89,7 @@ def write(results: dict[str, Any], examples: dict[str, dict], out_dir: Path,
   if results.get("summary", {}).get("metric") != metric:
     results = {**results, "summary": summarize(results, metric)}
   atomic.write_bytes(out_dir / "results.json",
-                json.dumps(_json_ready(results), indent=1).encode() + b"\n")
+                json.dumps(atomic.json_ready(results), indent=1).encode() + b"\n")
   figures = {}
   if results["corruptions"]:
     figures["corruptions.png"] = _plot_corruptions(results, metric)
@@ -297,15 +297,3 @@ def _img(png: bytes) -> str:
 
 def _slug(label: str) -> str:
   return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_")
-
-
-def _json_ready(value):
-  if isinstance(value, dict):
-    return {str(k): _json_ready(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_json_ready(v) for v in value]
-  if isinstance(value, float) and not math.isfinite(value):
-    return None
-  if isinstance(value, (np.floating, np.integer)):
-    return _json_ready(value.item())
-  return value
