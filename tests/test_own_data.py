@@ -1,5 +1,6 @@
-"""Issue 39's traps on a user's own data, one test each (written to fail on
-the code before the fix): data where every image has a defect."""
+"""Issue 39's traps on a user's own data, one test each (each failed on the
+code before its fix): data where every image has a defect, colour images
+brought to one channel."""
 
 import json
 
@@ -58,3 +59,30 @@ def test_rates_without_their_images_are_undefined_not_zero():
   assert atomic.json_ready({"a": float("nan"), "b": [np.float32(0.5)],
                             "c": np.int64(2)}) == {"a": None, "b": [0.5],
                                                    "c": 2}
+
+
+def test_predict_takes_the_colour_images_ingest_took(tmp_path):
+  """Trap 4: ingest brought RGB images to the model's one channel, predict
+  refused the same files ("3 channels, the model expects 1"). Predict now
+  converts as ingest does (one function, sources.to_channels)."""
+  import numpy as np
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  root = tmp_path / "raw"
+  (root / "images").mkdir(parents=True)
+  (root / "masks").mkdir()
+  for i in range(24):
+    image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[8:8 + i % 8 + 2, 10:14] = 1
+    Image.fromarray(image).save(root / "images" / f"p{i:02d}.png")
+    Image.fromarray(mask).save(root / "masks" / f"p{i:02d}.png")
+  workdir = tmp_path / "run"
+  result = run_main(
+      f"{CONFIG}:folders", f"--workdir={workdir}",
+      "--mode=ingest,train,predict", f"--config.data.root={tmp_path / 'data'}",
+      f"--config.data.source_kwargs.root={root}",
+      "--config.data.source_kwargs.channels=1", "--config.train.steps=3",
+      "--config.train.batch_size=4", f"--config.predict.input_dir={root}/images")
+  assert "== predict ==" in result.stdout
+  assert len(list((workdir / "predictions").glob("*.png"))) >= 24

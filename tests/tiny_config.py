@@ -5,7 +5,8 @@ from configs import segmentation
 
 def get_config(variant: str = ""):
   """The tiny experiment; variants: unet_wide (another model), learn (one
-  larger defect class, long enough to learn it), classification."""
+  larger defect class, long enough to learn it), folders (image and mask
+  folders at data.source_kwargs.root), classification."""
   config = segmentation.get_config()
   config.data.name = "tiny"
   config.data.source_kwargs.update({
@@ -32,6 +33,11 @@ def get_config(variant: str = ""):
     config.train.learning_rate = 5e-3
     config.train.log_every = 100
     config.train.checkpoint_every = 300
+  if variant == "folders":  # Your own images and masks (source_kwargs.root).
+    config.data.source = "image_mask_folders"
+    for option in ("num_images", "seed", "min_size", "max_size",
+                   "min_defect_fraction", "max_defect_fraction"):
+      config.data.source_kwargs[option] = None  # Back to unset.
   if variant == "classification":  # Per-image labels (dominant class).
     config.task = "classification"
     config.model.name = "classifier"

@@ -108,8 +108,10 @@ def resolve_under(root: Path, path: str | Path, where: str,
   return resolved
 
 
-def _to_channels(image: np.ndarray, channels: int, path: Path) -> np.ndarray:
-  """Adapts grey <-> RGB; anything else is an error naming the file."""
+def to_channels(image: np.ndarray, channels: int, path: Path) -> np.ndarray:
+  """Adapts grey <-> RGB (grey = ITU-R 601 luma, rounded in the image's
+  dtype); anything else is an error naming the file. The one conversion:
+  ingest applies it to every source image, predict to every raw image."""
   have = image.shape[2]
   if have == channels:
     return image
@@ -132,7 +134,7 @@ def read_image(path: Path, channels: int,
     return Rejected(str(path), "missing image file.")
   try:
     data = path.read_bytes() if data is None else data
-    return _to_channels(imio.load_image(path, data), channels, path), data
+    return to_channels(imio.load_image(path, data), channels, path), data
   except OSError as e:
     return Rejected(str(path), f"cannot read ({e}).")
   except (imio.DecodeError, ValueError) as e:

@@ -11,7 +11,7 @@ import numpy as np
 from chameleon_jax import atomic
 from chameleon_jax.data import images as imio
 from chameleon_jax.data.transforms import to_unit_float
-from chameleon_jax.data import overlays
+from chameleon_jax.data import overlays, sources
 from chameleon_jax.evaluation import decision
 from chameleon_jax.evaluation.settings import PredictSettings
 from chameleon_jax.evaluation.sliding_window import sliding_window
@@ -88,13 +88,8 @@ def predict_folder(workdir: str | Path, restored: Restored,
                      f"model stride {stride}.")
   summary = []
   for path in files:
-    image = imio.load_image(path)
-    if image.shape[2] != channels:
-      if image.shape[2] == 1:
-        image = np.repeat(image, channels, axis=2)
-      else:
-        raise ValueError(f"{path}: {image.shape[2]} channels, the model "
-                         f"expects {channels}.")
+    # As ingest brought the training images to the model's channels.
+    image = sources.to_channels(imio.load_image(path), channels, path)
     x = model_input(image, settings.scale)
     h, w = x.shape[:2]
     if window:
