@@ -58,11 +58,14 @@ def server(tmp_path_factory):
   base = tmp / "models"
   from export import publish
   assert _publish(base, tmp, 0, "canary") == 1
-  publish.promote(base, NAME, 1, force_reason="test fixture: first version")
+  # The serving layout as a promotion leaves it (governance, which needs a
+  # blessing and a signed model card, is tested in test_export/test_gate).
+  publish.write_labels(base / NAME, {"stable": 1, "canary": 1})
   assert _publish(base, tmp, 1, "canary") == 2
   _saved_model(tmp / "other", 5)  # A second model beside the first.
   publish.publish(tmp / "other", base, "other", [], {}, label="")
-  publish.promote(base, "other", 1, force_reason="test fixture")
+  publish.write_labels(base / "other", {"stable": 1})
+  publish.write_server_files(base)
   srv = Server(str(base), portpicker.pick_unused_port(),
                portpicker.pick_unused_port(), poll_seconds=0.3,
                max_batch_size=8, batch_timeout_s=0.05).start()
