@@ -247,3 +247,44 @@ def test_stop_at_then_resume_equals_a_straight_run(ingested, tmp_path):
   last = lambda w: [json.loads(l) for l in (w / "metrics.jsonl").read_text()
                     .splitlines()][-1]
   assert last(rung) == last(tmp_path / "straight")
+
+
+def _damage(step_dir: Path, how: str) -> None:
+  if how == "truncated data file":  # Half of the largest array chunk.
+    chunks = [p for p in (step_dir / "state").rglob("*") if p.is_file()
+              and "ocdbt.process" in str(p)]
+    biggest = max(chunks, key=lambda p: p.stat().st_size)
+    biggest.write_bytes(biggest.read_bytes()[:biggest.stat().st_size // 2])
+  else:  # A 0-byte meta/metadata (a crash between create and write).
+    (step_dir / "meta" / "metadata").write_bytes(b"")
+
+
+@pytest.mark.parametrize("how", ["truncated data file", "empty metadata"])
+def test_a_corrupt_latest_checkpoint_costs_one_checkpoint(ingested, tmp_path,
+                                                          how):
+  """Issue 37, item 5: training resumes from the step before a damaged
+  latest checkpoint, which is kept aside, not deleted; when every step is
+  damaged the error names each one."""
+  workdir = tmp_path / "run"
+  args = [CONFIG, f"--workdir={workdir}", "--mode=train",
+          f"--config.data.root={ingested}",
+          "--config.train.checkpoint_every=5",
+          "--config.train.keep_checkpoints=3"]
+  run_main(*args, "--config.train.steps=10")
+  _damage(workdir / "checkpoints" / "10", how)
+  resumed = run_main(*args, "--config.train.steps=15")
+  assert "Checkpoint step 10 in" in resumed.stderr
+  assert "Resumed from step 5 of" in resumed.stderr
+  assert (workdir / "checkpoints.corrupt" / "10" / "meta").is_dir()
+  assert ckpt_steps(workdir) == [5, 10, 15]  # 10 saved again, anew.
+  for step in ckpt_steps(workdir):
+    _damage(workdir / "checkpoints" / str(step), "empty metadata")
+  failed = run_main(*args, "--config.train.steps=20", check=False)
+  assert failed.returncode != 0
+  assert "no checkpoint in" in failed.stderr
+  assert all(f"step {s}: " in failed.stderr for s in ckpt_steps(workdir))
+
+
+def ckpt_steps(workdir: Path) -> list[int]:
+  from chameleon_jax.model_io.checkpoint import saved_steps
+  return saved_steps(workdir)

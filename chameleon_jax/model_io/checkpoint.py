@@ -12,11 +12,19 @@ one barrier in multi-process runs).
 A checkpoint records the model signature (architecture name and options);
 resuming a workdir with a different model is refused with the differing keys
 named, instead of an opaque shape error.
+
+A bad checkpoint costs one checkpoint: a latest step that cannot be read
+(a truncated data file, an empty metadata file) is moved aside to
+<workdir>/checkpoints.corrupt/<step>/ (kept for inspection, never deleted)
+with a warning naming the step, the file and the error, and the next older
+step is restored. Only when every step is unreadable does restoring fail
+(`CheckpointError`, each step and its error named).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +36,11 @@ from chameleon_jax.model_io.state import TrainState
 
 
 LATEST_DIR = "checkpoints"  # <workdir>/checkpoints/<step>/: the resumable ones.
+CORRUPT_DIR = "checkpoints.corrupt"  # Unreadable steps, moved aside.
+
+
+class CheckpointError(RuntimeError):
+  """No checkpoint of the workdir can be read (each step's error named)."""
 
 
 class ModelMismatchError(ValueError):
@@ -103,21 +116,51 @@ class Checkpointer:
 
   def restore(self, abstract_state: TrainState, signature: dict, *,
               best: bool = False) -> tuple[TrainState, dict | None, int] | None:
-    """Restores (state, data_state, step) from the latest (or best) step;
-    None where there is none. `data_state` is None for a best checkpoint.
+    """Restores (state, data_state, step) from the latest readable (or the
+    best) step; None where there is none. `data_state` is None for a best
+    checkpoint. Unreadable latest steps are moved aside (module docstring).
 
     Raises:
       ValueError: `best` without a best metric (no best checkpoints kept).
       ModelMismatchError: the checkpoint's signature is not `signature`.
+      CheckpointError: no step can be read (the best one, when `best`).
     """
     if best and self._best is None:
       raise ValueError("No best checkpoints are kept (no best_metric): "
                        "restore the latest instead.")
     manager = self._best if best else self._latest
-    step = (manager.best_step() if manager is self._best
-            else manager.latest_step())
-    if step is None:
+    steps = ([manager.best_step()] if best else
+             sorted(manager.all_steps(), reverse=True))
+    failures = []
+    for step in (s for s in steps if s is not None):
+      try:
+        restored = self._read(manager, step, abstract_state, signature)
+      except ModelMismatchError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except
+        # Orbax/TensorStore raise many types (OUT_OF_RANGE, JSON errors).
+        failures.append((step, f"{type(e).__name__}: {str(e)[:300]}"))
+        logging.warning("Checkpoint step %d in %s cannot be read (%s)%s.",
+                        step, manager.directory, failures[-1][1],
+                        "" if best else "; trying the next older step")
+        if best:
+          break
+        continue
+      if failures:
+        self._set_aside([s for s, _ in failures])
+      return restored
+    if not failures:
       return None
+    raise CheckpointError(
+        f"no checkpoint in {manager.directory} can be read: " + "; ".join(
+            f"step {s}: {why}" for s, why in failures) +
+        (". Evaluate eval.checkpoint='latest' instead." if best else
+         ". Restore them from a backup, or train in a new --workdir."))
+
+  def _read(self, manager, step: int, abstract_state: TrainState,
+            signature: dict) -> tuple[TrainState, dict | None, int]:
+    """(state, data_state, step) of one step; raises whatever Orbax raises
+    for unreadable files, ModelMismatchError for another model."""
     meta = manager.restore(step, args=ocp.args.Composite(
         meta=ocp.args.JsonRestore()))["meta"]
     check_signature(meta["signature"], signature, manager.directory / str(step))
@@ -126,6 +169,26 @@ class Checkpointer:
       items["data"] = ocp.args.JsonRestore()
     restored = manager.restore(step, args=ocp.args.Composite(**items))
     return restored["state"], restored.get("data"), step
+
+  def _set_aside(self, steps: list[int]) -> None:
+    """Moves unreadable latest steps to CORRUPT_DIR (process 0; the others
+    wait), so the run's next saves at those steps do not meet them."""
+    directory = Path(self._latest.directory)
+    if jax.process_index() == 0:
+      aside = directory.parent / CORRUPT_DIR
+      aside.mkdir(exist_ok=True)
+      for step in steps:
+        target = aside / str(step)
+        n = 1
+        while target.exists():
+          target, n = aside / f"{step}.{n}", n + 1
+        (directory / str(step)).rename(target)
+        logging.warning("Moved the unreadable checkpoint step %d to %s.",
+                        step, target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices("checkpoints set aside")
+    self._latest.reload()
 
   def wait(self) -> None:
     self._latest.wait_until_finished()
