@@ -281,7 +281,7 @@ def main():
     result = client.predict_encoded([encoded_image(path)])
     if "class_map" in result:
       mask = np.asarray(result["class_map"][0]).astype(np.uint8)
-      imio.save_png(out / f"{path.stem}_mask.png", mask)
+      imio.save_mask_png(out / f"{path.stem}_mask.png", mask)
       imio.save_png(out / f"{path.stem}_overlay.png",
                     overlays.panel(imio.load_image(path), None, mask))
       summary.append({"file": str(path),

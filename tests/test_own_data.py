@@ -85,4 +85,9 @@ def test_predict_takes_the_colour_images_ingest_took(tmp_path):
       "--config.data.source_kwargs.channels=1", "--config.train.steps=3",
       "--config.train.batch_size=4", f"--config.predict.input_dir={root}/images")
   assert "== predict ==" in result.stdout
-  assert len(list((workdir / "predictions").glob("*.png"))) >= 24
+  masks = sorted((workdir / "predictions").glob("*_mask.png"))
+  assert len(masks) == 24
+  # Trap 9: masks of class indices that a viewer shows in colour.
+  with Image.open(masks[0]) as mask:
+    assert mask.mode == "P" and mask.getpalette()[3:6] == [230, 25, 75]
+    assert np.asarray(mask).max() <= 1

@@ -161,7 +161,7 @@ def test_served_decisions_equal_predict_on_raw_images(calibrated, scale):
   for path in sorted(folder.glob("*.png")):
     image = imio.load_image(path)
     out = serve(images=tf.constant(image[None]))
-    mask = imio.load_image(predictions / f"{path.stem}_mask.png")[..., 0]
+    mask = imio.load_mask(predictions / f"{path.stem}_mask.png")
     row = summary[str(path)]
     assert bool(out["alarm"][0]) == row["alarm"], path.name
     assert abs(float(out["alarm_score"][0]) - row["alarm_score"]) <= (

@@ -20,6 +20,7 @@ import tifffile
 from PIL import Image
 
 from chameleon_jax import atomic
+from chameleon_jax.data import overlays
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 TIFF_EXTENSIONS = (".tif", ".tiff")
@@ -131,6 +132,29 @@ def save_png(path: str | os.PathLike[str], array: np.ndarray) -> None:
     array = array[:, :, 0]
   with atomic.replacing(path) as tmp:
     Image.fromarray(array).save(tmp, format="PNG")
+
+
+def save_mask_png(path: str | os.PathLike[str], mask: np.ndarray) -> None:
+  """Writes an (H, W) class-index mask as a palette PNG, atomically: the
+  pixel values stay the class indices (load_mask, VOC readers and NumPy
+  read them back), and image viewers show each class in its overlay colour
+  instead of a black picture."""
+  mask = np.asarray(mask)
+  if mask.ndim == 3 and mask.shape[2] == 1:
+    mask = mask[:, :, 0]
+  if mask.ndim != 2 or mask.size and (mask.min() < 0 or mask.max() > 255):
+    raise ValueError(f"{path}: a mask of class indices 0..255 expected, got "
+                     f"shape {mask.shape}.")
+  image = Image.fromarray(mask.astype(np.uint8), mode="P")
+  colours = overlays.PALETTE.astype(np.uint8)
+  table = np.zeros((256, 3), np.uint8)
+  table[:len(colours)] = colours
+  # Class k > 0 cycles through the defect colours as overlays do.
+  table[len(colours):] = colours[1:][(np.arange(len(colours), 256) - 1)
+                                     % (len(colours) - 1)]
+  image.putpalette(table.ravel().tolist())
+  with atomic.replacing(path) as tmp:
+    image.save(tmp, format="PNG")
 
 
 def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -104,7 +104,7 @@ def predict_folder(workdir: str | Path, restored: Restored,
                if rule is not None else probs.argmax(-1))
     alarm, alarm_score = decision.alarm(classes, probs)
     pred = imio.resize_mask(classes.astype(np.uint8), *image.shape[:2])
-    imio.save_png(out / f"{path.stem}_mask.png", pred)
+    imio.save_mask_png(out / f"{path.stem}_mask.png", pred)
     imio.save_png(out / f"{path.stem}_overlay.png",
                   overlays.panel(image, None, pred))
     summary.append({
