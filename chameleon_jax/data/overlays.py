@@ -1,7 +1,9 @@
-"""Pictures for people: image | ground truth | prediction, side by side."""
+"""Pictures for people: image | ground truth | prediction, side by side; plots
+as PNG bytes."""
 
 from __future__ import annotations
 
+import io
 
 import numpy as np
 
@@ -57,3 +59,13 @@ def panel(image: np.ndarray, truth: np.ndarray | None,
   for tile in tiles:
     parts += [tile, gap]
   return np.concatenate(parts[:-1], axis=1)
+
+
+def figure_png(fig, dpi: int = 90) -> bytes:
+  """A matplotlib figure as PNG bytes (the figure is closed): plots that
+  are inlined into self-contained HTML pages."""
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=dpi)
+  plt.close(fig)
+  return buf.getvalue()

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import base64
 import html as html_lib
-import io
 import json
 from pathlib import Path
 
 import yaml
 
 from chameleon_jax import atomic
+from chameleon_jax.data import overlays
 from chameleon_jax.governance import model_card
 from chameleon_jax.governance.model_card import HUMAN_FIELDS
 
@@ -290,7 +290,7 @@ def metrics_plot(card: dict) -> bytes:
   ax.set_title(f"{m['name']} v{m['version']} on {ev['split']}: "
                f"{ev['confidence']:.0%} bootstrap intervals", fontsize=9)
   fig.tight_layout()
-  return _png(fig)
+  return overlays.figure_png(fig, dpi=100)
 
 
 def _plot_label(name: str, bounds) -> str:
@@ -323,15 +323,7 @@ def data_plot(card: dict) -> bytes:
   ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
   ax.set_title(f"{d['name']} ({d['dataset_hash'][:12]})", fontsize=9)
   fig.tight_layout()
-  return _png(fig)
-
-
-def _png(fig) -> bytes:
-  import matplotlib.pyplot as plt
-  buf = io.BytesIO()
-  fig.savefig(buf, format="png", dpi=100)
-  plt.close(fig)
-  return buf.getvalue()
+  return overlays.figure_png(fig, dpi=100)
 
 
 def html(card: dict, plots: dict[str, bytes]) -> str:

@@ -135,7 +135,7 @@ def _plot_corruptions(results, metric) -> bytes:
   axes.flat[0].legend(fontsize=7)
   fig.suptitle(f"{metric} vs severity (0 = clean)")
   fig.tight_layout()
-  return _png(fig)
+  return overlays.figure_png(fig)
 
 
 def _plot_attacks(results, metric) -> bytes:
@@ -157,15 +157,7 @@ def _plot_attacks(results, metric) -> bytes:
   axes.flat[0].set_ylabel(metric)
   axes.flat[0].legend(fontsize=7)
   fig.tight_layout()
-  return _png(fig)
-
-
-def _png(fig) -> bytes:
-  import matplotlib.pyplot as plt
-  buf = io.BytesIO()
-  fig.savefig(buf, format="png", dpi=90)
-  plt.close(fig)
-  return buf.getvalue()
+  return overlays.figure_png(fig)
 
 
 def _example_grid(ex: dict[str, np.ndarray], models: list[str],
