@@ -91,3 +91,45 @@ def test_predict_takes_the_colour_images_ingest_took(tmp_path):
   with Image.open(masks[0]) as mask:
     assert mask.mode == "P" and mask.getpalette()[3:6] == [230, 25, 75]
     assert np.asarray(mask).max() <= 1
+
+
+def _rgb_folders(root, n=6, grey=()):
+  import numpy as np
+  from PIL import Image
+  rng = np.random.default_rng(1)
+  (root / "images").mkdir(parents=True)
+  (root / "masks").mkdir()
+  for i in range(n):
+    image = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    if i in grey:
+      image = image[:, :, :1].repeat(1, axis=2)[:, :, 0]
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:8, 4:8] = i % 2
+    Image.fromarray(image).save(root / "images" / f"p{i}.png")
+    Image.fromarray(mask).save(root / "masks" / f"p{i}.png")
+
+
+def test_colour_images_stay_colour_unless_a_channel_count_is_asked(tmp_path):
+  """Trap 3: labelme and the folder sources turned colour images into grey
+  by default (only the report's channel count showed it). Without
+  `channels`, images are kept as decoded; a dataset whose images disagree
+  quarantines the odd ones with the fix named; channels=1 still converts."""
+  from chameleon_jax.data import dataset, sources
+  from chameleon_jax.data.formats import labelme  # noqa: F401
+  _rgb_folders(tmp_path / "rgb")
+  options = dataset.IngestOptions({"train": 0.5, "val": 0.25, "test": 0.25})
+  kept = dataset.build(*sources.image_mask_folders(str(tmp_path / "rgb")),
+                       tmp_path / "out", "rgb", options, log=lambda *_: None)
+  assert kept.channels == 3
+  grey = dataset.build(*sources.image_mask_folders(str(tmp_path / "rgb"),
+                                                   channels=1),
+                       tmp_path / "out", "grey", options, log=lambda *_: None)
+  assert grey.channels == 1
+  _rgb_folders(tmp_path / "mixed", n=30, grey=(5,))
+  mixed = dataset.build(*sources.image_mask_folders(str(tmp_path / "mixed")),
+                        tmp_path / "out", "mixed", options,
+                        log=lambda *_: None)
+  assert mixed.channels == 3 and mixed.manifest["num_quarantined"] == 1
+  reason = json.loads((mixed.path / "quarantine.json").read_text())[0]
+  assert reason["path"].endswith("p5.png")
+  assert "1 channel(s)" in reason["reason"] and "channels=3" in reason["reason"]

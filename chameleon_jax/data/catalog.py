@@ -25,7 +25,8 @@ DESCRIPTIONS = {
     "annotation_file": "the COCO instances JSON",
     "binary": "merge every defect class into one ('defect')",
     "channels": "channels images are brought to (1 grey, 3 RGB; grey <-> "
-                "RGB converted, anything else refused)",
+                "RGB converted, anything else refused); None: as decoded, "
+                "an image that disagrees with the first is quarantined",
     "class_names": "class names, index 0 the defect-free class",
     "classes": "folder name -> class index (0 = defect-free folders); "
                "default: every sub-folder, sorted, from 1",

@@ -196,9 +196,13 @@ def build(
     accepted: list[dict] = []
     quarantine: list[dict] = []
     seen_ids: set[str] = set()
-    fingerprint = fp.Fingerprint(info.class_names, info.channels)
+    # The dataset's channels: the source's, or (None: images as decoded)
+    # the first accepted image's; an image that disagrees is quarantined.
+    channels = info.channels
+    fingerprint = None
 
     def staged_records():
+      nonlocal channels, fingerprint
       for entry in items:
         if isinstance(entry, Rejected):
           quarantine.append({"path": entry.path, "reason": entry.reason})
@@ -208,7 +212,18 @@ def build(
           quarantine.append({"path": entry.source,
                              "reason": f"duplicate item id {entry.item_id!r}."})
           continue
+        have = int(entry.image.shape[2])
+        channels = channels or have
+        if have != channels:
+          reason = (f"{have} channel(s) where the dataset's images have "
+                    f"{channels}: set data.source_kwargs.channels="
+                    f"{channels} (or {have}) to convert every image.")
+          quarantine.append({"path": entry.source, "reason": reason})
+          log(f"quarantined {entry.source}: {reason}")
+          continue
         seen_ids.add(entry.item_id)
+        if fingerprint is None:
+          fingerprint = fp.Fingerprint(info.class_names, channels)
         fingerprint.add(entry.image, entry.mask, entry.has_mask, entry.label,
                         entry.content_hash)
         foreground = defect_pixels(entry.mask)
@@ -244,7 +259,7 @@ def build(
     dataset_hash = hashlib.sha256(json.dumps({
         "format": FORMAT_VERSION,
         "items": sorted((a["id"], a["hash"]) for a in accepted),
-        "class_names": list(info.class_names), "channels": info.channels,
+        "class_names": list(info.class_names), "channels": channels,
         **options.identity(),
     }, sort_keys=True).encode()).hexdigest()
     final = base / dataset_hash[:16]
@@ -278,7 +293,7 @@ def build(
     manifest = {
         "format_version": FORMAT_VERSION, "name": name,
         "dataset_hash": dataset_hash, "class_names": list(info.class_names),
-        "channels": info.channels, "num_items": len(accepted),
+        "channels": channels, "num_items": len(accepted),
         "num_quarantined": len(quarantine),
         "split_fractions": dict(options.split_fractions),
         "split_seed": options.split_seed, "folds": options.folds,

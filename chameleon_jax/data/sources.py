@@ -68,7 +68,7 @@ class SourceInfo:
   brought to (None: as decoded).
   """
   class_names: tuple[str, ...]
-  channels: int
+  channels: int | None
 
 
 def sha256(*chunks: bytes) -> str:
@@ -108,12 +108,13 @@ def resolve_under(root: Path, path: str | Path, where: str,
   return resolved
 
 
-def to_channels(image: np.ndarray, channels: int, path: Path) -> np.ndarray:
+def to_channels(image: np.ndarray, channels: int | None,
+                path: Path) -> np.ndarray:
   """Adapts grey <-> RGB (grey = ITU-R 601 luma, rounded in the image's
   dtype); anything else is an error naming the file. The one conversion:
   ingest applies it to every source image, predict to every raw image."""
   have = image.shape[2]
-  if have == channels:
+  if channels is None or have == channels:  # None: as decoded.
     return image
   if have == 1:
     return np.repeat(image, channels, axis=2)
@@ -123,7 +124,7 @@ def to_channels(image: np.ndarray, channels: int, path: Path) -> np.ndarray:
   raise ValueError(f"{path}: image has {have} channels, expected {channels}.")
 
 
-def read_image(path: Path, channels: int,
+def read_image(path: Path, channels: int | None,
                data: bytes | None = None) -> tuple[np.ndarray, bytes] | Rejected:
   """Reads and decodes an image file -> ((H, W, channels) array, file bytes).
 
@@ -160,7 +161,8 @@ def check_mask(mask: np.ndarray, image: np.ndarray, labels: Sequence[int],
   return None
 
 
-def _validated(image_path: Path, mask_path: Path | None, channels: int,
+def _validated(image_path: Path, mask_path: Path | None,
+               channels: int | None,
                labels: Sequence[int], to_classes, item_id: str, root: Path,
                label: int | None = None,
                load_mask=imio.load_mask) -> Item | Rejected:
@@ -208,7 +210,7 @@ def image_mask_folders(
     mask_suffix: str = "",
     class_names: Sequence[str] = ("background", "defect"),
     value_map: dict | None = None,
-    channels: int = 1,
+    channels: int | None = None,
     mask_ext: str = ".png",
     mat_field: str = "",
 ) -> tuple[SourceInfo, Iterator[Item | Rejected]]:
@@ -281,7 +283,7 @@ def class_folders(
     mask_ext: str = ".png",
     threshold: int = 128,
     binary: bool = False,
-    channels: int = 1,
+    channels: int | None = None,
     masks: bool = True,
 ) -> tuple[SourceInfo, Iterator[Item | Rejected]]:
   """One folder per class; mask = (mask >= threshold) * class index of folder.

@@ -62,7 +62,7 @@ def _shapes(doc: dict, where: str, classes: dict[str, int], width: int,
 
 
 def _item(path: Path, root: Path, classes: dict[str, int],
-          channels: int) -> Item | Rejected:
+          channels: int | None) -> Item | Rejected:
   inside = sources.resolve_under(root, path.relative_to(root), str(path),
                                  "the annotation file")
   if isinstance(inside, Rejected):
@@ -114,7 +114,7 @@ def _item(path: Path, root: Path, classes: dict[str, int],
 def labelme(
     root: str,
     class_names: Sequence[str] = ("background", "defect"),
-    channels: int = 1,
+    channels: int | None = None,
 ) -> tuple[SourceInfo, Iterator[Item | Rejected]]:
   """Every `*.json` under `root` (recursively) as one labelme annotation.
 

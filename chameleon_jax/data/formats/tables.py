@@ -53,7 +53,7 @@ def table(
     group_column: str = "",
     root: str = "",
     class_names: Sequence[str] = (),
-    channels: int = 1,
+    channels: int | None = None,
 ) -> tuple[SourceInfo, Iterator[Item | Rejected]]:
   """Classification items from a list file.
 
