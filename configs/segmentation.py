@@ -12,6 +12,7 @@ import ml_collections
 from ml_collections.config_dict import placeholder as _unset
 
 from chameleon_jax.data import catalog
+from chameleon_jax.data import images as imio
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -51,6 +52,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.group_pattern = ""
   config.data.near_duplicate_bits = 4  # pHash distance of near duplicates.
   config.data.max_bad_fraction = 0.05  # Ingest fails above this share.
+  # Largest image (H x W pixels) ingest and predict decode; a larger one is
+  # refused from its header (quarantined at ingest). data/images.py.
+  config.data.max_pixels = imio.MAX_PIXELS
   config.data.scale = 1.0  # Resampling factor for every image, first.
   config.data.image_size = (96, 96)  # (H, W) for eval; () = native (train).
   config.data.size_policy = "resize"  # resize | pad | crop (transforms.py).

@@ -219,3 +219,37 @@ def test_magnetic_tile_ingests_with_nothing_lost(magnetic_tile, tmp_path):
   assert len(report["near"]) > 500
   assert report["leakage"] == {"exact": 0, "near": 0}
   assert (ds.path / "report.md").is_file()
+
+
+def _png_claiming(path: Path, width: int, height: int) -> None:
+  """A small PNG whose header claims width x height (a decompression bomb's
+  header without its cost): decoding it would fail or take gigabytes."""
+  import struct
+  import zlib
+  save_png(path, np.zeros((8, 8), np.uint8))
+  data = bytearray(path.read_bytes())
+  ihdr = 8 + 8  # Signature, then length + "IHDR".
+  data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
+  crc = zlib.crc32(bytes(data[ihdr - 4:ihdr + 13])) & 0xFFFFFFFF
+  data[ihdr + 13:ihdr + 17] = struct.pack(">I", crc)
+  path.write_bytes(bytes(data))
+
+
+def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path):
+  """Issue 37, item 4: a 12000 x 12000 PNG of a few hundred KB was decoded
+  (42 s, 5 GB). The header is checked against data.max_pixels first."""
+  from chameleon_jax.data import images as imio
+  root = _folder_dataset(tmp_path / "raw", n=20)
+  _png_claiming(root / "images" / "bomb.png", 12000, 12000)
+  save_png(root / "masks" / "bomb.png", np.zeros((32, 32), np.uint8))
+  ds = _build(root, tmp_path / "out")
+  reason = _quarantine(ds)["bomb.png"]
+  assert "12000 x 12000 = 144.0 Mpx" in reason
+  assert f"data.max_pixels = {imio.MAX_PIXELS}" in reason
+  with imio.pixel_limit(1000):  # The knob, as --mode=ingest applies it.
+    with pytest.raises(imio.DecodeError, match="32 x 32 = 0.0 Mpx"):
+      imio.load_image(next(p for p in sorted((root / "images").iterdir())
+                           if p.name != "bomb.png"))
+    with pytest.raises(imio.DecodeError, match="max_pixels = 1000"):
+      imio.load_mask(root / "masks" / "bomb.png")
+  assert imio.load_mask(root / "masks" / "bomb.png").shape == (32, 32)

@@ -21,6 +21,7 @@ from chameleon_jax import sharding
 from chameleon_jax.data import augment as augment_lib
 from chameleon_jax.data import catalog
 from chameleon_jax.data import dataset as dataset_lib
+from chameleon_jax.data import images as imio
 from chameleon_jax.data import formats  # noqa: F401  (registers formats)
 from chameleon_jax.data import pipeline
 from chameleon_jax.data import sources  # noqa: F401  (registers sources)
@@ -71,9 +72,10 @@ def ingest(config: ml_collections.ConfigDict, workdir: str,
   source = config.data.source
   info, items = DATASETS.build(
       source, **catalog.checked(source, to_dict(config.data.source_kwargs)))
-  return dataset_lib.build(
-      info, items, data_root(config, workdir), config.data.name,
-      ingest_options(config), log=log)
+  with imio.pixel_limit(config.data.max_pixels):  # Items decode lazily.
+    return dataset_lib.build(
+        info, items, data_root(config, workdir), config.data.name,
+        ingest_options(config), log=log)
 
 
 def ingest_options(config: ml_collections.ConfigDict) -> dataset_lib.IngestOptions:

@@ -19,6 +19,7 @@ import ml_collections
 from chameleon_jax import atomic, sharding
 from chameleon_jax.components import build
 from chameleon_jax.components import card as card_mode
+from chameleon_jax.data import images as imio
 from chameleon_jax.evaluation import decision
 from chameleon_jax.evaluation import inference
 from chameleon_jax.evaluation import report as eval_report
@@ -105,9 +106,10 @@ def predict(config: ml_collections.ConfigDict, workdir: str) -> Path:
   settings = build.eval_settings(config)
   predict_settings = build.predict_settings(config)
   restored = build.restore(config, workdir, settings.checkpoint)
-  return inference.predict_folder(
-      workdir, restored, predict_settings, flip_tta=settings.flip_tta,
-      calibrated=settings.calibrated)
+  with imio.pixel_limit(config.data.max_pixels):
+    return inference.predict_folder(
+        workdir, restored, predict_settings, flip_tta=settings.flip_tta,
+        calibrated=settings.calibrated)
 
 
 def robustness_sweep(config: ml_collections.ConfigDict, workdir: str,

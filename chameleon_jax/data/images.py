@@ -7,13 +7,20 @@ unchanged and are only scaled to [0, 1] by the pipeline's normalisation.
 
 Every decoder forces a full decode so that truncated or corrupt files fail here,
 at ingest, with the file named, instead of later inside a training worker.
+Before decoding, the header's size is checked against the pixel limit
+(`MAX_PIXELS`, `data.max_pixels` through `pixel_limit`): a small file that
+claims a huge image is refused at the cost of reading its header, not of
+decoding gigabytes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import io
 import os
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import tifffile
@@ -27,12 +34,53 @@ TIFF_EXTENSIONS = (".tif", ".tiff")
 SUPPORTED_DTYPES = (np.uint8, np.uint16)
 
 
+# Pixels (H x W) an image or mask may have: data.max_pixels' default. 8192 x
+# 8192, 2.7x the largest images the product is built for (3000 px); an 8-bit
+# RGB image at the limit decodes to 200 MB.
+MAX_PIXELS = 8192 * 8192
+_max_pixels = contextvars.ContextVar("max_pixels", default=MAX_PIXELS)
+
+
 class DecodeError(ValueError):
   """A file could not be decoded as an image."""
 
 
+@contextlib.contextmanager
+def pixel_limit(max_pixels: int) -> Iterator[None]:
+  """Within the block, decoders refuse images over `max_pixels` (H x W)
+  from their header (`--mode=ingest` and `--mode=predict` apply
+  data.max_pixels this way).
+
+  Example:
+    >>> with pixel_limit(30_000_000):
+    ...   image = load_image("line_scan.png")
+  """
+  token = _max_pixels.set(int(max_pixels))
+  try:
+    yield
+  finally:
+    _max_pixels.reset(token)
+
+
+def check_pixels(path, height: int, width: int) -> None:
+  """Raises DecodeError when height x width exceeds the pixel limit."""
+  limit = _max_pixels.get()
+  if height * width > limit:
+    raise DecodeError(
+        f"{path}: {width} x {height} = {width * height / 1e6:.1f} Mpx exceeds "
+        f"data.max_pixels = {limit} ({limit / 1e6:.1f} Mpx); refused before "
+        "decoding. Raise data.max_pixels to accept images this large.")
+
+
 def _open(path, data: bytes | None):
-  return Image.open(io.BytesIO(data) if data is not None else path)
+  """The image, header read, not decoded; over the pixel limit: refused."""
+  image = Image.open(io.BytesIO(data) if data is not None else path)
+  try:
+    check_pixels(path, image.height, image.width)
+  except DecodeError:
+    image.close()
+    raise
+  return image
 
 
 def _load_tiff(path, data: bytes | None) -> np.ndarray:
@@ -42,8 +90,14 @@ def _load_tiff(path, data: bytes | None) -> np.ndarray:
   are transposed to channels-last when the first axis is the short one.
   """
   try:
-    array = tifffile.imread(io.BytesIO(data) if data is not None else path,
-                            series=0, level=0)
+    with tifffile.TiffFile(io.BytesIO(data) if data is not None
+                           else path) as tif:
+      shape = sorted(tif.series[0].levels[0].shape)
+      if len(shape) >= 2:  # The two largest axes are the image's.
+        check_pixels(path, shape[-1], shape[-2])
+      array = tif.series[0].levels[0].asarray()
+  except DecodeError:
+    raise
   except Exception as e:  # tifffile raises many types on corrupt input.
     raise DecodeError(f"{path}: cannot decode TIFF ({type(e).__name__}: "
                       f"{e}).") from e
@@ -89,6 +143,8 @@ def load_image(path: str | os.PathLike[str],
         array = np.asarray(img.convert("RGB"))
       else:
         array = np.asarray(img.convert("RGB"))
+  except DecodeError:
+    raise
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
     raise DecodeError(f"{path}: cannot decode image ({e}).") from e
   if array.ndim == 2:

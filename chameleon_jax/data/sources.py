@@ -119,7 +119,9 @@ def to_channels(image: np.ndarray, channels: int | None,
   if have == 1:
     return np.repeat(image, channels, axis=2)
   if channels == 1 and have == 3:
-    grey = image.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    # float32 is exact enough for 16-bit samples and half float64's memory.
+    grey = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114],
+                                               np.float32)
     return np.rint(grey).astype(image.dtype)[:, :, None]
   raise ValueError(f"{path}: image has {have} channels, expected {channels}.")
 
