@@ -20,6 +20,7 @@ import ml_collections
 from chameleon_jax import configfile
 from chameleon_jax.components import build
 from chameleon_jax.components import gate as gate_mode
+from chameleon_jax.data import catalog
 from chameleon_jax.governance import card_render, ledger
 from chameleon_jax.governance import model_card as mc
 from chameleon_jax.governance import versions
@@ -90,8 +91,9 @@ def build_card(config: ml_collections.ConfigDict, workdir: str,
              "config_sha256": meta.get("config_sha256"),
              "workdir": str(Path(workdir).resolve())},
       human=mc.read_human(config.card.human),
-      data=mc.data_section(dataset_dir, config.data.source,
-                           _plain(config.data.source_kwargs.to_dict())),
+      data=mc.data_section(dataset_dir, config.data.source, _plain(
+          catalog.checked(config.data.source,
+                          build.to_dict(config.data.source_kwargs)))),
       training={"template": f"configs/{configfile.TEMPLATE_MODULE}.py",
                 "config": (f"{TRAINED_CONFIG} (the config --mode=train ran "
                            "with)" if trained else "the config of --mode="

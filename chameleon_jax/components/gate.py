@@ -23,9 +23,8 @@ import ml_collections
 
 from chameleon_jax import atomic
 from chameleon_jax.components import build
+from chameleon_jax.governance import card_render, ledger
 from chameleon_jax.governance import gate as gate_lib
-from chameleon_jax.governance import ledger
-from chameleon_jax.governance import card_render
 from chameleon_jax.governance.model_card import CardError
 from chameleon_jax.governance.versions import (CARD, metadata, model_dir,
                                                published, read_labels,

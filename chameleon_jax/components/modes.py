@@ -76,8 +76,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   mesh = sharding.make_mesh()
   ds = build.open_dataset(config, workdir)
   if jax.process_index() == 0:  # What the model card reports as trained.
-    atomic.write_json(Path(workdir) / card_mode.TRAINED_CONFIG, json.loads(json.dumps(
-        build.to_dict(config), default=repr)))
+    atomic.write_json(Path(workdir) / card_mode.TRAINED_CONFIG,
+                      json.loads(json.dumps(build.to_dict(config),
+                                            default=repr)))
   data_iter = build.train_iterator(config, ds, mesh, jax.process_index(),
                                    jax.process_count())
   return loop.train(
