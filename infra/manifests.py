@@ -53,6 +53,10 @@ class Step:
   hosts: int
   placement: Placement
   image: str
+  # JobSet restarts after a failed pod; None: deploy.max_restarts. The gate
+  # takes 0: its exit status 1 is a verdict, and a restart would decide and
+  # log it again.
+  max_restarts: int | None = None
 
 
 def labels(component: str, name: str) -> dict:
@@ -124,7 +128,9 @@ def jobset(step: Step, target: Target, deploy: targets_lib.Deploy,
       "metadata": {"name": step.name, "namespace": deploy.namespace,
                    "labels": labels("train", step.name)},
       "spec": {
-          "failurePolicy": {"maxRestarts": deploy.max_restarts},
+          "failurePolicy": {"maxRestarts": deploy.max_restarts
+                            if step.max_restarts is None
+                            else step.max_restarts},
           "network": {"enableDNSHostnames": True,
                       "publishNotReadyAddresses": True},
           "successPolicy": {"operator": "All"},

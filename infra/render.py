@@ -162,7 +162,7 @@ def steps(deploy: targets_lib.Deploy, data_name: str,
       "export": [step(f"{base}-export", ("export",), (*common, models),
                       workdir, 1, cpu_place, publish_image)],
       "gate": [step(f"{base}-gate", ("gate",), (*common, models), workdir, 1,
-                    cpu_place, train_image)],
+                    cpu_place, train_image, max_restarts=0)],
   }
 
 

@@ -119,6 +119,11 @@ def test_the_gate_runs_on_the_models_the_export_published(rendered):
   assert [a for a in pods["export"]["args"] if "model_base_path" in a] == [
       a for a in args if "model_base_path" in a]
   assert "chameleon-train" in pods["gate"]["image"]  # JAX, no TensorFlow.
+  # A verdict is final: a restart would decide (and log) it again.
+  jobsets = {step: yaml.safe_load((rendered["gke-gpu"] / f"{step}.yaml")
+                                  .read_text()) for step in ("gate", "train")}
+  assert jobsets["gate"]["spec"]["failurePolicy"]["maxRestarts"] == 0
+  assert jobsets["train"]["spec"]["failurePolicy"]["maxRestarts"] > 0
 
 
 def test_tpu_jobset_matches_the_slice(rendered):
