@@ -253,3 +253,7 @@ def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path):
     with pytest.raises(imio.DecodeError, match="max_pixels = 1000"):
       imio.load_mask(root / "masks" / "bomb.png")
   assert imio.load_mask(root / "masks" / "bomb.png").shape == (32, 32)
+  # Above Pillow's own hard stop (2 x 89 Mpx) it refuses first: same kind.
+  _png_claiming(tmp_path / "huge.png", 20000, 20000)
+  with pytest.raises(imio.DecodeError, match="refused before decoding"):
+    imio.load_image(tmp_path / "huge.png")

@@ -17,7 +17,7 @@ from pathlib import Path
 import jax
 import ml_collections
 
-from chameleon_jax import configfile
+from chameleon_jax import atomic, configfile
 from chameleon_jax.components import build
 from chameleon_jax.components import gate as gate_mode
 from chameleon_jax.data import catalog
@@ -41,6 +41,15 @@ def _read(path: Path):
 def _plain(value):
   """JSON-able copy (tuples -> lists; other objects by repr)."""
   return json.loads(json.dumps(value, default=repr))
+
+
+def keep_trained_config(config: ml_collections.ConfigDict,
+                        workdir: str) -> None:
+  """Writes <workdir>/TRAINED_CONFIG, what the card reports as trained
+  (`--mode=train` calls it; process 0 only)."""
+  if jax.process_index() == 0:
+    atomic.write_json(Path(workdir) / TRAINED_CONFIG,
+                      _plain(build.to_dict(config)))
 
 
 def build_card(config: ml_collections.ConfigDict, workdir: str,

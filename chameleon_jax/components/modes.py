@@ -7,7 +7,6 @@ see a config.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from chameleon_jax import atomic, sharding
+from chameleon_jax import sharding
 from chameleon_jax.components import build
 from chameleon_jax.components import card as card_mode
 from chameleon_jax.data import images as imio
@@ -75,10 +74,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   started = time.perf_counter()
   mesh = sharding.make_mesh()
   ds = build.open_dataset(config, workdir)
-  if jax.process_index() == 0:  # What the model card reports as trained.
-    atomic.write_json(Path(workdir) / card_mode.TRAINED_CONFIG,
-                      json.loads(json.dumps(build.to_dict(config),
-                                            default=repr)))
+  card_mode.keep_trained_config(config, workdir)
   data_iter = build.train_iterator(config, ds, mesh, jax.process_index(),
                                    jax.process_count())
   return loop.train(

@@ -19,6 +19,7 @@ import contextlib
 import contextvars
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -73,8 +74,15 @@ def check_pixels(path, height: int, width: int) -> None:
 
 
 def _open(path, data: bytes | None):
-  """The image, header read, not decoded; over the pixel limit: refused."""
-  image = Image.open(io.BytesIO(data) if data is not None else path)
+  """The image, header read, not decoded; over the pixel limit: refused.
+  Pillow's own bomb check runs first (its warning is left to ours; its
+  error, above 2 x Image.MAX_IMAGE_PIXELS, refuses whatever the limit)."""
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+      image = Image.open(io.BytesIO(data) if data is not None else path)
+  except Image.DecompressionBombError as e:
+    raise DecodeError(f"{path}: refused before decoding ({e}).") from e
   try:
     check_pixels(path, image.height, image.width)
   except DecodeError:

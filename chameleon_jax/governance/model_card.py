@@ -45,7 +45,6 @@ import collections
 import datetime
 import importlib.metadata
 import json
-import math
 import platform
 import sys
 from pathlib import Path
@@ -54,6 +53,7 @@ from typing import Any
 import yaml
 from scipy import stats
 
+from chameleon_jax import atomic
 from chameleon_jax.governance import gate as gate_lib
 
 SCHEMA_VERSION = 1
@@ -267,7 +267,7 @@ def robustness_section(results: dict | None, step: int,
   corruptions = sorted(
       ({"name": name, "group": entry.get("group"),
         "mean": results["summary"]["corruptions"][name][model]["mean"],
-        "ce": _finite(results["summary"]["corruptions"][name][model]["ce"])}
+        "ce": results["summary"]["corruptions"][name][model]["ce"]}
        for name, entry in results["corruptions"].items()),
       key=lambda c: c["mean"])
   attacks = []
@@ -287,7 +287,7 @@ def robustness_section(results: dict | None, step: int,
   return {"metric": metric, "model": model, "images": results["num_images"],
           "members": [{k: m[k] for k in ("workdir", "checkpoint", "step")}
                       for m in results["members"]],
-          "clean": clean, "mce": _finite(results["summary"]["mce"][model]),
+          "clean": clean, "mce": results["summary"]["mce"][model],
           "worst_corruptions": corruptions[:WORST],
           "worst_attacks": attacks[:WORST], "ensemble_clean": ensemble,
           "ensemble_gain": gain}
@@ -347,14 +347,15 @@ def stack_section() -> dict:
 def build(model: dict, human: dict, data: dict, training: dict,
           evaluation: dict, decision: dict | None, robustness: dict | None,
           gate: list, export: dict, stack: dict) -> dict:
-  """The card (module docstring) from its sections."""
-  return {"schema_version": SCHEMA_VERSION,
+  """The card (module docstring) from its sections, JSON-ready (an
+  unmeasurable figure, NaN or infinite, is None)."""
+  return atomic.json_ready({"schema_version": SCHEMA_VERSION,
           "generated": datetime.datetime.now(datetime.timezone.utc)
           .isoformat(timespec="seconds"),
           "model": model, "human": human, "data": data, "training": training,
           "evaluation": evaluation, "decision": decision,
           "robustness": robustness, "gate": gate, "export": export,
-          "stack": stack}
+          "stack": stack})
 
 
 def read(path: str | Path) -> dict:
@@ -384,7 +385,3 @@ def _json(path: Path, default: Any = None) -> Any:
                       "incomplete (run --mode=ingest again).")
     return default
   return json.loads(path.read_text())
-
-
-def _finite(value) -> float | None:
-  return value if value is not None and math.isfinite(value) else None
