@@ -57,7 +57,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.max_pixels = imio.MAX_PIXELS
   config.data.scale = 1.0  # Resampling factor for every image, first.
   config.data.image_size = (96, 96)  # (H, W) for eval; () = native (train).
-  config.data.size_policy = "resize"  # resize | pad | crop (transforms.py).
+  # resize | pad | crop (transforms.py); "" = the task's own, the way its
+  # served model sees an image: pad (segmentation: edge-padded at the bottom
+  # and right, as predict and the SavedModel pad) or resize (classification).
+  config.data.size_policy = ""
   config.data.crop_size = ()  # Training crop (H, W); () = whole image.
   config.data.num_workers = 0  # Grain worker processes.
   # Share of every batch drawn from images with a defect (exact per batch);
@@ -201,7 +204,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Input buckets (H, W), multiples of the model stride: a request of any
   # size up to the largest is edge-padded to the smallest bucket that holds
   # it, so the server compiles one program per bucket and batch size.
-  config.export.buckets = ((256, 256), (512, 512))
+  # () = (data.image_size,), the evaluation canvas. Every bucket must hold
+  # data.image_size, so that an image evaluated on that canvas is served on
+  # it too (segmentation; components/build.canvases).
+  config.export.buckets = ()
   config.export.warmup_batch_sizes = (1, 4)  # Warmup requests per bucket.
   config.export.input_dtype = "uint8"  # uint8 | uint16 | float32 ([0, 1]).
   config.export.top_k = 3  # Classification: classes returned per image.

@@ -17,7 +17,6 @@ def get_config():
   config.data.source_kwargs.update({"num_images": 800, "seed": 0, "channels": 1,
                                "min_size": (96, 96), "max_size": (96, 96)})
   config.data.image_size = (96, 96)
-  config.data.size_policy = "resize"
   config.train.batch_size = 16
   config.train.steps = 500
   config.train.eval_every = 250

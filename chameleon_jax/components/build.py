@@ -156,6 +156,42 @@ def image_size(config: ml_collections.ConfigDict) -> tuple[int, int] | None:
   return (int(size[0]), int(size[1])) if size else None
 
 
+def size_policy(config: ml_collections.ConfigDict) -> str:
+  """`data.size_policy`, or where it is "" the task's own: "pad" for
+  segmentation (whole images edge-padded at the bottom and right, the one
+  convention of eval, predict, sliding windows and the served model) and
+  "resize" for classification (the served classifier resizes)."""
+  if config.data.size_policy:
+    return config.data.size_policy
+  return "resize" if task(config) == "classification" else "pad"
+
+
+def canvases(config: ml_collections.ConfigDict) -> tuple[tuple[int, int], ...]:
+  """The (H, W) canvases a whole image is edge-padded to at inference (the
+  smallest that holds it: `evaluation.inference.canvas`): `export.buckets`,
+  or () = (`data.image_size`,), the canvas evaluation pads to; () when
+  both are () (predict pads to the stride; export refuses no buckets).
+
+  Raises:
+    ValueError: a segmentation bucket that does not hold `data.image_size`
+      (an image evaluated on that canvas would be served on a smaller one,
+      and GroupNorm makes every pixel depend on the padding).
+  """
+  size = image_size(config)
+  buckets = tuple((int(h), int(w)) for h, w in config.export.buckets)
+  if not buckets:
+    return (size,) if size is not None else ()
+  if task(config) == "segmentation" and size is not None:
+    small = [b for b in buckets if b[0] < size[0] or b[1] < size[1]]
+    if small:
+      raise ValueError(
+          f"export.buckets {small} do not hold data.image_size {size}: the "
+          "served model would pad an image that evaluation padded to "
+          f"{size} to a smaller canvas and answer differently; use buckets "
+          f"of at least {size} (or () for exactly {size}).")
+  return buckets
+
+
 def augment(config: ml_collections.ConfigDict) -> AugmentConfig:
   """The preset `data.augment_preset`, with `data.augment` keys on top."""
   crop = tuple(config.data.crop_size)
@@ -174,7 +210,7 @@ def eval_input(config: ml_collections.ConfigDict,
     ValueError: `data.image_size` is () (evaluation batches need one size).
   """
   return pipeline.EvalInput(
-      size=tuple(config.data.image_size), size_policy=config.data.size_policy,
+      size=tuple(config.data.image_size), size_policy=size_policy(config),
       scale=float(config.data.scale),
       batch_size=int(config.eval.batch_size if batch_size is None
                      else batch_size))
@@ -189,11 +225,11 @@ def eval_settings(config: ml_collections.ConfigDict) -> EvalSettings:
 
 def predict_settings(config: ml_collections.ConfigDict) -> PredictSettings:
   """The `predict.*` section (with `data.scale`, `eval.batch_size` and the
-  served model's `export.buckets` as the canvases)."""
+  served model's `canvases`)."""
   return PredictSettings(**to_dict(config.predict),
                          scale=float(config.data.scale),
                          batch_size=int(config.eval.batch_size),
-                         canvases=tuple(config.export.buckets))
+                         canvases=canvases(config))
 
 
 def robustness_settings(config: ml_collections.ConfigDict):
@@ -243,7 +279,7 @@ def train_iterator(config: ml_collections.ConfigDict,
       local_batch_size=sharding.local_batch_size(config.train.batch_size,
                                                  mesh),
       seed=config.seed, size=image_size(config),
-      size_policy=config.data.size_policy, augment=augment(config),
+      size_policy=size_policy(config), augment=augment(config),
       scale=config.data.scale,
       defect_image_fraction=fraction if fraction >= 0 else None,
       defect_class_balance=config.data.defect_class_balance,

@@ -140,8 +140,15 @@ def export(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """`--mode=export`: verified SavedModel in TF Serving layout (export/;
   the only mode that imports TensorFlow)."""
   from export import run  # pylint: disable=import-outside-toplevel
-  settings = run.ExportSettings(**build.to_dict(config.export))
   task = build.task(config)
+  if task == "segmentation" and build.size_policy(config) != "pad":
+    raise ValueError(
+        f"data.size_policy={build.size_policy(config)!r}: this model was "
+        "evaluated on resized or cropped images, but the served model edge-"
+        "pads whole images, so it would not make the evaluated decisions; "
+        "train and evaluate with data.size_policy='pad' (or '').")
+  settings = run.ExportSettings(**{**build.to_dict(config.export),
+                                   "buckets": build.canvases(config)})
   evaluation = build.eval_settings(config)
   rule = (decision.load_rule(workdir)  # Refuses: no rule calibrated yet.
           if evaluation.calibrated and task == "segmentation" else None)
