@@ -29,6 +29,7 @@ exported from this workdir, e.g. after editing card.human's YAML), render
 lists every model x encoder with parameters and FLOPs (needs no config).
 """
 
+import errno
 import logging
 import math
 import os
@@ -73,7 +74,34 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  """Runs the --mode stages in order (module docstring)."""
+  """Runs the --mode stages in order (module docstring). A full disk ends
+  the run with one line that names the file, not a traceback."""
+  try:
+    _stages(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    full = no_space(e)
+    if full is None:
+      raise
+    sys.exit(f"--mode={','.join(FLAGS.mode)} stopped: no space left on "
+             f"device ({full}). Nothing half-written was put in place; free "
+             "space there and rerun: training resumes from its last "
+             "checkpoint, ingest starts the version again.")
+
+
+def no_space(error: BaseException) -> BaseException | None:
+  """The error in `error`'s chain that says the disk is full (ENOSPC, or a
+  library's error whose text says so), else None."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if (isinstance(error, OSError) and error.errno == errno.ENOSPC) or \
+        "No space left on device" in str(error):
+      return error
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def _stages(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   unknown = [m for m in FLAGS.mode if m not in MODES]

@@ -1,6 +1,7 @@
 """ETL for folder datasets: validation, quarantine, versioning, splits."""
 
 import json
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 from PIL import Image
 
 from chameleon_jax.data import dataset, sources, splits, synthetic
+from chameleon_jax.data import images as images_lib
 from chameleon_jax.data.images import save_png
 
 FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
@@ -100,14 +102,38 @@ def test_bad_files_are_quarantined_with_reasons(tmp_path):
   # An image without its mask, and a mask without its image.
   save_png(images / "alone.png", np.zeros((32, 32, 1), np.uint8))
   save_png(masks / "orphan.png", np.zeros((32, 32), np.uint8))
+  # An empty file and a text file named .png (issue 37, item 10).
+  (images / "empty.png").write_bytes(b"")
+  save_png(masks / "empty.png", np.zeros((32, 32), np.uint8))
+  (images / "text.png").write_text("id,label\n1,scratch\n")
+  save_png(masks / "text.png", np.zeros((32, 32), np.uint8))
   ds = _build(root, tmp_path / "out")
   q = _quarantine(ds)
   assert ds.manifest["num_items"] == 20
   assert "trunc.jpg" in q and "cannot decode" in q["trunc.jpg"]
+  assert q["empty.png"].endswith("empty.png: empty file (0 bytes).")
+  assert "text.png: not an image" in q["text.png"] and "b'id,label" in \
+      q["text.png"] and "BytesIO" not in q["text.png"]
   assert "size.png" in q and "16" in q["size.png"] and "differs" in q["size.png"]
   assert "values.png" in q and "[7]" in q["values.png"]
   assert "alone.png" in q and "missing mask" in q["alone.png"]
   assert q["orphan.png"].startswith("orphan mask: no image orphan.*")
+
+
+def test_a_transparent_alpha_channel_is_dropped_with_a_note(tmp_path, caplog):
+  rgba = np.zeros((8, 8, 4), np.uint8)
+  rgba[..., :3], rgba[..., 3] = 90, 255
+  Image.fromarray(rgba).save(tmp_path / "opaque.png")
+  rgba[:2, :, 3] = 0  # A quarter of the pixels transparent.
+  Image.fromarray(rgba).save(tmp_path / "holes.png")
+  with caplog.at_level(logging.WARNING):
+    opaque = images_lib.load_image(tmp_path / "opaque.png")
+    assert not caplog.records  # An opaque alpha loses nothing: no note.
+    holes = images_lib.load_image(tmp_path / "holes.png")
+  assert opaque.shape == holes.shape == (8, 8, 3) and (holes == 90).all()
+  (note,) = [r.getMessage() for r in caplog.records]
+  assert "holes.png" in note and "alpha channel dropped" in note \
+      and "25.0% of the pixels" in note
 
 
 def test_too_many_bad_files_fail_the_build(tmp_path):

@@ -191,6 +191,14 @@ def test_sigkill_and_resume_gives_identical_parameters(ingested, tmp_path):
   assert 12 <= done < 30, f"kill landed at step {done}"
   run_main(*args, f"--workdir={killed}")
   assert checkpoint_digest(killed) == checkpoint_digest(tmp_path / "straight")
+  # metrics.jsonl: every step once (the killed run's steps after its last
+  # checkpoint dropped), the same losses as the straight run's.
+  steps = [json.loads(l)["step"] for l in
+           (killed / "metrics.jsonl").read_text().splitlines()
+           if json.loads(l)["split"] == "train"]
+  assert steps == list(range(1, 31))
+  np.testing.assert_allclose(_losses(killed), _losses(tmp_path / "straight"),
+                             rtol=1e-6)
 
 
 def _safe_losses(workdir: Path) -> list[float]:
@@ -288,3 +296,54 @@ def test_a_corrupt_latest_checkpoint_costs_one_checkpoint(ingested, tmp_path,
 def ckpt_steps(workdir: Path) -> list[int]:
   from chameleon_jax.model_io.checkpoint import saved_steps
   return saved_steps(workdir)
+
+
+def test_a_resumed_writer_drops_the_steps_after_its_checkpoint(tmp_path):
+  from chameleon_jax.train.reporting import MetricWriter
+  writer = MetricWriter(tmp_path)
+  for step in range(1, 13):
+    writer.write(step, "train", {"loss": 1.0 / step})
+    if step == 10:
+      writer.write(step, "val", {"dice": 0.5})
+  writer.close()
+  with open(tmp_path / "metrics.jsonl", "a") as f:
+    f.write('{"step": 13, "spl')  # Cut by a kill.
+  writer = MetricWriter(tmp_path, start=10)  # Resumed from checkpoint 10.
+  writer.write(11, "train", {"loss": 0.25})
+  writer.close()
+  lines = [json.loads(l) for l in
+           (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [(l["step"], l["split"]) for l in lines] == (
+      [(s, "train") for s in range(1, 11)] + [(10, "val"), (11, "train")])
+  assert lines[-1]["loss"] == 0.25
+
+
+def test_a_full_disk_ends_the_run_with_one_line(tmp_path):
+  """A disk-full error deep in a stage (here wrapped by a library) ends main
+  with one line naming the file, not hundreds of lines of traceback."""
+  script = tmp_path / "full.py"
+  script.write_text(
+      "import errno, sys\n"
+      f"sys.path.insert(0, {str(REPO)!r})\n"
+      "import main\n"
+      "from absl import app\n"
+      "def ingest(config, workdir, log):\n"
+      "  try:\n"
+      "    raise OSError(errno.ENOSPC, 'No space left on device',\n"
+      "                  workdir + '/data/shard-00000')\n"
+      "  except OSError as e:\n"
+      "    raise RuntimeError('array_record writer failed') from e\n"
+      "main.components.ingest = ingest\n"
+      "app.run(main.main)\n")
+  proc = subprocess.run(
+      [sys.executable, str(script), f"--config={REPO / 'tests/tiny_config.py'}",
+       f"--workdir={tmp_path / 'w'}", "--mode=ingest"], cwd=REPO,
+      capture_output=True, text=True, env={**os.environ,
+                                           "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 1
+  assert "Traceback" not in proc.stderr
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("--mode=ingest stopped: no space left on device")
+  assert "w/data/shard-00000" in last
+  import main
+  assert main.no_space(ValueError("boom")) is None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import io
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -83,6 +84,12 @@ def _open(path, data: bytes | None):
       image = Image.open(io.BytesIO(data) if data is not None else path)
   except Image.DecompressionBombError as e:
     raise DecodeError(f"{path}: refused before decoding ({e}).") from e
+  except Image.UnidentifiedImageError as e:  # Its text names a BytesIO.
+    head = data[:16] if data is not None else Path(path).read_bytes()[:16]
+    if not head:
+      raise DecodeError(f"{path}: empty file (0 bytes).") from e
+    raise DecodeError(f"{path}: not an image (no image format's header; "
+                      f"the file starts {head!r}).") from e
   try:
     check_pixels(path, image.height, image.width)
   except DecodeError:
@@ -130,6 +137,17 @@ def bit_depth(image: np.ndarray) -> int:
   return np.dtype(image.dtype).itemsize * 8
 
 
+def _note_alpha(path, image: Image.Image) -> None:
+  """Logs a warning when dropping `image`'s alpha loses something (pixels
+  that are not opaque: their colour was never meant to be seen)."""
+  alpha = np.asarray(image.convert("RGBA"))[..., 3]
+  share = float((alpha < 255).mean())
+  if share:
+    logging.warning("%s: alpha channel dropped; %.1f%% of the pixels are "
+                    "not opaque and are used with their stored colour.",
+                    path, 100 * share)
+
+
 def load_image(path: str | os.PathLike[str],
                data: bytes | None = None) -> np.ndarray:
   """Decodes an image file to an (H, W, C) array, keeping 8/16-bit depth.
@@ -147,7 +165,9 @@ def load_image(path: str | os.PathLike[str],
         array = np.asarray(img, dtype=np.uint16)
       elif img.mode in ("L", "RGB"):
         array = np.asarray(img)
-      elif img.mode == "P" or img.mode == "RGBA" or img.mode == "LA":
+      elif img.mode in ("RGBA", "LA", "PA") or (
+          img.mode == "P" and "transparency" in img.info):
+        _note_alpha(path, img)
         array = np.asarray(img.convert("RGB"))
       else:
         array = np.asarray(img.convert("RGB"))

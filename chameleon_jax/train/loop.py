@@ -201,7 +201,7 @@ def train(workdir: str | Path, settings: TrainSettings, *,
   card_lib.write_card(workdir, signature, data.class_names, data.path,
                       data.dataset_hash)  # After the signature check.
 
-  writer = MetricWriter(workdir)
+  writer = MetricWriter(workdir, start)
   bar = ProgressBar(plan.steps, start, settings.batch_size)
   val_metrics: dict[str, float] = {}
   last_log, last_time = start, time.perf_counter()

@@ -16,11 +16,20 @@ from typing import Mapping, TextIO
 import jax
 import numpy as np
 
+from chameleon_jax import atomic
+
 
 class MetricWriter:
-  """Appends {"step", "split", metrics...} lines and TensorBoard scalars."""
+  """Appends {"step", "split", metrics...} lines and TensorBoard scalars.
 
-  def __init__(self, workdir: str | Path):
+  Args:
+    workdir: where metrics.jsonl and tensorboard/ are.
+    start: the step training (re)starts from: lines after it, written by a
+      run that was stopped before its next checkpoint, are dropped first
+      (atomically), so a resumed run's steps appear once.
+  """
+
+  def __init__(self, workdir: str | Path, start: int = 0):
     self.enabled = jax.process_index() == 0
     self._jsonl = None
     self._tb = None
@@ -28,6 +37,7 @@ class MetricWriter:
       from tensorboardX import SummaryWriter  # No TensorFlow import.
       workdir = Path(workdir)
       workdir.mkdir(parents=True, exist_ok=True)
+      _drop_after(workdir / "metrics.jsonl", start)
       self._jsonl = open(workdir / "metrics.jsonl", "a")
       self._tb = SummaryWriter(str(workdir / "tensorboard"))
 
@@ -49,6 +59,24 @@ class MetricWriter:
     if self.enabled:
       self._jsonl.close()
       self._tb.close()
+
+
+def _drop_after(path: Path, step: int) -> None:
+  """Rewrites `path` without the lines of steps after `step` (unreadable
+  lines, e.g. one cut by a kill, go too)."""
+  if not path.exists():
+    return
+  kept, dropped = [], 0
+  for line in path.read_text().splitlines():
+    try:
+      if json.loads(line).get("step", 0) <= step:
+        kept.append(line)
+        continue
+    except (ValueError, AttributeError):
+      pass
+    dropped += 1
+  if dropped:
+    atomic.write_text(path, "".join(f"{line}\n" for line in kept))
 
 
 class ProgressBar:
