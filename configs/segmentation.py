@@ -208,7 +208,9 @@ def get_config() -> ml_collections.ConfigDict:
   # data.image_size, so that an image evaluated on that canvas is served on
   # it too (segmentation; components/build.canvases).
   config.export.buckets = ()
-  config.export.warmup_batch_sizes = (1, 4)  # Warmup requests per bucket.
+  # Warmup requests per bucket; () = every batch size the server pads to
+  # (export/server_flags.ALLOWED_BATCH_SIZES): nothing compiles under load.
+  config.export.warmup_batch_sizes = ()
   config.export.input_dtype = "uint8"  # uint8 | uint16 | float32 ([0, 1]).
   config.export.top_k = 3  # Classification: classes returned per image.
   config.export.version_label = "canary"  # Label of the new version.

@@ -5,7 +5,10 @@ dtypes) group becomes the leader: it waits up to `timeout_s` (or until
 `max_batch_size` examples are queued), concatenates every queued request
 along the batch axis, runs the signature once per `max_batch_size` chunk and
 hands each request its rows. If a batched call fails, the requests are rerun
-one by one, so one bad request fails alone.
+one by one, so one bad request fails alone. As TF Serving's
+`allowed_batch_sizes`, every call (a lone request too) is padded to the next
+allowed size by repeating its last row, so the model only ever runs at the
+sizes the version's warmup requests compiled.
 """
 
 from __future__ import annotations
@@ -25,9 +28,20 @@ class _Pending:
     self.error: BaseException | None = None
 
 
-def _call(function, inputs: dict) -> dict:
+def _call(function, inputs: dict, allowed: tuple[int, ...] = ()) -> dict:
+  """`function` on `inputs`, their batch padded to the smallest `allowed`
+  size that holds it (none holds it, or no batch axis: as they are)."""
+  rows = {v.shape[0] if v.ndim else None for v in inputs.values()}
+  size = rows.pop() if len(rows) == 1 else None
+  padded = min((a for a in allowed if size is not None and a >= size),
+               default=size)
+  if size and padded != size:
+    inputs = {k: np.concatenate([v, np.repeat(v[-1:], padded - size, 0)])
+              for k, v in inputs.items()}
   outputs = function(**{k: tf.constant(v) for k, v in inputs.items()})
-  return {k: v.numpy() for k, v in outputs.items()}
+  return {k: (v.numpy()[:size] if size and padded != size and v.ndim
+              and v.shape[0] == padded else v.numpy())
+          for k, v in outputs.items()}
 
 
 class Batcher:
@@ -37,8 +51,9 @@ class Batcher:
   """
 
   def __init__(self, max_batch_size: int = 16, timeout_s: float = 0.002,
-               size_histogram=None):
+               size_histogram=None, allowed_batch_sizes: tuple[int, ...] = ()):
     self.max_batch_size, self.timeout_s = max_batch_size, timeout_s
+    self.allowed = tuple(sorted(allowed_batch_sizes))
     self.size_histogram = size_histogram
     self._lock = threading.Condition()
     self._queues: dict[tuple, list[_Pending]] = {}
@@ -46,7 +61,7 @@ class Batcher:
   def run(self, key: tuple, function, inputs: dict) -> dict:
     sizes = {v.shape[0] if v.ndim else None for v in inputs.values()}
     if len(sizes) != 1 or None in sizes or self.max_batch_size <= 1:
-      return self._observe(_call(function, inputs), inputs)
+      return self._observe(_call(function, inputs, self.allowed), inputs)
     group = (key, tuple(sorted((k, v.shape[1:], v.dtype.str)
                                for k, v in inputs.items())))
     pending = _Pending(inputs, sizes.pop())
@@ -85,7 +100,7 @@ class Batcher:
         raise _Single
       inputs = {k: np.concatenate([p.inputs[k] for p in chunk])
                 for k in chunk[0].inputs}
-      outputs = self._observe(_call(function, inputs), inputs)
+      outputs = self._observe(_call(function, inputs, self.allowed), inputs)
       if any(v.ndim == 0 or v.shape[0] != total for v in outputs.values()):
         raise _Single  # Outputs without a batch axis cannot be split.
       start = 0
@@ -98,7 +113,8 @@ class Batcher:
         if p.done.is_set():
           continue
         try:
-          p.result = self._observe(_call(function, p.inputs), p.inputs)
+          p.result = self._observe(_call(function, p.inputs, self.allowed),
+                                   p.inputs)
         except BaseException as e:  # Delivered to the request's thread.
           p.error = e
         p.done.set()

@@ -36,7 +36,16 @@ PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)"
 HTTP = {grpc.StatusCode.NOT_FOUND: HTTPStatus.NOT_FOUND,
         grpc.StatusCode.INVALID_ARGUMENT: HTTPStatus.BAD_REQUEST,
         grpc.StatusCode.FAILED_PRECONDITION: HTTPStatus.BAD_REQUEST,
+        grpc.StatusCode.RESOURCE_EXHAUSTED: HTTPStatus.TOO_MANY_REQUESTS,
         grpc.StatusCode.INTERNAL: HTTPStatus.INTERNAL_SERVER_ERROR}
+# Request bodies above this are refused from their Content-Length (413), and
+# a client that stops sending mid-request is dropped after READ_TIMEOUT_S.
+MAX_REQUEST_BYTES = 64 << 20
+READ_TIMEOUT_S = 30.0
+
+
+class _TooLarge(Exception):
+  """Internal: a body over the limit (413, connection closed)."""
 
 
 def _spec(target, match) -> None:
@@ -78,19 +87,57 @@ def _json_value(name: str, value):
   return value
 
 
+def _leaves(value):
+  if isinstance(value, list):
+    for v in value:
+      yield from _leaves(v)
+  else:
+    yield value
+
+
 def _tensor(value, dtype) -> np.ndarray:
+  """A JSON value as a tensor of the signature's `dtype`, strictly: ragged
+  lists, non-numbers, fractions for an integer type and values outside its
+  range are refused (nothing is silently cast, as the gRPC path casts
+  nothing)."""
   value = _binary(value)
-  if tf.as_dtype(dtype) == tf.string:
+  want = tf.as_dtype(dtype)
+  if want == tf.string:
     return np.asarray(value, dtype=object)
+  if want.is_bool:
+    fits = lambda v: isinstance(v, bool)  # noqa: E731
+  elif want.is_integer:
+    fits = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+  else:
+    fits = lambda v: (isinstance(v, (int, float))  # noqa: E731
+                      and not isinstance(v, bool))
+  for leaf in _leaves(value):
+    if not fits(leaf):
+      raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                         f"JSON value {leaf!r} is not of the expected type "
+                         f"{want.name}.")
   try:
-    return np.asarray(value, dtype=tf.as_dtype(dtype).as_numpy_dtype)
-  except (TypeError, ValueError, OverflowError) as e:
+    array = np.asarray(value)
+  except ValueError as e:  # Ragged nesting.
     raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                       f"cannot convert JSON to a {tf.as_dtype(dtype).name} "
-                       f"tensor: {e}") from e
+                       f"cannot convert JSON to a {want.name} tensor: {e}"
+                       ) from e
+  if array.dtype == object:  # Ragged, or integers beyond 64 bits.
+    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                       f"cannot convert JSON to a {want.name} tensor: ragged "
+                       "lists or numbers beyond 64 bits.")
+  if want.is_integer and array.size and (
+      array.min() < want.min or array.max() > want.max):
+    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                       f"JSON values from {array.min()} to {array.max()} are "
+                       f"outside {want.name}'s range [{want.min}, "
+                       f"{want.max}].")
+  return array.astype(want.as_numpy_dtype)
 
 
-def _predict(service, match, body: dict) -> dict:
+def _predict(service, match, body: dict, send) -> None:
+  """Runs the predict request in `body` and `send`s the JSON answer (the
+  send counts: a failed one is not an OK in the metrics)."""
   request = predict_pb2.PredictRequest()
   _spec(request.model_spec, match)
   request.model_spec.signature_name = body.get("signature_name", "")
@@ -121,7 +168,12 @@ def _predict(service, match, body: dict) -> dict:
   for key, value in data.items():
     dtype = specs[key].dtype if key in specs else tf.float32
     request.inputs[key].CopyFrom(tf.make_tensor_proto(_tensor(value, dtype)))
-  response = service.predict(request, entrypoint="REST")
+  service.predict(request, entrypoint="REST",
+                  deliver=lambda response: send(_answer(response, rows)))
+
+
+def _answer(response, rows: bool) -> dict:
+  """The JSON of a PredictResponse, in the request's row or column form."""
   outputs = {k: _json_value(k, tf.make_ndarray(v).tolist())
              for k, v in response.outputs.items()}
   if not rows:
@@ -163,6 +215,8 @@ class BaseHandler(BaseHTTPRequestHandler):
   """
   service = None
   protocol_version = "HTTP/1.1"
+  max_request_bytes = MAX_REQUEST_BYTES
+  timeout = READ_TIMEOUT_S  # Socket timeout of every read (socketserver).
 
   def log_message(self, *args):  # Quiet; metrics count requests.
     pass
@@ -188,16 +242,17 @@ class BaseHandler(BaseHTTPRequestHandler):
                            f"Malformed request: {method} {self.path}")
       rest = match["rest"] or ""
       if method == "POST" and rest == ":predict":
-        length = int(self.headers.get("Content-Length", 0))
+        body = self._body()
         try:
-          body = json.loads(self.rfile.read(length) or b"{}")
+          body = json.loads(body or b"{}")
         except ValueError as e:
           raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                              f"JSON Parse error: {e}") from e
         if not isinstance(body, dict):
           raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                              "request body must be a JSON object")
-        self._send(200, _predict(self.service, match, body))
+        _predict(self.service, match, body,
+                 lambda payload: self._send(200, payload))
       elif method == "GET" and rest == "/metadata":
         self._send(200, _metadata(self.service, match))
       elif method == "GET" and not rest:
@@ -205,10 +260,33 @@ class BaseHandler(BaseHTTPRequestHandler):
       else:
         raise ServingError(grpc.StatusCode.NOT_FOUND,
                            f"Malformed request: {method} {self.path}")
+    except _TooLarge as e:
+      self.close_connection = True  # The unread body cannot be skipped.
+      self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": str(e)})
+    except TimeoutError:
+      self.close_connection = True
+      self._send(HTTPStatus.REQUEST_TIMEOUT, {
+          "error": f"request body not received within {self.timeout:g} s"})
     except ServingError as e:
+      if e.code == grpc.StatusCode.CANCELLED:  # The client is gone.
+        self.close_connection = True
+        return
       self._send(HTTP.get(e.code, 500), {"error": e.message})
     except Exception as e:  # Never crash on a request.
       self._send(500, {"error": f"{type(e).__name__}: {e}"})
+
+  def _body(self) -> bytes:
+    """The request body, after its declared length was checked."""
+    declared = self.headers.get("Content-Length", "0").strip()
+    if not declared.isdigit():
+      self.close_connection = True
+      raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                         f"Content-Length {declared!r} is not a byte count.")
+    length = int(declared)
+    if length > self.max_request_bytes:
+      raise _TooLarge(f"request body of {length} bytes exceeds the limit of "
+                      f"{self.max_request_bytes} bytes")
+    return self.rfile.read(length)
 
   def do_GET(self):  # noqa: N802
     self._dispatch("GET")
@@ -217,6 +295,9 @@ class BaseHandler(BaseHTTPRequestHandler):
     self._dispatch("POST")
 
 
-def handler(service) -> type[BaseHandler]:
-  """A request handler class bound to `service`."""
-  return type("Handler", (BaseHandler,), {"service": service})
+def handler(service, max_request_bytes: int = MAX_REQUEST_BYTES,
+            read_timeout_s: float = READ_TIMEOUT_S) -> type[BaseHandler]:
+  """A request handler class bound to `service`, with these limits."""
+  return type("Handler", (BaseHandler,), {
+      "service": service, "max_request_bytes": max_request_bytes,
+      "timeout": read_timeout_s})

@@ -17,7 +17,7 @@ from chameleon_jax.governance import versions as layout
 from chameleon_jax.model_io.card import params_digest
 from chameleon_jax.model_io.restore import Restored
 from chameleon_jax.model_io.state import eval_params, merge
-from export import publish, savedmodel, verify
+from export import publish, savedmodel, server_flags, verify
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +30,9 @@ class ExportSettings:
     checkpoint: "best" or "latest".
     platforms: jax2tf lowering platforms ("cpu", "cuda", "tpu").
     buckets: (H, W) input buckets of the serving signature.
-    warmup_batch_sizes: warmup requests per bucket.
+    warmup_batch_sizes: warmup requests per bucket; () = every batch size
+      the server pads to (server_flags.ALLOWED_BATCH_SIZES), so no request
+      compiles a program while it is served.
     input_dtype: "uint8", "uint16" or "float32" (in [0, 1]).
     top_k: classification: classes returned per image.
     version_label: label of the new version ("canary").
@@ -50,7 +52,8 @@ class ExportSettings:
     object.__setattr__(self, "buckets", tuple((int(h), int(w))
                                               for h, w in self.buckets))
     object.__setattr__(self, "warmup_batch_sizes",
-                       tuple(int(b) for b in self.warmup_batch_sizes))
+                       tuple(int(b) for b in self.warmup_batch_sizes)
+                       or server_flags.ALLOWED_BATCH_SIZES)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The development stand-in for TF Serving: same protocols, same directories.
 
   python -m export.server --model_base_path=workdirs/x/serving \\
-      [--port=8500 --rest_api_port=8501 --poll_seconds=2]
+      [--port=8500 --rest_api_port=8501 --poll_seconds=2 --max_batch_size=16
+       --max_request_bytes=67108864 --read_timeout_s=30]
 
 Binds to 127.0.0.1 only. Speaks TF Serving's gRPC API (PredictionService:
 Predict, GetModelMetadata; ModelService: GetModelStatus) through the official
@@ -12,7 +13,11 @@ models, version policies and labels from models.config), picks up new
 versions without a restart, batches concurrent requests, and exposes
 TF Serving's Prometheus metrics, under its names, labels and units
 (serving_metrics.py), at /monitoring/prometheus/metrics. Errors carry TF
-Serving's status codes; no request can crash it.
+Serving's status codes; no request can crash it. Limits: a request of more
+examples than `max_batch_size` or more bytes than `max_request_bytes` is
+refused before it is decoded, a REST client that stops sending is dropped
+after `read_timeout_s`, and batches are padded to the allowed batch sizes
+(server_flags.py) that the warmup requests compile.
 
 This is not TF Serving: it runs the SavedModels with TensorFlow's Python
 runtime. Production uses the official image with the command line in
@@ -36,7 +41,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2,
                                      get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
-from export import rest
+from export import rest, server_flags
 from export.batching import Batcher
 from export.models import ModelManager, ServingError
 from export.serving_metrics import ServingMetrics
@@ -57,15 +62,29 @@ class StandInMetrics:
 
 
 class Service:
-  """Protocol-independent request handling (gRPC and REST share it)."""
+  """Protocol-independent request handling (gRPC and REST share it).
 
-  def __init__(self, manager: ModelManager, max_batch_size: int = 16,
-               batch_timeout_s: float = 0.002):
+  Args:
+    manager: the served models.
+    max_batch_size: the largest batch the batcher forms; a request of more
+      examples is refused (TF Serving's words) before it is decoded.
+    batch_timeout_s: how long the first request of a batch waits for more.
+    max_response_bytes: a response larger than this (gRPC's send limit) is
+      refused as RESOURCE_EXHAUSTED, not counted as sent.
+  """
+
+  def __init__(self, manager: ModelManager,
+               max_batch_size: int = server_flags.MAX_BATCH_SIZE,
+               batch_timeout_s: float = server_flags.BATCH_TIMEOUT_MICROS / 1e6,
+               max_response_bytes: int = MAX_MESSAGE_BYTES):
     self.manager = manager
+    self.max_batch_size = max_batch_size
+    self.max_response_bytes = max_response_bytes
     self.metrics = ServingMetrics()
     self.own_metrics = StandInMetrics()
-    self.batcher = Batcher(max_batch_size, batch_timeout_s,
-                           self.own_metrics.batch_size)
+    self.batcher = Batcher(
+        max_batch_size, batch_timeout_s, self.own_metrics.batch_size,
+        server_flags.allowed_batch_sizes(max_batch_size))
 
   def metrics_page(self) -> bytes:
     """/monitoring/prometheus/metrics: TF Serving's metrics as TF Serving
@@ -78,10 +97,30 @@ class Service:
     version = spec.version.value if spec.HasField("version") else None
     return self.manager.resolve(spec.name, version, spec.version_label)
 
+  def _check_shapes(self, request: predict_pb2.PredictRequest,
+                    signature) -> None:
+    """Refuses negative dimensions and more examples than a batch holds,
+    from the tensors' shapes (nothing decoded yet; a tensor of another rank
+    than the signature's is left to the signature's own error)."""
+    for key, tensor in request.inputs.items():
+      dims = [d.size for d in tensor.tensor_shape.dim]
+      rank = len(signature.inputs[key].tensor_shape.dim)
+      if any(d < 0 for d in dims):
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"input '{key}' has a negative dimension in its "
+                           f"shape {dims}.")
+      if len(dims) == rank and dims and dims[0] > self.max_batch_size:
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"Task size {dims[0]} is larger than maximum "
+                           f"input batch size {self.max_batch_size}")
+
   def predict(self, request: predict_pb2.PredictRequest,
-              entrypoint: str = "GRPC") -> predict_pb2.PredictResponse:
+              entrypoint: str = "GRPC", deliver=None
+              ) -> predict_pb2.PredictResponse:
     """One Predict (gRPC, or REST with entrypoint "REST"), counted in TF
-    Serving's metrics (serving_metrics.py)."""
+    Serving's metrics (serving_metrics.py) once `deliver(response)` (the
+    protocol's send) returned: a send that fails counts as CANCELLED, a
+    response over the send limit as RESOURCE_EXHAUSTED."""
     start = time.perf_counter()
     name = request.model_spec.name
     try:
@@ -105,6 +144,7 @@ class Service:
                            f"output tensor alias not found in signature: "
                            f"{unknown[0]} Outputs expected to be in the set "
                            f"{{{','.join(sorted(signature.outputs))}}}.")
+      self._check_shapes(request, signature)
       try:
         inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
       except Exception as e:
@@ -121,6 +161,17 @@ class Service:
       wanted = list(request.output_filter) or list(outputs)
       for key in wanted:
         response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key]))
+      if response.ByteSize() > self.max_response_bytes:
+        raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"response of {response.ByteSize()} bytes exceeds "
+                           f"the limit of {self.max_response_bytes}; send "
+                           "fewer images per request or filter outputs.")
+      if deliver is not None:
+        try:
+          deliver(response)
+        except OSError as e:  # The client went away: not a success.
+          raise ServingError(grpc.StatusCode.CANCELLED,
+                             f"send failed: {e}") from e
       self.metrics.request(name, "OK", entrypoint,
                            time.perf_counter() - start)
       return response
@@ -186,13 +237,23 @@ def _grpc(method):
   return handler
 
 
+def _grpc_predict(self, request, context):
+  def deliver(_):  # gRPC sends after the handler; a gone client shows here.
+    if not context.is_active():
+      raise ConnectionAbortedError("the client cancelled the call")
+  try:
+    return self.service.predict(request, "GRPC", deliver)
+  except ServingError as e:
+    context.abort(e.code, e.message)
+
+
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
   """gRPC PredictionService: Predict on the managed models."""
 
   def __init__(self, service: Service):
     self.service = service
 
-  Predict = _grpc(Service.predict)
+  Predict = _grpc_predict
   GetModelMetadata = _grpc(Service.metadata)
 
 
@@ -209,13 +270,18 @@ class Server:
   """gRPC + REST on 127.0.0.1, and the thread that polls for new versions."""
 
   def __init__(self, model_base_path: str, port: int, rest_api_port: int,
-               poll_seconds: float = 2.0, max_batch_size: int = 16,
-               batch_timeout_s: float = 0.002, warmup: bool = True):
+               poll_seconds: float = 2.0,
+               max_batch_size: int = server_flags.MAX_BATCH_SIZE,
+               batch_timeout_s: float = server_flags.BATCH_TIMEOUT_MICROS / 1e6,
+               warmup: bool = True,
+               max_request_bytes: int = rest.MAX_REQUEST_BYTES,
+               read_timeout_s: float = rest.READ_TIMEOUT_S):
     self.manager = ModelManager(model_base_path, warmup)
     self.manager.refresh()
     self.service = Service(self.manager, max_batch_size, batch_timeout_s)
+    # A larger request is refused by gRPC itself (RESOURCE_EXHAUSTED).
     options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-               ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+               ("grpc.max_receive_message_length", max_request_bytes)]
     self.grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=16),
                             options=options)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
@@ -223,8 +289,9 @@ class Server:
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelServicer(self.service), self.grpc)
     self.port = self.grpc.add_insecure_port(f"127.0.0.1:{port}")
-    self.http = ThreadingHTTPServer(("127.0.0.1", rest_api_port),
-                                    rest.handler(self.service))
+    self.http = ThreadingHTTPServer(
+        ("127.0.0.1", rest_api_port),
+        rest.handler(self.service, max_request_bytes, read_timeout_s))
     self.rest_api_port = self.http.server_address[1]
     self._stop = threading.Event()
     self._threads = [
@@ -259,16 +326,26 @@ def main():
   parser.add_argument("--port", type=int, default=8500)
   parser.add_argument("--rest_api_port", type=int, default=8501)
   parser.add_argument("--poll_seconds", type=float, default=2.0)
-  parser.add_argument("--max_batch_size", type=int, default=16)
-  parser.add_argument("--batch_timeout_micros", type=int, default=2000)
+  parser.add_argument("--max_batch_size", type=int,
+                      default=server_flags.MAX_BATCH_SIZE,
+                      help="largest batch; larger requests are refused")
+  parser.add_argument("--batch_timeout_micros", type=int,
+                      default=server_flags.BATCH_TIMEOUT_MICROS)
   parser.add_argument("--enable_model_warmup", type=int, default=1,
                       help="replay assets.extra warmup requests on load")
+  parser.add_argument("--max_request_bytes", type=int,
+                      default=rest.MAX_REQUEST_BYTES,
+                      help="largest gRPC message / REST body accepted")
+  parser.add_argument("--read_timeout_s", type=float,
+                      default=rest.READ_TIMEOUT_S,
+                      help="REST: drop a client that stops sending")
   args = parser.parse_args()
   logging.basicConfig(level=logging.INFO)
   server = Server(args.model_base_path, args.port, args.rest_api_port,
                   args.poll_seconds, args.max_batch_size,
                   args.batch_timeout_micros / 1e6,
-                  bool(args.enable_model_warmup)).start()
+                  bool(args.enable_model_warmup), args.max_request_bytes,
+                  args.read_timeout_s).start()
   print(f"serving {args.model_base_path} on 127.0.0.1: gRPC {server.port}, "
         f"REST {server.rest_api_port} (development stand-in)", flush=True)
   try:

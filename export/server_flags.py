@@ -18,16 +18,28 @@ GRPC_PORT = 8500
 REST_PORT = 8501
 PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 
-BATCHING_PARAMETERS = """\
-max_batch_size { value: 16 }
-batch_timeout_micros { value: 2000 }
-max_enqueued_batches { value: 100 }
-num_batch_threads { value: 4 }
-allowed_batch_sizes: 1
-allowed_batch_sizes: 4
-allowed_batch_sizes: 16
+# Server-side batching: a request of more than MAX_BATCH_SIZE examples is
+# refused, and every batch is padded to the next allowed size, so the server
+# runs (and warmup compiles) one program per allowed size and bucket.
+MAX_BATCH_SIZE = 16
+ALLOWED_BATCH_SIZES = (1, 4, MAX_BATCH_SIZE)
+BATCH_TIMEOUT_MICROS = 2000
+BATCHING_PARAMETERS = f"""\
+max_batch_size {{ value: {MAX_BATCH_SIZE} }}
+batch_timeout_micros {{ value: {BATCH_TIMEOUT_MICROS} }}
+max_enqueued_batches {{ value: 100 }}
+num_batch_threads {{ value: 4 }}
+""" + "".join(f"allowed_batch_sizes: {size}\n"
+              for size in ALLOWED_BATCH_SIZES) + """\
 pad_variable_length_inputs: false
 """
+
+
+def allowed_batch_sizes(max_batch_size: int) -> tuple[int, ...]:
+  """ALLOWED_BATCH_SIZES below `max_batch_size`, then `max_batch_size`
+  (TF Serving requires the last allowed size to equal the maximum)."""
+  return tuple(s for s in ALLOWED_BATCH_SIZES if s < max_batch_size) + (
+      max_batch_size,)
 
 MONITORING_CONFIG = f"""\
 prometheus_config {{

@@ -469,3 +469,116 @@ def test_metrics_count_as_tf_serving_does(server):
   assert [k.split('le="')[1][:-2] for k in buckets[:4]] == [
       "10", "18", "32.4", "58.32"] and buckets[-1].endswith('le="+Inf"}')
   assert len(buckets) == 34
+
+
+# --- Limits (issue 37, item 7) -------------------------------------------
+
+def _count(server, status) -> float:
+  return _page(server).get(f':tensorflow:serving:request_count{{model_name='
+                           f'"{NAME}",status="{status}"}}', 0)
+
+
+def test_a_request_larger_than_a_batch_is_refused_before_decoding(server):
+  before = _count(server, "INVALID_ARGUMENT")
+  with pytest.raises(grpc.RpcError) as info:  # max_batch_size=8 here.
+    server["predict"].Predict(_request(_image(batch=9)), timeout=30)
+  assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+  assert info.value.details() == ("Task size 9 is larger than maximum input "
+                                  "batch size 8")
+  bad = _request(_image())  # A tensor proto claiming a negative dimension.
+  bad.inputs["images"].tensor_shape.dim[1].size = -20
+  with pytest.raises(grpc.RpcError, match="negative dimension"):
+    server["predict"].Predict(bad, timeout=30)
+  assert _count(server, "INVALID_ARGUMENT") - before == 2
+
+
+def test_batches_are_padded_to_the_allowed_sizes():
+  from export.batching import Batcher
+  seen = []
+
+  def function(images):
+    seen.append(int(images.shape[0]))
+    return {"out": images * 2, "scalar": tf.constant(1.0)}
+
+  batcher = Batcher(8, 0.0, allowed_batch_sizes=(1, 4, 8))
+  for rows in (1, 3, 5, 8):
+    x = np.arange(rows * 2, dtype=np.float32).reshape(rows, 2)
+    out = batcher.run(("m", 1, "s"), function, {"images": x})
+    np.testing.assert_array_equal(out["out"], x * 2)  # Own rows only.
+  assert seen == [1, 4, 8, 8]
+
+
+def test_a_failed_or_oversized_send_is_not_counted_ok(server):
+  from export.server import Service
+  service = Service(server["server"].manager, max_batch_size=8,
+                    max_response_bytes=2000)
+  with pytest.raises(Exception, match="exceeds the limit of 2000"):
+    service.predict(_request(_image()))
+  service.max_response_bytes = 1 << 20
+
+  def broken(_):
+    raise BrokenPipeError("client went away")
+
+  with pytest.raises(Exception, match="send failed"):
+    service.predict(_request(_image()), deliver=broken)
+  page = service.metrics.page()
+  assert 'status="RESOURCE_EXHAUSTED"} 1' in page
+  assert 'status="CANCELLED"} 1' in page
+  assert 'status="OK"' not in page
+
+
+def _raw_http(port: int, head: bytes, body: bytes = b"",
+              timeout: float = 30) -> tuple[int, bytes, float]:
+  """Sends a raw request; returns (status, reply, seconds to the reply)."""
+  import socket
+  start = time.perf_counter()
+  with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+    s.sendall(head + body)
+    reply = b""
+    while chunk := s.recv(65536):
+      reply += chunk
+      if b"\r\n\r\n" in reply and b"}" in reply:
+        break
+  return int(reply.split()[1]), reply, time.perf_counter() - start
+
+
+def test_rest_refuses_bad_lengths_and_drops_stalled_clients(server):
+  from http.server import ThreadingHTTPServer
+  from export import rest
+  port = server["server"].rest_api_port
+  path = f"POST /v1/models/{NAME}:predict HTTP/1.1\r\nHost: x\r\n"
+  status, reply, _ = _raw_http(port, (path + "Content-Length: abc\r\n\r\n")
+                               .encode())
+  assert status == 400 and b"not a byte count" in reply
+  status, reply, seconds = _raw_http(
+      port, (path + "Content-Length: 1000000000\r\n\r\n").encode())
+  assert status == 413 and b"exceeds the limit of 67108864" in reply
+  assert seconds < 5  # Refused from the header, nothing read.
+  # A client that stops sending is dropped after the read timeout.
+  http = ThreadingHTTPServer(("127.0.0.1", 0), rest.handler(
+      server["server"].service, read_timeout_s=0.5))
+  threading.Thread(target=http.serve_forever, daemon=True).start()
+  try:
+    status, reply, seconds = _raw_http(
+        http.server_address[1], (path + "Content-Length: 100\r\n\r\n")
+        .encode(), b'{"instances": [')
+    assert status == 408 and 0.4 < seconds < 10
+  finally:
+    http.shutdown()
+    http.server_close()
+
+
+@pytest.mark.parametrize("value,match", [
+    (0.5, "0.5 is not of the expected type uint8"),
+    (300, "outside uint8's range"), (-1, "outside uint8's range"),
+    ("7", "'7' is not of the expected type uint8")])
+def test_rest_casts_nothing_silently(server, value, match):
+  image = np.zeros((20, 30, 1), int).tolist()
+  image[3][4][0] = value
+  request = urllib.request.Request(
+      server["rest"] + f"/v1/models/{NAME}:predict",
+      data=json.dumps({"instances": [image]}).encode(), method="POST")
+  with pytest.raises(urllib.error.HTTPError) as info:
+    urllib.request.urlopen(request, timeout=30)
+  assert info.value.code == 400
+  assert match in json.loads(info.value.read())["error"]

@@ -19,8 +19,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import logging
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -84,6 +85,21 @@ def dominant_class(mask: np.ndarray) -> int:
   counts = np.bincount(mask.ravel(), minlength=IGNORE_VALUE + 1)
   counts[0] = counts[IGNORE_VALUE] = 0
   return int(counts.argmax()) if counts.any() else 0
+
+
+def guarded(where: str, read: Callable[..., Item | Rejected],
+            *args) -> Item | Rejected:
+  """`read(*args)`, or a Rejected naming `where` when it raises what no
+  check foresaw (logged with its traceback): one malformed input is
+  quarantined, it never stops the ingest of the others."""
+  try:
+    return read(*args)
+  except MemoryError:
+    raise
+  except Exception as e:  # noqa: BLE001  (per-input isolation)
+    logging.warning("unexpected error reading %s", where, exc_info=True)
+    return Rejected(where, f"could not be read ({type(e).__name__}: "
+                    f"{str(e)[:200]}).")
 
 
 def resolve_under(root: Path, path: str | Path, where: str,
@@ -266,8 +282,9 @@ def image_mask_folders(
   def items():
     for path in files:
       mask_path = mask_folder / f"{path.stem}{mask_suffix}{mask_ext}"
-      yield _validated(path, mask_path, channels, labels, to_classes,
-                       item_id=path.stem, root=root_path, load_mask=load_mask)
+      yield guarded(str(path), functools.partial(
+          _validated, path, mask_path, channels, labels, to_classes,
+          item_id=path.stem, root=root_path, load_mask=load_mask))
     for mask_path in orphans:  # Reported, so that nothing is silently left.
       stem = mask_path.name[:-len(mask_suffix + mask_ext)]
       yield Rejected(str(mask_path), f"orphan mask: no image {stem}.* "
@@ -340,13 +357,14 @@ def class_folders(
   def items():
     for folder, index, path in listing:
       if not masks:
-        yield unmasked(folder, index, path)
+        yield guarded(str(path), unmasked, folder, index, path)
         continue
       value = 1 if (binary and index) else index
       to_classes = lambda raw, v=value: (raw >= threshold).astype(np.uint8) * v
-      yield _validated(path, path.with_suffix(mask_ext), channels, labels,
-                       to_classes, item_id=f"{folder}/{path.stem}",
-                       root=root_path, label=index)
+      yield guarded(str(path), functools.partial(
+          _validated, path, path.with_suffix(mask_ext), channels, labels,
+          to_classes, item_id=f"{folder}/{path.stem}", root=root_path,
+          label=index))
 
   return SourceInfo(class_names, channels), items()
 

@@ -69,12 +69,21 @@ def compressed_counts(text: str | bytes) -> list[int] | None:
   return counts
 
 
+def is_id(value) -> bool:
+  """COCO ids are integers (strings accepted); not booleans or floats."""
+  return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def _number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _rle(segmentation, height: int, width: int, where: str) -> dict | str:
   """A segmentation -> one compressed RLE, or the reason it is malformed."""
   if isinstance(segmentation, list):
     if not segmentation or not all(
         isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and
-        all(isinstance(v, (int, float)) for v in p) for p in segmentation):
+        all(_number(v) for v in p) for p in segmentation):
       return (f"{where}: polygons must be lists of >= 3 x, y pairs, got "
               f"{str(segmentation)[:80]}")
     for polygon in segmentation:
@@ -83,13 +92,15 @@ def _rle(segmentation, height: int, width: int, where: str) -> dict | str:
         return f"{where}: polygon {problem}"
     return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
   if isinstance(segmentation, dict) and "counts" in segmentation:
-    size = list(segmentation.get("size", []))
+    size = segmentation.get("size")
     if size != [height, width]:
       return (f"{where}: RLE size {size} differs from the image size "
               f"[{height}, {width}]")
     counts = segmentation["counts"]
-    runs = counts if isinstance(counts, list) else compressed_counts(counts)
-    if runs is None or not all(isinstance(r, int) and r >= 0 for r in runs):
+    runs = (counts if isinstance(counts, list) else compressed_counts(counts)
+            if isinstance(counts, (str, bytes)) else None)
+    if runs is None or not all(isinstance(r, int) and not isinstance(r, bool)
+                               and r >= 0 for r in runs):
       return f"{where}: RLE counts {str(counts)[:40]!r} are malformed"
     if sum(runs) != height * width:
       return (f"{where}: RLE counts sum to {sum(runs)}, expected "
@@ -109,9 +120,11 @@ def _rle(segmentation, height: int, width: int, where: str) -> dict | str:
 
 def _item(entry: dict, annotations: list[dict], images_dir: Path,
           classes: dict[int, int], channels: int, file: Path) -> Item | Rejected:
-  name = str(entry.get("file_name", ""))
-  path = sources.resolve_under(images_dir, name, f"{file}: image id "
-                               f"{entry.get('id')!r}", "file_name")
+  where = f"{file}: image id {entry.get('id')!r}"
+  name = entry.get("file_name")
+  if not isinstance(name, str) or not name:
+    return Rejected(where, f"file_name {name!r} is not a file name.")
+  path = sources.resolve_under(images_dir, name, where, "file_name")
   if isinstance(path, Rejected):
     return path
   loaded = sources.read_image(path, channels)
@@ -127,7 +140,7 @@ def _item(entry: dict, annotations: list[dict], images_dir: Path,
   instances = []
   for ann in annotations:
     where = f"annotation {ann.get('id')}"
-    if ann.get("category_id") not in classes:
+    if not is_id(ann.get("category_id")) or ann["category_id"] not in classes:
       return Rejected(str(path), f"{where}: category_id "
                       f"{ann.get('category_id')!r} is not among the "
                       f"categories {sorted(classes)}.")
@@ -136,7 +149,8 @@ def _item(entry: dict, annotations: list[dict], images_dir: Path,
       return Rejected(str(path), rle + ".")
     bbox = ann.get("bbox")
     if bbox is not None:
-      if not (isinstance(bbox, list) and len(bbox) == 4):
+      if not (isinstance(bbox, list) and len(bbox) == 4
+              and all(_number(v) for v in bbox)):
         return Rejected(str(path), f"{where}: bbox {bbox!r} is not "
                         "[x, y, width, height].")
       x, y, w, h = map(float, bbox)
@@ -145,6 +159,10 @@ def _item(entry: dict, annotations: list[dict], images_dir: Path,
       if problem or w < 0 or h < 0:
         return Rejected(str(path), f"{where}: bbox {bbox} "
                         f"{problem or 'has a negative size'}.")
+    if ann.get("iscrowd", 0) not in (0, 1) or isinstance(ann.get("iscrowd"),
+                                                         float):
+      return Rejected(str(path), f"{where}: iscrowd "
+                      f"{ann.get('iscrowd')!r} is not 0 or 1.")
     instances.append({
         "id": ann.get("id"), "category": classes[ann["category_id"]],
         "bbox": [float(v) for v in (bbox or mask_utils.toBbox(rle))],
@@ -176,27 +194,54 @@ def coco(
   except (OSError, ValueError) as e:
     raise ValueError(f"{file}: cannot read the COCO annotation file "
                      f"({e}).") from e
+  if not isinstance(doc, dict):
+    raise ValueError(f"{file}: a COCO file is a JSON object, got "
+                     f"{type(doc).__name__}.")
   for key in ("images", "annotations", "categories"):
     if not isinstance(doc.get(key), list):
       raise ValueError(f"{file}: missing the {key!r} list of a COCO file.")
-  categories = sorted(doc["categories"], key=lambda c: c["id"])
+  categories = doc["categories"]  # The classes: all or nothing.
+  bad = [c for c in categories if not isinstance(c, dict)
+         or not isinstance(c.get("id"), int) or isinstance(c.get("id"), bool)
+         or not isinstance(c.get("name"), str)]
+  if bad or len({c["id"] for c in categories}) != len(categories):
+    raise ValueError(f"{file}: 'categories' must be objects with distinct "
+                     f"integer 'id's and text 'name's; got "
+                     f"{str(bad or categories)[:120]}.")
+  categories = sorted(categories, key=lambda c: c["id"])
   classes = {c["id"]: i + 1 for i, c in enumerate(categories)}
-  class_names = ("background", *(str(c["name"]) for c in categories))
+  class_names = ("background", *(c["name"] for c in categories))
   by_image: dict = defaultdict(list)
-  for ann in doc["annotations"]:
-    by_image[ann.get("image_id")].append(ann)
-  entries = sorted(doc["images"], key=lambda e: str(e.get("file_name")))
-  known = {e.get("id") for e in entries}
+  malformed = []
+  for k, ann in enumerate(doc["annotations"]):
+    if isinstance(ann, dict) and is_id(ann.get("image_id")):
+      by_image[ann["image_id"]].append(ann)
+    else:
+      malformed.append(Rejected(
+          f"{file}#annotations[{k}]", "an annotation must be an object with "
+          f"an integer image_id; got {str(ann)[:80]}."))
+  entries = []
+  for k, entry in enumerate(doc["images"]):
+    if isinstance(entry, dict) and is_id(entry.get("id")):
+      entries.append(entry)
+    else:
+      malformed.append(Rejected(f"{file}#images[{k}]", "an image entry must "
+                                f"be an object with an integer id; got "
+                                f"{str(entry)[:80]}."))
+  entries.sort(key=lambda e: str(e.get("file_name")))
+  known = {e["id"] for e in entries}
   root = Path(images_dir) if images_dir else file.parent
 
   def items():
+    yield from malformed
     for image_id in sorted(set(by_image) - known, key=str):
       ids = [a.get("id") for a in by_image[image_id]]
       yield Rejected(f"{file}#image_id={image_id}",
                      f"annotations {ids[:10]} refer to image_id {image_id!r}, "
                      "which is not in 'images'.")
     for entry in entries:
-      yield _item(entry, by_image.get(entry.get("id"), []), root, classes,
-                  channels, file)
+      yield sources.guarded(
+          f"{file}: image id {entry['id']!r}", _item, entry,
+          by_image.get(entry["id"], []), root, classes, channels, file)
 
   return SourceInfo(class_names, channels), items()

@@ -131,6 +131,7 @@ def labelme(
 
   def items():
     for path in files:
-      yield _item(path, root_path, classes, channels)
+      yield sources.guarded(str(path), _item, path, root_path, classes,
+                            channels)
 
   return SourceInfo(tuple(class_names), channels), items()

@@ -104,6 +104,6 @@ def table(
     # Row numbers as a spreadsheet shows them (the CSV header is row 1).
     offset = 2 if list_path.suffix.lower() == ".csv" else 1
     for number, row in enumerate(rows, start=offset):
-      yield item(number, row)
+      yield sources.guarded(f"{list_path}: row {number}", item, number, row)
 
   return SourceInfo(tuple(names), channels), items()

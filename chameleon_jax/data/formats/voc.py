@@ -90,6 +90,7 @@ def voc(
 
   def items():
     for stem in stems:
-      yield _item(stem, root_path, labels, channels)
+      yield sources.guarded(f"{root_path}: {stem}", _item, stem, root_path,
+                            labels, channels)
 
   return SourceInfo(tuple(class_names), channels), items()
