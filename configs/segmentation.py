@@ -50,6 +50,12 @@ def get_config() -> ml_collections.ConfigDict:
   # Items whose ids share this regex's group 1 (e.g. r"^(part\d+)_") stay in
   # one split (same part / patient); "" = no groups. Duplicates always do.
   config.data.group_pattern = ""
+  # Keep the dataset's own split: a regex on item ids whose group 1 names it
+  # (train/training, val/validation, test/testing), e.g. r"^(\w+)/" for
+  # images/training/... and images/test/... with source_kwargs.recursive.
+  # Named test (val) items stay there with their duplicates; the rest are
+  # split over the other splits. "" = split everything by data.splits.
+  config.data.split_pattern = ""
   config.data.near_duplicate_bits = 4  # pHash distance of near duplicates.
   config.data.max_bad_fraction = 0.05  # Ingest fails above this share.
   # Largest image (H x W pixels) ingest and predict decode; a larger one is

@@ -133,3 +133,75 @@ def test_colour_images_stay_colour_unless_a_channel_count_is_asked(tmp_path):
   reason = json.loads((mixed.path / "quarantine.json").read_text())[0]
   assert reason["path"].endswith("p5.png")
   assert "1 channel(s)" in reason["reason"] and "channels=3" in reason["reason"]
+
+
+def _official_split(root, counts=(("training", 20), ("test", 8))):
+  """NEU-Seg's layout: images/<split>/*.jpg, annotations/<split>/*.png."""
+  import numpy as np
+  from PIL import Image
+  rng = np.random.default_rng(2)
+  for split, n in counts:
+    (root / "images" / split).mkdir(parents=True)
+    (root / "annotations" / split).mkdir(parents=True)
+    for i in range(n):
+      Image.fromarray(rng.integers(0, 255, (16, 16), np.uint8)).save(
+          root / "images" / split / f"{split[:2]}{i:03d}.jpg")
+      mask = np.zeros((16, 16), np.uint8)
+      mask[2:6, 3:9] = 1 + i % 2
+      Image.fromarray(mask).save(root / "annotations" / split /
+                                 f"{split[:2]}{i:03d}.png")
+
+
+def test_a_datasets_own_split_is_kept_from_its_folders(tmp_path):
+  """Trap 6: NEU-Seg ships training/ and test/ folders; folder search was
+  not recursive and the split could not be kept. With `recursive` the
+  subfolders are read (ids "test/te000"), and `data.split_pattern` keeps the
+  test folder as the test split, validation drawn from training only."""
+  import pytest
+  from chameleon_jax.data import dataset, sources
+  _official_split(tmp_path / "neu")
+  kwargs = dict(masks_dir="annotations",
+                class_names=("background", "inclusion", "patch"))
+  with pytest.raises(ValueError, match="recursive=True"):
+    sources.image_mask_folders(str(tmp_path / "neu"), **kwargs)
+  options = dataset.IngestOptions({"train": 0.7, "val": 0.15, "test": 0.15},
+                                  split_pattern=r"^(\w+)/")
+  ds = dataset.build(*sources.image_mask_folders(str(tmp_path / "neu"),
+                                                 recursive=True, **kwargs),
+                     tmp_path / "out", "neu", options, log=lambda *_: None)
+  by_split = {}
+  for item in ds.manifest["items"]:
+    by_split.setdefault(item["split"], []).append(item["id"])
+  assert sorted(by_split["test"]) == [f"test/te{i:03d}" for i in range(8)]
+  assert all(i.startswith("training/") for i in by_split["train"]
+             + by_split["val"])
+  # Validation is the val share of train + val, from the training folder.
+  assert len(by_split["val"]) == round(20 * 0.15 / 0.85)
+  assert ds.manifest["split_pattern"] == r"^(\w+)/"
+  # Without the option, the same items are split by the fractions alone.
+  mixed = dataset.build(*sources.image_mask_folders(
+      str(tmp_path / "neu"), recursive=True, **kwargs), tmp_path / "out",
+      "neu_mixed", dataset.IngestOptions({"train": 0.7, "val": 0.15,
+                                          "test": 0.15}), log=lambda *_: None)
+  test = [i["id"] for i in mixed.manifest["items"] if i["split"] == "test"]
+  assert any(i.startswith("training/") for i in test)
+
+
+def test_split_keeping_holds_groups_and_names_what_it_cannot_do():
+  import pytest
+  from chameleon_jax.data import splits
+  items = [(f"{s}/{i}", (1, False), f"h{s}{i}") for s in ("train", "test")
+           for i in range(10)]
+  own = [splits.own_split(i, r"^(\w+)/") for i, _, _ in items]
+  groups = [i for i, _, _ in items]
+  groups[3] = groups[12]  # train/3 is a duplicate of test/2: held out too.
+  got = splits.split_keeping(items, {"train": 0.8, "val": 0.2, "test": 0.0},
+                             0, own, groups)
+  assert {i for i, s in got.items() if s == "test"} == {
+      f"test/{i}" for i in range(10)} | {"train/3"}
+  assert sorted(got.values()).count("val") == 2  # 0.2 of the 9 left.
+  with pytest.raises(ValueError, match="expected one of"):
+    splits.own_split("holdout/1", r"^(\w+)/")
+  with pytest.raises(ValueError, match="k-fold"):
+    splits.split_keeping(items, {"fold0": 0.5, "fold1": 0.5}, 0,
+                         ["val"] * 20)

@@ -80,14 +80,16 @@ def ingest(config: ml_collections.ConfigDict, workdir: str,
 
 def ingest_options(config: ml_collections.ConfigDict) -> dataset_lib.IngestOptions:
   """The `data.*` keys ingest uses (splits, seed, bad-file share, folds,
-  groups, near-duplicate distance) as dataset.IngestOptions.
+  groups, near-duplicate distance, the dataset's own split) as
+  dataset.IngestOptions.
   """
   data = config.data
   return dataset_lib.IngestOptions(
       split_fractions=to_dict(data.splits), split_seed=data.split_seed,
       max_bad_fraction=data.max_bad_fraction, folds=data.get("folds", 0),
       group_pattern=data.get("group_pattern", ""),
-      near_duplicate_bits=data.get("near_duplicate_bits", 4))
+      near_duplicate_bits=data.get("near_duplicate_bits", 4),
+      split_pattern=data.split_pattern)
 
 
 def open_dataset(config: ml_collections.ConfigDict, workdir: str, *,

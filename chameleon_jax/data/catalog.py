@@ -51,6 +51,9 @@ DESCRIPTIONS = {
     "min_size": "smallest image (H, W)",
     "num_images": "images generated",
     "path": "the CSV / JSON / JSONL list",
+    "recursive": "search images_dir's subfolders too; masks at the same "
+                 "relative paths, item ids such as 'test/a' "
+                 "(data.split_pattern keeps such a split)",
     "root": "the dataset folder; every path is resolved under it",
     "seed": "generator seed",
     "threshold": "mask pixels >= threshold are the folder's class",

@@ -157,6 +157,9 @@ class IngestOptions:
   group_pattern: str = ""  # Regex on item ids; group 1 (or the match) = key.
   near_duplicate_bits: int = 4  # pHash Hamming distance; -1 = off.
   thresholds: quality.Thresholds = quality.Thresholds()  # Quality flags.
+  # Regex on item ids naming the dataset's own split (splits.own_split);
+  # "" = every item is split by the fractions.
+  split_pattern: str = ""
 
   def stored_fractions(self) -> dict[str, float]:
     fractions = dict(self.split_fractions)
@@ -174,6 +177,9 @@ class IngestOptions:
   def identity(self) -> dict:
     return {"splits": self.stored_fractions(), "split_seed": self.split_seed,
             "group_pattern": self.group_pattern,
+            # Only when set: versions ingested before the option keep their hash.
+            **({"split_pattern": self.split_pattern} if self.split_pattern
+               else {}),
             "near_duplicate_bits": self.near_duplicate_bits,
             "quality_thresholds": dataclasses.asdict(self.thresholds)}
 
@@ -271,13 +277,29 @@ def build(
     units = dup.split_groups(len(accepted), duplicates["exact_groups_index"],
                              duplicates["near_pairs_index"],
                              [a["group"] for a in accepted])
-    assignment = splits_lib.stratified_split(
-        [(a["id"], (a["label"], a["foreground_fraction"] == 0), a["hash"])
-         for a in accepted], fractions, options.split_seed,
-        groups=[str(u) for u in units])
-    for a, unit in zip(accepted, units):
+    keyed = [(a["id"], (a["label"], a["foreground_fraction"] == 0),
+              a["hash"]) for a in accepted]
+    if options.split_pattern:  # The dataset's own split, kept.
+      own = [splits_lib.own_split(a["id"], options.split_pattern)
+             for a in accepted]
+      assignment = splits_lib.split_keeping(
+          keyed, fractions, options.split_seed, own,
+          groups=[str(u) for u in units])
+      moved = sum(o is not None and o != assignment[a["id"]]
+                  for o, a in zip(own, accepted))
+      if moved:  # Duplicates of a test image do not stay in train.
+        log(f"{moved} items left their own split to stay with duplicates "
+            "or group members in a held-out split")
+    else:
+      own = [None] * len(accepted)
+      assignment = splits_lib.stratified_split(
+          keyed, fractions, options.split_seed,
+          groups=[str(u) for u in units])
+    for a, unit, o in zip(accepted, units, own):
       a["split"] = assignment[a["id"]]
       a["split_unit"] = accepted[unit]["id"]  # Items kept together.
+      if o is not None:
+        a["own_split"] = o
     leaks = dup.leaks([a["split"] for a in accepted],
                       duplicates["exact_groups_index"],
                       duplicates["near_pairs_index"])
@@ -286,8 +308,10 @@ def build(
     flags = quality.flag(accepted, options.thresholds)
     for a, item_flags in zip(accepted, flags):
       a["quality_flags"] = item_flags
+    names = list(fractions) + sorted({a["split"] for a in accepted}
+                                     - set(fractions))
     members = {split: [i for i, a in enumerate(accepted)
-                       if a["split"] == split] for split in fractions}
+                       if a["split"] == split] for split in names}
     splits = _write_splits(staging, staged, members, accepted)
     staged.unlink()
     manifest = {
@@ -298,6 +322,7 @@ def build(
         "split_fractions": dict(options.split_fractions),
         "split_seed": options.split_seed, "folds": options.folds,
         "group_pattern": options.group_pattern,
+        "split_pattern": options.split_pattern,
         "leakage": leaks, "splits": splits, "items": accepted,
     }
     _write_json(staging / "quarantine.json", quarantine)

@@ -269,7 +269,10 @@ def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
       :, np.minimum(cols, mask.shape[1] - 1)]
 
 
-def list_images(folder: str | os.PathLike[str]) -> list[Path]:
-  """Image files directly inside `folder`, sorted by name."""
-  return sorted(p for p in Path(folder).iterdir()
+def list_images(folder: str | os.PathLike[str],
+                recursive: bool = False) -> list[Path]:
+  """Image files inside `folder` (and its subfolders when `recursive`),
+  sorted by path."""
+  found = Path(folder).rglob("*") if recursive else Path(folder).iterdir()
+  return sorted(p for p in found
                 if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)

@@ -231,9 +231,15 @@ def image_mask_folders(
     channels: int | None = None,
     mask_ext: str = ".png",
     mat_field: str = "",
+    recursive: bool = False,
 ) -> tuple[SourceInfo, Iterator[Item | Rejected]]:
   """Images in `root/images_dir`, masks `root/masks_dir/<stem><mask_suffix>
   <mask_ext>`.
+
+  `recursive`: images in subfolders too, each mask at the same relative
+  path under `masks_dir` (images/test/a.png -> masks/test/a.png); item ids
+  are the relative paths ("test/a"), which `data.split_pattern` can read
+  a dataset's own split from.
 
   A mask without an image is reported in the quarantine (orphan mask).
   Mask values must be class indices 0..len(class_names)-1, or be mapped to them
@@ -259,10 +265,12 @@ def image_mask_folders(
   image_folder, mask_folder = root_path / images_dir, root_path / masks_dir
   _require_folder(image_folder, "Image")
   _require_folder(mask_folder, "Mask")
-  files = imio.list_images(image_folder)
+  files = imio.list_images(image_folder, recursive)
   if not files:
     raise ValueError(f"No images ({', '.join(imio.IMAGE_EXTENSIONS)}) found "
-                     f"in {image_folder}.")
+                     f"in {image_folder}" + (
+                         " or its subfolders." if recursive else
+                         "; images in subfolders need recursive=True."))
   labels = list(range(len(class_names)))
   mapping = {int(k): int(v) for k, v in (value_map or {}).items()}
 
@@ -274,17 +282,24 @@ def image_mask_folders(
       out[raw == src] = dst
     return out
 
-  expected = {f"{p.stem}{mask_suffix}{mask_ext}" for p in files}
-  orphans = sorted(p for p in mask_folder.iterdir() if p.is_file() and
+  def relative(path: Path) -> Path:  # images/test/a.png -> test/a
+    return path.relative_to(image_folder).with_suffix("")
+
+  expected = {relative(p).with_name(f"{p.stem}{mask_suffix}{mask_ext}")
+              for p in files}
+  candidates = mask_folder.rglob("*") if recursive else mask_folder.iterdir()
+  orphans = sorted(p for p in candidates if p.is_file() and
                    p.name.endswith(mask_suffix + mask_ext) and
-                   p.name not in expected)
+                   p.relative_to(mask_folder) not in expected)
 
   def items():
     for path in files:
-      mask_path = mask_folder / f"{path.stem}{mask_suffix}{mask_ext}"
+      rel = relative(path)
+      mask_path = mask_folder / rel.with_name(
+          f"{path.stem}{mask_suffix}{mask_ext}")
       yield guarded(str(path), functools.partial(
           _validated, path, mask_path, channels, labels, to_classes,
-          item_id=path.stem, root=root_path, load_mask=load_mask))
+          item_id=rel.as_posix(), root=root_path, load_mask=load_mask))
     for mask_path in orphans:  # Reported, so that nothing is silently left.
       stem = mask_path.name[:-len(mask_suffix + mask_ext)]
       yield Rejected(str(mask_path), f"orphan mask: no image {stem}.* "

@@ -11,11 +11,17 @@ rounding); large groups make them approximate, never broken.
 k-fold: `kfold_fractions` turns {"train", "val", "test"} fractions into a
 held-out "test" plus k equal folds "fold0".."fold{k-1}"; a dataset opened with
 fold=i reads fold i as "val" and the other folds as "train".
+
+A dataset's own split (`own_split`, `split_keeping`): items whose ids name
+their split (e.g. "test/0042" from a test folder) stay in it, with every item
+of their group; the others are dealt over the splits the dataset does not
+provide.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter, defaultdict
 from typing import Mapping, Sequence
 
@@ -112,3 +118,78 @@ def fold_members(split: str, fold: int, folds: int) -> list[str]:
   if split == "train":
     return [f"fold{k}" for k in range(folds) if k != fold]
   return [split]
+
+
+# A dataset's own split names -> ours.
+OWN_NAMES = {"train": "train", "training": "train", "trainval": "train",
+             "val": "val", "valid": "val", "validation": "val",
+             "test": "test", "testing": "test"}
+PRIORITY = ("test", "val")  # A group named in both stays in the first.
+
+
+def own_split(item_id: str, pattern: str) -> str | None:
+  """The split the dataset itself gives `item_id`: the regex `pattern`'s
+  group 1 (or its whole match) searched in the id, by OWN_NAMES; None where
+  it does not match.
+
+  Example: own_split("testing/img_07", r"^(\\w+)/") -> "test".
+
+  Raises:
+    ValueError: the matched name is none of OWN_NAMES.
+  """
+  match = re.search(pattern, item_id)
+  if not match:
+    return None
+  name = (match.group(1) if match.groups() else match.group(0)).lower()
+  if name not in OWN_NAMES:
+    raise ValueError(f"data.split_pattern {pattern!r} finds {name!r} in item "
+                     f"{item_id!r}; expected one of {sorted(OWN_NAMES)}.")
+  return OWN_NAMES[name]
+
+
+def split_keeping(
+    items: Sequence[tuple[str, tuple, str]],
+    fractions: Mapping[str, float],
+    seed: int,
+    own: Sequence[str | None],
+    groups: Sequence[str] | None = None,
+) -> dict[str, str]:
+  """`stratified_split`, keeping the dataset's own split: a group with an
+  item the dataset puts in "test" (else "val") goes there whole; every other
+  group (own "train", or unnamed) is dealt over the splits of `fractions`
+  the dataset does not provide, in their proportions.
+
+  Args:
+    items, fractions, seed, groups: as for `stratified_split`.
+    own: per item, the dataset's split ("train", "val", "test") or None.
+
+  Raises:
+    ValueError: the dataset names "val" items and `fractions` has no "val"
+      (k-fold), or it provides every split, leaving none for its train items.
+  """
+  _check(fractions)
+  keys = list(groups) if groups is not None else [i for i, _, _ in items]
+  fixed: dict[str, str] = {}
+  for key, name in zip(keys, own):
+    if name in PRIORITY and (key not in fixed or PRIORITY.index(name)
+                             < PRIORITY.index(fixed[key])):
+      fixed[key] = name
+  provided = set(fixed.values())
+  if "val" in provided and "val" not in fractions:
+    raise ValueError(f"the dataset names validation items, but the splits "
+                     f"are {sorted(fractions)} (k-fold folds train and val "
+                     "together); drop data.folds or the val folder.")
+  rest = {s: f for s, f in fractions.items() if s not in provided}
+  total = sum(rest.values())
+  pool = [i for i, key in enumerate(keys) if key not in fixed]
+  assignment = {items[i][0]: fixed[keys[i]] for i in range(len(items))
+                if keys[i] in fixed}
+  if pool and total <= 0:
+    raise ValueError(f"the dataset provides the splits {sorted(provided)}; "
+                     f"none of {dict(fractions)} is left for its other "
+                     f"{len(pool)} items.")
+  if pool:
+    assignment.update(stratified_split(
+        [items[i] for i in pool], {s: f / total for s, f in rest.items()},
+        seed, groups=[keys[i] for i in pool]))
+  return assignment
