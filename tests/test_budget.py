@@ -1,6 +1,7 @@
 """A training run sized to a wall-clock budget (train/budget.py)."""
 
 import json
+import time
 
 import grain
 import jax
@@ -78,14 +79,30 @@ def test_measure_trains_a_copy_and_rewinds_the_data():
   position = data.get_state()
   state = jnp.zeros(())
   seen = []
-  figures = budget.measure(step, state, data, jnp.asarray,
-                           lambda s: seen.append(float(s)), 4)
-  assert set(figures) == {"compile_s", "step_s", "validation_s"}
+
+  def validate(s, max_items=None):  # 544 images; 2 ms each.
+    seen.append((float(s), max_items))
+    time.sleep(0.002 * (max_items or validate.items))
+
+  validate.items = 544
+  figures = budget.measure(step, state, data, jnp.asarray, validate, 4)
+  assert set(figures) == {"compile_s", "step_s", "validation_s",
+                          "validation_compile_s", "validation_sample_s",
+                          "validation_sample"}
   assert all(v > 0 for v in figures.values())
-  assert float(state) == 0.0 and seen == [0.0]
+  # Issue 39, trap 1: a bounded sample, timed twice, scaled to the split.
+  sample = budget.VALIDATION_SAMPLE
+  assert float(state) == 0.0 and seen == [(0.0, sample), (0.0, sample)]
+  assert figures["validation_s"] == pytest.approx(
+      figures["validation_sample_s"] * 544 / sample)
+  assert figures["validation_s"] == pytest.approx(544 * 0.002, rel=0.5)
   assert data.get_state() == position and float(next(data)[0]) == 1.0
+  validate.items = 5  # A split smaller than the sample: all of it.
+  seen.clear()
+  budget.measure(step, state, data, jnp.asarray, validate, 2)
+  assert seen == [(0.0, 5), (0.0, 5)]
   with pytest.raises(ValueError, match="budget_calibration_steps=1"):
-    budget.measure(step, state, data, jnp.asarray, seen.append, 1)
+    budget.measure(step, state, data, jnp.asarray, validate, 1)
 
 
 def _pace(plan, **overrides):

@@ -7,6 +7,7 @@ see a config.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -54,15 +55,17 @@ def make_validate(config: ml_collections.ConfigDict, ds) -> loop.MakeValidate:
     predict = (jax.jit(steps.make_predict_fn(graphdef, settings.flip_tta))
                if calibrated else None)
 
-    def validate(state) -> dict[str, float]:
-      metrics, _ = evaluate_split(eval_step, state, ds, "val", inp, mesh,
+    def validate(state, max_items: int | None = None) -> dict[str, float]:
+      part = dataclasses.replace(inp, max_items=max_items)
+      metrics, _ = evaluate_split(eval_step, state, ds, "val", part, mesh,
                                   task)
       if predict is not None:
         metrics.update(decision.validation_metrics(
-            predict, state, ds, inp, mesh, settings.max_false_alarm,
+            predict, state, ds, part, mesh, settings.max_false_alarm,
             settings.per_class_rule))
       return metrics
 
+    validate.items = ds.num_examples("val")
     return validate
 
   return make

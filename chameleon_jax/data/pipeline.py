@@ -33,11 +33,14 @@ class EvalInput:
     size_policy: how: "resize", "pad" or "crop" (transforms.py).
     scale: resampling factor applied first (the pixel scale of training).
     batch_size: global evaluation batch (over every device and process).
+    max_items: only the split's first `max_items` examples (None: all);
+      the budget's cheap timing of a validation (train/budget.py).
   """
   size: tuple[int, int]
   size_policy: str
   scale: float
   batch_size: int
+  max_items: int | None = None
 
   def __post_init__(self):
     if len(self.size) != 2:
@@ -248,13 +251,17 @@ def eval_batches(
     scale: float = 1.0,
     process_index: int = 0,
     process_count: int = 1,
+    max_items: int | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-  """One ordered pass over `split`; adds `weight` (0 for padding) and `index`.
+  """One ordered pass over `split` (its first `max_items` examples, when
+  given); adds `weight` (0 for padding) and `index`.
 
   `index` is the example's position in the split (see manifest order), so
   per-image results can be traced back to files.
   """
   examples = eval_examples(ds, split, size, size_policy, scale)
+  if max_items is not None:
+    examples = examples[:max_items]
   n = len(examples)
   per_process = -(-n // process_count)
   num_batches = -(-per_process // local_batch_size)

@@ -48,7 +48,8 @@ def over_split(fn: Callable[[Any, dict], Any], state: Any,
   for batch in pipeline.eval_batches(
       ds, split=split, local_batch_size=local, size=inp.size,
       size_policy=inp.size_policy, scale=inp.scale,
-      process_index=jax.process_index(), process_count=jax.process_count()):
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      max_items=inp.max_items):
     out = fn(state, sharding.shard_batch({k: batch[k] for k in inputs},
                                          mesh))
     yield out, {k: gather_host(batch[k]) for k in host_keys}

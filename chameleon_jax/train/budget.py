@@ -3,9 +3,12 @@
 A recipe fixed in steps is fixed in time only on the machine it was measured
 on. With `train.time_budget_minutes` > 0 the loop measures this machine
 before training: the first step (compilation), `budget_calibration_steps`
-steps with the real input pipeline and one validation, all on a copy of the
-state with the data iterator rewound afterwards, so the run trains exactly
-as an unmeasured run of the same step count would. The step count becomes
+steps with the real input pipeline, and validation on a bounded sample of
+"val" (VALIDATION_SAMPLE images, timed twice: the first pass compiles) scaled
+to the whole split, all on a copy of the state with the data iterator
+rewound afterwards, so the run trains exactly as an unmeasured run of the
+same step count would, and the measurement costs seconds, not a validation
+pass. The step count becomes
 
   steps = min(train.steps,
               (budget - elapsed - recompile - evals * val) / (step * (1 + margin)))
@@ -52,6 +55,9 @@ from jax.experimental import multihost_utils
 from chameleon_jax import atomic
 
 FILENAME = "budget.json"
+# Validation images timed by the measurement (the whole split when smaller);
+# the time of a validation is this sample's, scaled by the split's size.
+VALIDATION_SAMPLE = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,16 +116,23 @@ def plan_steps(*, budget_s: float, elapsed_s: float, step_s: float,
 
 
 def measure(train_step: Callable, state, data_iter, shard: Callable,
-            validate: Callable, calibration_steps: int) -> dict[str, float]:
+            validate, calibration_steps: int) -> dict[str, float]:
   """Seconds of the first (compiling) step, of one step, of one validation.
 
   Trains on a copy of `state` (the train step donates it) and rewinds
-  `data_iter`; `validate(state)` runs once on the untouched `state`. Every
-  process uses process 0's figures, so all plan the same steps.
+  `data_iter`. `validate(state, max_items)` (train/loop.Validation, with
+  `validate.items` examples in "val") runs twice on the untouched `state`
+  over the split's first VALIDATION_SAMPLE images: the first pass compiles,
+  the second is scaled to the split. Every process uses process 0's
+  figures, so all plan the same steps. Logs what it measures as it goes.
   """
   if calibration_steps < 2:
     raise ValueError(f"train.budget_calibration_steps={calibration_steps}; "
                      "expected >= 2.")
+  logging.info("Measuring this machine for the time budget: the first "
+               "(compiling) step, %d steps, validation on %d of %d images.",
+               calibration_steps, min(VALIDATION_SAMPLE, validate.items),
+               validate.items)
   data_state = data_iter.get_state()
   copy = jax.tree.map(jnp.copy, state)
   start = time.perf_counter()
@@ -133,11 +146,21 @@ def measure(train_step: Callable, state, data_iter, shard: Callable,
   step_s = (time.perf_counter() - start) / calibration_steps
   del copy
   data_iter.set_state(data_state)
+  logging.info("First step %.1f s, then %.3f s per step; timing validation.",
+               compile_s, step_s)
+  sample = min(VALIDATION_SAMPLE, validate.items)
   start = time.perf_counter()
-  validate(state)
-  validation_s = time.perf_counter() - start
-  figures = from_process_0([compile_s, step_s, validation_s])
-  return dict(zip(("compile_s", "step_s", "validation_s"), figures))
+  validate(state, sample)  # Compiles the validation's programs.
+  first_s = time.perf_counter() - start
+  start = time.perf_counter()
+  validate(state, sample)
+  sample_s = time.perf_counter() - start
+  validation_s = sample_s * validate.items / max(sample, 1)
+  figures = from_process_0([compile_s, step_s, validation_s, first_s,
+                            sample_s])
+  return dict(zip(("compile_s", "step_s", "validation_s",
+                   "validation_compile_s", "validation_sample_s"), figures),
+              validation_sample=sample)
 
 
 def from_process_0(figures: list[float]) -> list[float]:

@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Protocol
 
 import jax
 from flax import nnx
@@ -114,8 +114,17 @@ class DatasetCard:
   dataset_hash: str
 
 
-# validate(graphdef, mesh) -> (state -> validation metrics): the composer's.
-MakeValidate = Callable[[nnx.GraphDef, Any], Callable[[Any], dict]]
+class Validation(Protocol):
+  """What the composer's validation is: metrics of a state on "val"."""
+  items: int  # Examples in the validation split.
+
+  def __call__(self, state: Any, max_items: int | None = None
+               ) -> dict[str, float]:
+    """Metrics of `state` on "val" (its first `max_items` examples)."""
+
+
+# validate(graphdef, mesh) -> Validation: the composer's.
+MakeValidate = Callable[[nnx.GraphDef, Any], Validation]
 
 
 def build_state(model: nnx.Module, settings: TrainSettings, mesh):
