@@ -160,10 +160,13 @@ def _stages(argv):
                         "verdict": board["comparison"]["text"]},
               outputs=f"{workdir}/sweep/leaderboard.md")
     elif mode == "train":
-      _report("train (final validation)", modes.train(config, workdir))
+      _report("train (final validation: "
+              f"{modes.figure_names(config, 'validation')})",
+              modes.train(config, workdir))
     elif mode == "eval":
-      _report(f"eval on {config.eval.split}", modes.evaluate(config, workdir),
-              outputs=f"{workdir}/eval/")
+      _report(f"eval on {config.eval.split} "
+              f"({modes.figure_names(config, 'eval')})",
+              modes.evaluate(config, workdir), outputs=f"{workdir}/eval/")
     elif mode == "predict":
       _report("predict", {}, outputs=str(modes.predict(config, workdir)))
     elif mode == "export":  # The only mode that imports TensorFlow.
@@ -195,7 +198,8 @@ def _stages(argv):
       raise app.UsageError(f"--mode={mode} runs alone.")
     elif mode == "robustness":
       page, headline = modes.robustness(config, workdir)
-      _report("robustness", headline, outputs=str(page))
+      _report(f"robustness ({modes.figure_names(config, 'robustness')})",
+              headline, outputs=str(page))
 
 
 def _report(stage: str, metrics: dict, outputs: str | None = None) -> None:

@@ -67,7 +67,8 @@ def train_and_evaluate(config, workdir: Path, **labels) -> dict:
   rows = json.loads((workdir / "eval" / "test_per_image.json").read_text())
   clean = [r["predicted_defect_pixels"] for r in rows if not r["defect"]]
   result = {**labels, "train_seconds": train_s, "steps": config.train.steps,
-            "defect_iou": metrics["mean_defect_iou"],
+            "defect_iou": metrics.get("argmax/mean_defect_iou",
+                                      metrics.get("mean_defect_iou")),
             "defect_image_dice": metrics["defect_image_dice"],
             "false_alarm_rate": metrics["false_alarm_rate"],
             "fp_pixels_per_clean_image": float(np.mean(clean)) if clean

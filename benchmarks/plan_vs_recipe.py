@@ -36,7 +36,11 @@ KEYS = ("defect_image_dice", "false_alarm_rate", "mean_defect_iou")
 def _row(workdir: Path) -> dict:
   metrics = json.loads((workdir / "eval/test_metrics.json").read_text())
   budget = json.loads((workdir / "budget.json").read_text())
-  return {**{k: metrics[k] for k in KEYS}, "steps": budget["steps"],
+  # Mean defect IoU is an argmax-mask figure: argmax/... under the
+  # calibrated decision (evaluation/report.figure_names; older runs: plain).
+  return {**{k: metrics.get(f"argmax/{k}", metrics[k])
+             if k == "mean_defect_iou" else metrics[k] for k in KEYS},
+          "steps": budget["steps"],
           "train_seconds": budget.get("train_seconds", float("nan"))}
 
 

@@ -147,7 +147,13 @@ def test_calibrated_eval_through_main(tmp_path):
   assert chosen["chosen_on"] == "val"
   assert (metrics["decision_threshold"], metrics["decision_min_area"]) == (
       chosen["rule"]["threshold"], chosen["rule"]["min_area"])
-  assert "argmax/defect_image_dice" in metrics and "iou/background" in metrics
+  # Issue 39, trap 8: one naming scheme; every argmax-mask figure is
+  # argmax/..., the unprefixed ones are the rule's.
+  assert "argmax/defect_image_dice" in metrics and \
+      "argmax/iou/background" in metrics
+  assert not [k for k in metrics if k.startswith(
+      ("iou/", "mean_defect", "pixel_accuracy"))], sorted(metrics)
+  assert "dice/background" in metrics and "argmax/dice/background" in metrics
   n = len(decision.THRESHOLDS)
   assert len(chosen["grid"]) == n * (n + 1) // 2 * len(decision.MIN_AREAS)
   assert metrics["decision_seed_threshold"] == chosen["rule"][

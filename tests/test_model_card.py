@@ -237,4 +237,5 @@ def test_robustness_headline_of_the_exported_checkpoint_only():
   assert r["worst_attacks"] == [{"name": "fgsm", "crafted_on": "ensemble",
                                  "epsilon": 2 / 255, "value": 0.3}]
   assert r["clean"] == 0.60 and r["model"] == "member 0"
+  assert r["metric"] == "argmax/defect_image_dice"  # Said to be argmax's.
   assert mc.robustness_section(results, step=8) is None  # Another checkpoint.

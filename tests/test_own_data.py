@@ -205,3 +205,15 @@ def test_split_keeping_holds_groups_and_names_what_it_cannot_do():
   with pytest.raises(ValueError, match="k-fold"):
     splits.split_keeping(items, {"fold0": 0.5, "fold1": 0.5}, 0,
                          ["val"] * 20)
+
+
+def test_every_printout_says_which_figures_it_shows():
+  """Trap 8: eval printed argmax and calibrated figures under inconsistent
+  names, robustness argmax Dice beside eval's calibrated one unlabelled."""
+  from chameleon_jax.evaluation.report import figure_names
+  assert "calibrated decision rule" in figure_names("calibrated", "eval")
+  assert "argmax/*: argmax masks" in figure_names("calibrated", "eval")
+  assert figure_names("argmax", "eval").startswith("figures of argmax masks")
+  assert "argmax masks" in figure_names("calibrated", "robustness")
+  assert "calibrated/*" in figure_names("calibrated", "validation")
+  assert "calibrated/*" not in figure_names("argmax", "validation")

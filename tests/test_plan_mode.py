@@ -126,4 +126,6 @@ def test_a_new_dataset_in_one_command(tmp_path):
   budget = json.loads((workdir / "budget.json").read_text())
   assert budget["steps"] == 80
   metrics = json.loads((workdir / "eval/test_metrics.json").read_text())
-  assert metrics["mean_defect_iou"] > 0.2, metrics  # the scratches are learnt
+  # The scratches are learnt (an argmax-mask figure: the plan calibrates).
+  assert metrics.get("argmax/mean_defect_iou",
+                     metrics.get("mean_defect_iou")) > 0.2, metrics

@@ -29,6 +29,12 @@ from chameleon_jax.robustness import sweep
 from chameleon_jax.train import loop, steps
 
 
+def figure_names(config: ml_collections.ConfigDict, where: str) -> str:
+  """What the figures printed for `where` ("eval", "validation",
+  "robustness") are: evaluation/report.figure_names under this config."""
+  return eval_report.figure_names(config.eval.decision, where)
+
+
 def make_validate(config: ml_collections.ConfigDict, ds) -> loop.MakeValidate:
   """The validation the training loop runs: `--mode=eval`'s metrics on
   "val", and with the calibrated decision (segmentation) the rule chosen

@@ -20,6 +20,28 @@ from chameleon_jax.metrics.images import image_result
 from chameleon_jax.model_io.restore import Restored
 from chameleon_jax.train import steps
 
+# How figures are named, in eval's files and printout, the robustness report
+# and the model card: unprefixed = the configured decision's (eval.decision);
+# argmax/... = the argmax masks' where the decision is the calibrated rule;
+# calibrated/... = the rule's in training's validation metrics (whose
+# unprefixed figures are argmax masks'). Counts and the checkpoint are no
+# figures of either.
+UNNAMED = ("num_", "checkpoint")
+
+
+def figure_names(decision: str, where: str) -> str:
+  """One line that says what the figures printed for `where` ("eval",
+  "validation", "robustness") are."""
+  if where == "validation":
+    return ("figures of argmax masks" + ("; calibrated/*: the decision rule "
+                                         "chosen on val"
+                                         if decision == "calibrated" else ""))
+  if where == "robustness" or decision != "calibrated":
+    return "figures of argmax masks (no decision rule applied)"
+  return ("figures of the calibrated decision rule (what is served); "
+          "argmax/*: argmax masks")
+
+
 
 def run_eval(workdir: str | Path, restored: Restored,
              ds: dataset_lib.Dataset, settings: EvalSettings,
@@ -80,8 +102,9 @@ def run_eval(workdir: str | Path, restored: Restored,
 def _calibrated(settings: EvalSettings, graphdef, state, ds, inp, mesh,
                 metrics, out):
   """Chooses the decision rule on "val", applies it to the split; the
-  headline numbers become the rule's (the argmax masks' values of the same
-  names stay as argmax/...; pixel IoU and accuracy remain argmax's)."""
+  unprefixed figures become the rule's and every figure of the argmax masks
+  is named argmax/... (figure_names: one scheme for eval, robustness and
+  the model card)."""
   split = settings.split
   predict = jax.jit(steps.make_predict_fn(graphdef, settings.flip_tta))
   if split == "val":
@@ -97,7 +120,7 @@ def _calibrated(settings: EvalSettings, graphdef, state, ds, inp, mesh,
   ruled, results, maps = decision.evaluate(
       rule, decision.predictions(predict, state, ds, split, inp, mesh),
       ds.class_names)
-  merged = {(f"argmax/{k}" if k in ruled and not k.startswith("num_") else k): v
+  merged = {(k if k.startswith(UNNAMED) else f"argmax/{k}"): v
             for k, v in metrics.items()}
   merged.update(ruled)
   merged["decision_threshold"] = rule.threshold

@@ -284,7 +284,9 @@ def robustness_section(results: dict | None, step: int,
     members = [results["clean"][m][metric] for m in models if m != "ensemble"]
     ensemble = results["clean"]["ensemble"][metric]
     gain = ensemble - max(members)
-  return {"metric": metric, "model": model, "images": results["num_images"],
+  # Robustness figures are argmax masks' (robustness/report.py).
+  return {"metric": f"argmax/{metric}", "model": model,
+          "images": results["num_images"],
           "members": [{k: m[k] for k in ("workdir", "checkpoint", "step")}
                       for m in results["members"]],
           "clean": clean, "mce": results["summary"]["mce"][model],

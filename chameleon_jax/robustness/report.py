@@ -131,9 +131,9 @@ def _plot_corruptions(results, metric) -> bytes:
   for ax in axes.flat[len(names):]:
     ax.axis("off")
   for ax in axes[:, 0]:
-    ax.set_ylabel(metric, fontsize=8)
+    ax.set_ylabel(f"argmax/{metric}", fontsize=8)
   axes.flat[0].legend(fontsize=7)
-  fig.suptitle(f"{metric} vs severity (0 = clean)")
+  fig.suptitle(f"argmax/{metric} vs severity (0 = clean)")
   fig.tight_layout()
   return overlays.figure_png(fig)
 
@@ -207,7 +207,10 @@ def _html(results, figures, grids, metric) -> str:
            f"parameters: the {esc(results['corruption_scale'])} px set. "
            f"Models: {', '.join(models)}"
            + (f" (ensemble: {esc(str(results['ensemble_method']))} "
-              f"averaging)" if results["ensemble_method"] else "") + ".</p>")
+              f"averaging)" if results["ensemble_method"] else "") + ". "
+           "Every figure here is of argmax masks (argmax/...; no decision "
+           "rule applied), so it compares with --mode=eval's argmax/ "
+           "figures, not with the calibrated rule's.</p>")
   h.append("<h2>Members</h2><table><tr><th>member</th><th>workdir</th>"
            "<th>checkpoint</th><th>step</th><th>model</th></tr>")
   for i, m in enumerate(results["members"]):
@@ -216,12 +219,12 @@ def _html(results, figures, grids, metric) -> str:
              f"<td>{esc(m['model']['name'])} {esc(str(m['model']['kwargs']))}"
              "</td></tr>")
   h.append("</table><h2>Clean</h2>")
-  h.append(_table(["model"] + list(HEADLINE),
+  h.append(_table(["model"] + [f"argmax/{k}" for k in HEADLINE],
                   [[m] + [results["clean"][m][k] for k in HEADLINE]
                    for m in models]))
   summary = results["summary"]
   if results["corruptions"]:
-    h.append(f"<h2>Corruptions</h2><p>Mean {metric} over severities and CE "
+    h.append(f"<h2>Corruptions</h2><p>Mean argmax/{metric} over severities and CE "
              "(error relative to clean; 1 = unaffected). mCE over the 15 "
              "ImageNet-C corruptions: " + ", ".join(
                  f"{m} {_fmt(summary['mce'][m])}" for m in models) + ".</p>")
@@ -250,13 +253,13 @@ def _html(results, figures, grids, metric) -> str:
                 for m, values in res["metrics"].items()]
         rows.append(["mean L-inf"] + res["norms"]["linf"])
         rows.append(["mean L2"] + res["norms"]["l2"])
-        h.append(_table([f"{metric} at eps"] + eps, rows))
+        h.append(_table([f"argmax/{metric} at eps"] + eps, rows))
     h.append(_img(figures["attacks.png"]))
   if results["generalisation"]:
     g = results["generalisation"]
     h.append(f"<h2>Generalisation</h2><p><code>{esc(g['dataset'])}</code>, "
              f"split {esc(g['split'])}, {g['num_images']} images.</p>")
-    h.append(_table(["model"] + list(HEADLINE),
+    h.append(_table(["model"] + [f"argmax/{k}" for k in HEADLINE],
                     [[m] + [g["metrics"][m][k] for k in HEADLINE]
                      for m in models]))
   if grids:
