@@ -20,9 +20,11 @@ PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 
 # Server-side batching: a request of more than MAX_BATCH_SIZE examples is
 # refused, and every batch is padded to the next allowed size, so the server
-# runs (and warmup compiles) one program per allowed size and bucket.
+# runs (and warmup compiles) one program per allowed size and bucket. Powers
+# of two: at most half a batch is padding (8 clients: 65 against 52
+# requests/s with 1, 4, 16; benchmarks/RESULTS.md, "Serving under load").
 MAX_BATCH_SIZE = 16
-ALLOWED_BATCH_SIZES = (1, 4, MAX_BATCH_SIZE)
+ALLOWED_BATCH_SIZES = (1, 2, 4, 8, MAX_BATCH_SIZE)
 BATCH_TIMEOUT_MICROS = 2000
 BATCHING_PARAMETERS = f"""\
 max_batch_size {{ value: {MAX_BATCH_SIZE} }}

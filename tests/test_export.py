@@ -114,9 +114,9 @@ def test_warmup_records_cover_every_bucket_and_batch_size(exported):
     assert request.model_spec.name == "tiny"
     shapes.append((request.model_spec.signature_name, tuple(
         d.size for d in request.inputs["images"].tensor_shape.dim)))
-  # By default every batch size the server pads to (1, 4, 16).
+  # By default every batch size the server pads to (1, 2, 4, 8, 16).
   from export.server_flags import ALLOWED_BATCH_SIZES
-  assert ALLOWED_BATCH_SIZES == (1, 4, 16)
+  assert ALLOWED_BATCH_SIZES == (1, 2, 4, 8, 16)
   assert sorted(shapes) == sorted(
       [("serving_default", (b, h, w, 1)) for b in ALLOWED_BATCH_SIZES
        for h, w in ((32, 32), (64, 96))]
