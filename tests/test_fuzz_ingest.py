@@ -9,7 +9,7 @@ and ingests it with `dataset.build`. Whatever the damage: no exception
 escapes, every input is either accepted or quarantined with a readable
 reason (accepted + quarantined = inputs), and no file outside the dataset
 root is opened (an audit hook sees every open). Derandomised and bounded
-(`max_examples`), so CI runs the same examples in seconds;
+(`max_examples`: 60 per source), so CI runs the same examples in seconds;
 FUZZ_EXAMPLES=1000 searches longer.
 """
 
@@ -30,7 +30,8 @@ from PIL import Image
 from chameleon_jax.data import dataset, sources
 from chameleon_jax.data.formats import coco, labelme
 
-SETTINGS = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 25)), deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 60)),
+                    deadline=None, derandomize=True,
                     suppress_health_check=list(HealthCheck))
 N = 4  # Valid items before the damage.
 FRACTIONS = {"train": 0.5, "val": 0.25, "test": 0.25}
