@@ -99,9 +99,9 @@ def test_eval_predict_sliding_window_and_served_agree(model, tmp_path):
                     mode="edge")
     if (h, w) != CANVAS:
       assert np.abs(np.asarray(predict(state, zeros))[0, :h, :w]
-                    - want).max() > 1e-4
+                    - want).max() > 1e-2
     assert np.abs(np.asarray(predict(state, larger))[0, :h, :w]
-                  - want).max() > 1e-4
+                  - want).max() > 1e-2
 
 
 def served_input(image):
