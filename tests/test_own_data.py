@@ -217,3 +217,23 @@ def test_every_printout_says_which_figures_it_shows():
   assert "argmax masks" in figure_names("calibrated", "robustness")
   assert "calibrated/*" in figure_names("calibrated", "validation")
   assert "calibrated/*" not in figure_names("argmax", "validation")
+
+
+def test_a_long_ingest_says_how_far_it_is(tmp_path, monkeypatch):
+  """Trap 9: ingest printed nothing for minutes. It reports its progress
+  every dataset.PROGRESS_S seconds (here: at every input) and the phase
+  after reading."""
+  from chameleon_jax.data import dataset, sources
+  _rgb_folders(tmp_path / "rgb", n=6)
+  monkeypatch.setattr(dataset, "PROGRESS_S", 0.0)
+  lines = []
+  dataset.build(*sources.image_mask_folders(str(tmp_path / "rgb")),
+                tmp_path / "out", "rgb", dataset.IngestOptions(
+                    {"train": 0.5, "val": 0.25, "test": 0.25}),
+                log=lines.append)
+  progress = [l for l in lines if l.startswith("ingest: ")]
+  assert progress[0].startswith("ingest: 0 inputs read")
+  assert progress[5].startswith("ingest: 5 inputs read (5 accepted, 0 "
+                                "quarantined)")
+  assert progress[6].startswith("ingest: 6 inputs read in") and \
+      "looking for duplicates" in progress[6]

@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -48,6 +49,8 @@ from chameleon_jax.data.sources import IGNORE_VALUE, Item, Rejected, SourceInfo
 
 FORMAT_VERSION = 2
 ITEMS_PER_SHARD = 2000
+# Seconds between progress lines while a long ingest reads its inputs.
+PROGRESS_S = 10.0
 
 
 def pixel_hash(image: np.ndarray) -> str:
@@ -207,9 +210,16 @@ def build(
     channels = info.channels
     fingerprint = None
 
+    started = last = time.monotonic()
+
     def staged_records():
-      nonlocal channels, fingerprint
+      nonlocal channels, fingerprint, last
       for entry in items:
+        if time.monotonic() - last >= PROGRESS_S:  # Long ingests say so.
+          last = time.monotonic()
+          log(f"ingest: {len(accepted) + len(quarantine)} inputs read "
+              f"({len(accepted)} accepted, {len(quarantine)} quarantined) "
+              f"in {last - started:.0f} s")
         if isinstance(entry, Rejected):
           quarantine.append({"path": entry.path, "reason": entry.reason})
           log(f"quarantined {entry.path}: {entry.reason}")
@@ -273,6 +283,8 @@ def build(
       log(f"dataset unchanged: {final} (hash {dataset_hash[:16]})")
       return Dataset.open(final)
 
+    log(f"ingest: {total} inputs read in {time.monotonic() - started:.0f} "
+        "s; looking for duplicates and writing the splits")
     duplicates = _duplicates(accepted, options)
     units = dup.split_groups(len(accepted), duplicates["exact_groups_index"],
                              duplicates["near_pairs_index"],
