@@ -48,6 +48,14 @@ from chameleon_jax.governance.gate import GateError
 from chameleon_jax.governance.ledger import LedgerError
 from chameleon_jax.planning.facts import PlanError
 from chameleon_jax.sweeps.runner import SweepError
+from chameleon_jax.data.dataset import BadInputError
+from chameleon_jax.model_io.checkpoint import CheckpointError, ModelMismatchError
+from chameleon_jax.train.loop import NonFiniteLossError
+
+# Errors about the data, the run or the workdir, whose messages name the
+# file, value or step and the fix: printed as one line, without a traceback.
+USER_ERRORS = (NonFiniteLossError, CheckpointError, ModelMismatchError,
+               BadInputError)
 
 MODES = ("ingest", "plan", "sweep", "train", "eval", "predict", "robustness",
          "export", "gate", "promote", "card", "render", "zoo")
@@ -78,6 +86,9 @@ def main(argv):
   the run with one line that names the file, not a traceback."""
   try:
     _stages(argv)
+  except USER_ERRORS as e:  # Their messages say what to do: no traceback.
+    sys.exit(f"--mode={','.join(FLAGS.mode)} stopped: {type(e).__name__}: "
+             f"{e}")
   except Exception as e:  # pylint: disable=broad-except
     full = no_space(e)
     if full is None:

@@ -212,9 +212,16 @@ def test_nan_guard_stops_with_a_clear_message(ingested, tmp_path):
   result = run_main(CONFIG, f"--workdir={tmp_path}", "--mode=train",
                     f"--config.data.root={ingested}",
                     "--config.train.learning_rate=1e30",
-                    "--config.train.grad_clip_norm=0", check=False)
+                    "--config.train.grad_clip_norm=0",
+                    "--config.train.checkpoint_every=1", check=False)
   assert result.returncode != 0
-  assert "NonFiniteLossError" in result.stderr and "at step" in result.stderr
+  # Issue 39, trap 9: one line that says what to do, and nothing after it
+  # (no traceback, no asynchronous checkpoint dying at exit).
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("--mode=train stopped: NonFiniteLossError: ")
+  assert "at step" in last and "Lower train.learning_rate" in last
+  for noise in ("Traceback", "cannot schedule new futures"):
+    assert noise not in result.stderr, result.stderr[-3000:]
 
 
 def test_unknown_config_key_is_named(tmp_path):

@@ -86,15 +86,18 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   card_mode.keep_trained_config(config, workdir)
   data_iter = build.train_iterator(config, ds, mesh, jax.process_index(),
                                    jax.process_count())
-  return loop.train(
-      workdir, build.train_settings(config),
-      model=build.model(config, ds.num_classes, ds.channels),
-      signature=build.model_signature(config, ds.num_classes, ds.channels),
-      data=loop.DatasetCard(tuple(ds.class_names), str(ds.path),
-                            ds.dataset_hash),
-      data_iter=data_iter, loss_fn=build.loss(config),
-      target=build.target_key(config),
-      make_validate=make_validate(config, ds), mesh=mesh, started=started)
+  try:
+    return loop.train(
+        workdir, build.train_settings(config),
+        model=build.model(config, ds.num_classes, ds.channels),
+        signature=build.model_signature(config, ds.num_classes, ds.channels),
+        data=loop.DatasetCard(tuple(ds.class_names), str(ds.path),
+                              ds.dataset_hash),
+        data_iter=data_iter, loss_fn=build.loss(config),
+        target=build.target_key(config),
+        make_validate=make_validate(config, ds), mesh=mesh, started=started)
+  finally:  # Grain's worker processes and their shared memory, released.
+    getattr(data_iter, "close", lambda: None)()
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:

@@ -222,63 +222,79 @@ def train(workdir: str | Path, settings: TrainSettings, *,
   def end() -> int:  # The pace check may shorten the plan on the way.
     return min(plan.steps, settings.stop_at) if settings.stop_at else plan.steps
 
-  step = start
-  while step < end():
-    step += 1
-    batch = shard(next(data_iter))
-    with jax.transfer_guard("disallow"):
-      state, metrics = train_step(state, batch)
-    if pace_from is not None and step in (pace_from, settings.warmup_steps):
-      jax.block_until_ready(metrics)
-      if step == pace_from:
-        pace_start = time.perf_counter()
-      else:
-        planned = plan.steps
-        plan = _check_pace(plan, workdir, started, pace_start,
-                           step - pace_from, step, settings.budget_margin)
-        if plan.steps != planned:
-          schedule, train_step = compile_step(plan.steps)
-          bar.total = plan.steps
+  try:
+    step = start
+    while step < end():
+      step += 1
+      batch = shard(next(data_iter))
+      with jax.transfer_guard("disallow"):
+        state, metrics = train_step(state, batch)
+      if pace_from is not None and step in (pace_from, settings.warmup_steps):
+        jax.block_until_ready(metrics)
+        if step == pace_from:
+          pace_start = time.perf_counter()
+        else:
+          planned = plan.steps
+          plan = _check_pace(plan, workdir, started, pace_start,
+                             step - pace_from, step, settings.budget_margin)
+          if plan.steps != planned:
+            schedule, train_step = compile_step(plan.steps)
+            bar.total = plan.steps
 
-    is_last = step == end()
-    save = checkpointer.should_save(step) or is_last
-    if step % settings.log_every == 0 or save or is_last:
-      metrics = jax.device_get(metrics)
-      if not metrics["finite"]:
-        raise NonFiniteLossError(
-            f"Non-finite loss ({metrics['loss']}) or gradient norm "
-            f"({metrics['grad_norm']}) at step {step}. Lower "
-            "train.learning_rate, check the inputs, or set "
-            "train.grad_clip_norm; the last good checkpoint is step "
-            f"{checkpointer.latest_step()}.")
-      now = time.perf_counter()
-      images_per_s = ((step - last_log) * settings.batch_size
-                      / max(now - last_time, 1e-9))
-      last_log, last_time = step, now
-      writer.write(step, "train", {
-          "loss": metrics["loss"], "grad_norm": metrics["grad_norm"],
-          "learning_rate": float(schedule(step - 1)),
-          "images_per_second": images_per_s})
-      bar.update(step, loss=float(metrics["loss"]))
-      logging.info("process %d step %d loss %.9g", jax.process_index(), step,
-                   float(metrics["loss"]))
-    if (plan.eval_every and step % plan.eval_every == 0) or is_last:
+      is_last = step == end()
+      save = checkpointer.should_save(step) or is_last
+      if step % settings.log_every == 0 or save or is_last:
+        metrics = jax.device_get(metrics)
+        if not metrics["finite"]:
+          raise NonFiniteLossError(
+              f"Non-finite loss ({metrics['loss']}) or gradient norm "
+              f"({metrics['grad_norm']}) at step {step}. Lower "
+              "train.learning_rate, check the inputs, or set "
+              "train.grad_clip_norm; the last good checkpoint is step "
+              f"{checkpointer.latest_step()}.")
+        now = time.perf_counter()
+        images_per_s = ((step - last_log) * settings.batch_size
+                        / max(now - last_time, 1e-9))
+        last_log, last_time = step, now
+        writer.write(step, "train", {
+            "loss": metrics["loss"], "grad_norm": metrics["grad_norm"],
+            "learning_rate": float(schedule(step - 1)),
+            "images_per_second": images_per_s})
+        bar.update(step, loss=float(metrics["loss"]))
+        logging.info("process %d step %d loss %.9g", jax.process_index(), step,
+                     float(metrics["loss"]))
+      if (plan.eval_every and step % plan.eval_every == 0) or is_last:
+        val_metrics = validate(state)
+        writer.write(step, "val", val_metrics)
+        checkpointer.save_best(step, state, signature, val_metrics)
+        logging.info("step %d val %s", step, _brief(val_metrics))
+      if save:
+        checkpointer.save(step, state, data_iter.get_state(), signature,
+                          force=is_last)
+    bar.close()
+    if not val_metrics:  # Nothing left to train: report the restored state.
       val_metrics = validate(state)
-      writer.write(step, "val", val_metrics)
-      checkpointer.save_best(step, state, signature, val_metrics)
-      logging.info("step %d val %s", step, _brief(val_metrics))
-    if save:
-      checkpointer.save(step, state, data_iter.get_state(), signature,
-                        force=is_last)
-  bar.close()
-  if not val_metrics:  # Nothing left to train: report the restored state.
-    val_metrics = validate(state)
+  except BaseException:  # Async saves end before the error leaves, so
+    _close_after_error(checkpointer, writer)  # no thread dies at exit.
+    raise
   checkpointer.wait()
   checkpointer.close()
   writer.close()
   if plan.budget_s and start == 0:
     budget.save(workdir, plan, train_seconds=time.perf_counter() - started)
   return val_metrics
+
+
+def _close_after_error(checkpointer, writer) -> None:
+  """Finishes the checkpoints being written and closes the writers while a
+  training error propagates; their own failures are logged, never raised
+  over it."""
+  try:
+    checkpointer.wait()
+    checkpointer.close()
+    writer.close()
+  except Exception:  # noqa: BLE001  (the training error is the one to see)
+    logging.exception("closing the checkpointer after a training error")
 
 
 def _plan(cfg: TrainSettings, workdir: str | Path, started: float,
