@@ -237,3 +237,29 @@ def test_a_long_ingest_says_how_far_it_is(tmp_path, monkeypatch):
                                 "quarantined)")
   assert progress[6].startswith("ingest: 6 inputs read in") and \
       "looking for duplicates" in progress[6]
+
+
+def test_panels_have_titles_a_legend_and_visible_small_defects():
+  """Trap 9: worst-image panels had no titles or colour legend, and pits of
+  a few pixels vanished at thumbnail size."""
+  import numpy as np
+  from chameleon_jax.data import overlays
+  image = np.full((20, 30, 1), 128, np.uint8)
+  truth = np.zeros((20, 30), np.uint8)
+  truth[4, 5] = 2  # A one-pixel pit.
+  plain = overlays.panel(image, truth, truth)
+  assert plain.shape == (20, 3 * 30 + 2 * 4, 3)
+  out = overlays.panel(image, truth, truth, titles=("a", "truth", "argmax"),
+                       class_names=("ok", "scratch", "pit"), min_height=100)
+  factor = 5  # 20 px -> 100 px.
+  assert out.shape == (14 + 20 * factor + 14, 3 * 30 * factor + 2 * 4, 3)
+  # The pit: a 5x5 block of its class colour in the truth tile.
+  pit = overlays.PALETTE[2]
+  tile = out[14:14 + 100, 30 * factor + 4:2 * 30 * factor + 4]
+  blended = np.rint(0.45 * 128 + 0.55 * pit)
+  assert (np.abs(tile[20:25, 25:30] - blended) <= 1).all()
+  # Legend: a swatch of each defect class's colour; titles: dark text.
+  legend = out[-14:]
+  for k in (1, 2):
+    assert (legend == overlays.PALETTE[k].astype(np.uint8)).all(-1).any()
+  assert (out[:14] < 100).any()

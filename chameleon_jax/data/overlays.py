@@ -4,6 +4,7 @@ as PNG bytes."""
 from __future__ import annotations
 
 import io
+from typing import Sequence
 
 import numpy as np
 
@@ -42,11 +43,24 @@ def colorize(image_rgb: np.ndarray, mask: np.ndarray,
 
 
 def panel(image: np.ndarray, truth: np.ndarray | None,
-          prediction: np.ndarray) -> np.ndarray:
+          prediction: np.ndarray, *, titles: Sequence[str] = (),
+          class_names: Sequence[str] = (), min_height: int = 0
+          ) -> np.ndarray:
   """[image | truth overlay | prediction overlay] (truth omitted if None).
 
   Pixels the truth marks as ignored (padding) are shown ignored in the
   prediction too: they are not scored.
+
+  Args:
+    image, truth, prediction: (H, W, C) image, (H, W) class maps.
+    titles: one title per tile, written above it ("" = no title band).
+    class_names: the legend below the tiles: each defect class's colour
+      and name (class 0, the background, has none).
+    min_height: tiles are enlarged by a whole factor (nearest neighbour)
+      to at least this height, so defects of a few pixels stay visible.
+
+  Example: panel(image, truth, pred, titles=("image", "truth",
+  "prediction"), class_names=("ok", "scratch"), min_height=160).
   """
   rgb = to_rgb_uint8(image)
   tiles = [rgb]
@@ -54,11 +68,41 @@ def panel(image: np.ndarray, truth: np.ndarray | None,
     tiles.append(colorize(rgb, truth))
     prediction = np.where(truth == IGNORE_INDEX, IGNORE_INDEX, prediction)
   tiles.append(colorize(rgb, prediction))
-  gap = np.full((rgb.shape[0], 4, 3), 255, np.uint8)
+  factor = max(1, -(-min_height // rgb.shape[0])) if min_height else 1
+  tiles = [t.repeat(factor, 0).repeat(factor, 1) for t in tiles]
+  gap = np.full((tiles[0].shape[0], 4, 3), 255, np.uint8)
   parts = []
   for tile in tiles:
     parts += [tile, gap]
-  return np.concatenate(parts[:-1], axis=1)
+  out = np.concatenate(parts[:-1], axis=1)
+  if titles or class_names:
+    out = _annotate(out, [t.shape[1] + 4 for t in tiles], titles,
+                    class_names)
+  return out
+
+
+def _annotate(strip: np.ndarray, widths: list[int], titles: Sequence[str],
+              class_names: Sequence[str]) -> np.ndarray:
+  """`strip` with a title band above each tile and a colour legend below."""
+  from PIL import Image, ImageDraw  # pylint: disable=import-outside-toplevel
+  band = 14
+  top = band if titles else 0
+  bottom = band if len(class_names) > 1 else 0
+  canvas = Image.new("RGB", (strip.shape[1], strip.shape[0] + top + bottom),
+                     (255, 255, 255))
+  canvas.paste(Image.fromarray(strip), (0, top))
+  draw = ImageDraw.Draw(canvas)
+  x = 0
+  for title, width in zip(titles, widths):
+    draw.text((x + 2, 1), title, fill=(0, 0, 0))
+    x += width
+  x, y = 2, strip.shape[0] + top + 2
+  for k, name in enumerate(class_names[1:], start=1):
+    colour = tuple(int(c) for c in PALETTE[1:][(k - 1) % (len(PALETTE) - 1)])
+    draw.rectangle((x, y, x + 9, y + 9), fill=colour)
+    draw.text((x + 12, y - 1), name, fill=(0, 0, 0))
+    x += 12 + int(draw.textlength(name)) + 10
+  return np.asarray(canvas)
 
 
 def figure_png(fig, dpi: int = 90) -> bytes:

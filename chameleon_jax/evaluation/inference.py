@@ -105,8 +105,10 @@ def predict_folder(workdir: str | Path, restored: Restored,
     alarm, alarm_score = decision.alarm(classes, probs)
     pred = imio.resize_mask(classes.astype(np.uint8), *image.shape[:2])
     imio.save_mask_png(out / f"{path.stem}_mask.png", pred)
-    imio.save_png(out / f"{path.stem}_overlay.png",
-                  overlays.panel(image, None, pred))
+    imio.save_png(out / f"{path.stem}_overlay.png", overlays.panel(
+        image, None, pred, titles=(path.name, "decision rule" if rule
+                                   is not None else "argmax"),
+        class_names=card.get("class_names", ())))
     summary.append({
         "file": str(path), "defect_pixels": int((pred > 0).sum()),
         "max_defect_probability": float(probs[..., 1:].max()),

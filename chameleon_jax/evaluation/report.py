@@ -27,6 +27,8 @@ from chameleon_jax.train import steps
 # unprefixed figures are argmax masks'). Counts and the checkpoint are no
 # figures of either.
 UNNAMED = ("num_", "checkpoint")
+# Worst-image panels are enlarged to at least this height (pixels).
+PANEL_HEIGHT = 192
 
 
 def figure_names(decision: str, where: str) -> str:
@@ -198,8 +200,11 @@ def _write_worst(num_worst: int, inp: pipeline.EvalInput, graphdef, state,
       pred = (maps[index] if maps is not None else
               np.asarray(predict(state, example["image"][None]))[0].argmax(-1))
       name = ids[index].replace("/", "_")
-      imio.save_png(folder / f"{kind}_{rank:02d}_{name}.png",
-                    overlays.panel(example["image"], example["mask"], pred))
+      imio.save_png(folder / f"{kind}_{rank:02d}_{name}.png", overlays.panel(
+          example["image"], example["mask"], pred, titles=(
+              name, "truth", "decision rule" if maps is not None
+              else "argmax"), class_names=ds.class_names,
+          min_height=PANEL_HEIGHT))
 
 
 def _write_classification(out: Path, split: str, metrics: dict, per_image,
