@@ -112,6 +112,13 @@ def test_canvas_is_the_largest_scaled_image_at_the_stride():
   p = plan(fp, items)
   assert value(p, "data.image_size") == (32, 32)
   assert len(value(p, "model.kwargs")["widths"]) == rules.levels((32, 32)) == 5
+  # A scaled size whose rounded-up canvas would allow one level more
+  # (28x36 -> 4 levels, stride 8 -> 32x40; 32 px alone would give 5 levels,
+  # stride 16, which 40 is not a multiple of): the model keeps the canvas's.
+  fp, items = dataset(size=(28, 36), defect_side=(6,))
+  p = plan(fp, items)
+  assert value(p, "data.image_size") == (32, 40)
+  assert len(value(p, "model.kwargs")["widths"]) == 4
 
 
 def test_whole_images_when_small_crops_when_large():

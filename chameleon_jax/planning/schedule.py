@@ -18,7 +18,6 @@ from chameleon_jax.planning import estimate
 from chameleon_jax.planning.facts import PlanError
 from chameleon_jax.planning.planner_state import Planner
 from chameleon_jax.planning.rules import PASSES_WANTED as PASSES
-from chameleon_jax.planning.rules import levels
 
 # First-level widths of the plain UNet, doubling per level: cpu_unet's 8
 # (RESULTS, "cpu_unet": twice the images per second of a 16-wide UNet on
@@ -71,7 +70,9 @@ def model_and_batch(p: Planner) -> None:
     candidates = [("classifier", {"encoder": CLASSIFIER_ENCODER,
                                   "norm": "group"})]
   else:
-    depth = levels(canvas)
+    # As deep as the canvas rule's stride (the canvas is a multiple of it;
+    # levels() of the rounded-up canvas can be one level deeper).
+    depth = int(math.log2(p.derived["stride"])) + 1
     candidates = [("unet", {"widths": tuple(w * 2 ** i for i in range(depth)),
                             "norm": "batch"}) for w in FIRST_WIDTHS]
   rows, chosen = [], None
