@@ -47,9 +47,11 @@ def _defect(rng, image, mask, value):
   image[r:r + h, c:c + w] = np.clip(image[r:r + h, c:c + w] * 0.4, 0, 255)
 
 
-def test_steel_with_its_own_split_and_a_defect_on_every_image(tmp_path):
+def write_steel(root):
+  """NEU-Seg's layout in small: images/{training,test}/*.jpg (grey 64 px),
+  annotations/{training,test}/*.png (palette, classes 1-3), a defect on
+  every image."""
   rng = np.random.default_rng(0)
-  root = tmp_path / "steel"
   palette = [0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * 756
   for split, n in (("training", 24), ("test", 8)):
     (root / "images" / split).mkdir(parents=True)
@@ -63,6 +65,11 @@ def test_steel_with_its_own_split_and_a_defect_on_every_image(tmp_path):
       pal = Image.fromarray(mask, mode="P")
       pal.putpalette(palette)
       pal.save(root / "annotations" / split / f"{split}_{i:03d}.png")
+
+
+def test_steel_with_its_own_split_and_a_defect_on_every_image(tmp_path):
+  root = tmp_path / "steel"
+  write_steel(root)
   result, metrics, predictions, manifest = _main(
       tmp_path, "--config.data.source=image_mask_folders",
       f"--config.data.source_kwargs.root={root}",

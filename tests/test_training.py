@@ -341,6 +341,7 @@ def test_a_full_disk_ends_the_run_with_one_line(tmp_path):
       "  except OSError as e:\n"
       "    raise RuntimeError('array_record writer failed') from e\n"
       "main.components.ingest = ingest\n"
+      "assert main.no_space(ValueError('boom')) is None\n"
       "app.run(main.main)\n")
   proc = subprocess.run(
       [sys.executable, str(script), f"--config={REPO / 'tests/tiny_config.py'}",
@@ -352,5 +353,3 @@ def test_a_full_disk_ends_the_run_with_one_line(tmp_path):
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith("--mode=ingest stopped: no space left on device")
   assert "w/data/shard-00000" in last
-  import main
-  assert main.no_space(ValueError("boom")) is None
