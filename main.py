@@ -171,12 +171,12 @@ def _stages(argv):
                         "verdict": board["comparison"]["text"]},
               outputs=f"{workdir}/sweep/leaderboard.md")
     elif mode == "train":
-      _report("train (final validation: "
-              f"{modes.figure_names(config, 'validation')})",
+      _report("train, final validation: "
+              f"{modes.figure_names(config, 'validation')}",
               modes.train(config, workdir))
     elif mode == "eval":
-      _report(f"eval on {config.eval.split} "
-              f"({modes.figure_names(config, 'eval')})",
+      _report(f"eval on {config.eval.split}: "
+              f"{modes.figure_names(config, 'eval')}",
               modes.evaluate(config, workdir), outputs=f"{workdir}/eval/")
     elif mode == "predict":
       _report("predict", {}, outputs=str(modes.predict(config, workdir)))
@@ -209,7 +209,7 @@ def _stages(argv):
       raise app.UsageError(f"--mode={mode} runs alone.")
     elif mode == "robustness":
       page, headline = modes.robustness(config, workdir)
-      _report(f"robustness ({modes.figure_names(config, 'robustness')})",
+      _report(f"robustness: {modes.figure_names(config, 'robustness')}",
               headline, outputs=str(page))
 
 
@@ -224,6 +224,9 @@ def _report(stage: str, metrics: dict, outputs: str | None = None) -> None:
       why = next((w for suffix, w in UNDEFINED.items()
                   if key.endswith(suffix)), "undefined")
       print(f"  {key}: not measurable ({why})", file=sys.stdout)
+    elif isinstance(value, float) and key.startswith("num_") and \
+        value.is_integer():  # A count, whatever its type.
+      print(f"  {key}: {int(value)}", file=sys.stdout)
     else:
       print(f"  {key}: {value:.4f}" if isinstance(value, float)
             else f"  {key}: {value}", file=sys.stdout)

@@ -116,7 +116,7 @@ def test_a_new_dataset_in_one_command(tmp_path):
       cwd=REPO, capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "== plan ==" in result.stdout
-  assert "== eval on test (figures of" in result.stdout
+  assert "== eval on test: figures of" in result.stdout
   plan = json.loads((workdir / "plan/plan.json").read_text())
   by_key = {c["key"]: c for c in plan["choices"]}
   # The user's step count is kept (it makes the run the same on any

@@ -21,6 +21,6 @@ def test_quickstart_reaches_its_target(tmp_path):
   metrics = json.loads((tmp_path / "eval" / "test_metrics.json").read_text())
   print(f"quickstart: {minutes:.1f} min, test mean_defect_iou "
         f"{metrics['mean_defect_iou']:.4f}")
-  assert "== eval on test (figures of argmax masks" in result.stdout
+  assert "== eval on test: figures of argmax masks" in result.stdout
   assert metrics["mean_defect_iou"] >= 0.6
   assert minutes < 10

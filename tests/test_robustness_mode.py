@@ -37,7 +37,7 @@ def test_report_end_to_end_with_an_ensemble_of_identical_members(trained):
       root, workdir, "--mode=robustness", "--config.robustness.max_images=0",
       f"--config.robustness.members=('{workdir}',)",
       "--config.robustness.other_data.name=tiny"))
-  assert "== robustness (figures of argmax masks" in result.stdout
+  assert "== robustness: figures of argmax masks" in result.stdout
   assert "model: ensemble" in result.stdout
   out = workdir / "robustness"
   results = json.loads((out / "results.json").read_text())

@@ -40,7 +40,7 @@ def test_ingest_train_eval_predict(ingested, tmp_path):
   workdir = tmp_path / "run"
   result = run_main(CONFIG, f"--workdir={workdir}", "--mode=train,eval",
                     f"--config.data.root={ingested}")
-  assert "== eval on test (figures of argmax masks" in result.stdout
+  assert "== eval on test: figures of argmax masks" in result.stdout
   assert "mean_defect_iou" in result.stdout
   metrics = json.loads((workdir / "eval" / "test_metrics.json").read_text())
   assert metrics["num_images"] > 0 and metrics["checkpoint_step"] == 20
