@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -110,6 +111,30 @@ def run_main(*args: str, env: dict | None = None, check: bool = True,
     raise AssertionError(f"main.py {' '.join(args)} failed:\n"
                          f"{result.stdout}\n{result.stderr[-6000:]}")
   return result
+
+
+_OPENED: list[str] | None = None
+
+
+def _audit(event, args):
+  if event == "open" and _OPENED is not None and args and \
+      isinstance(args[0], (str, bytes, Path)):
+    _OPENED.append(str(args[0]))
+
+
+@contextlib.contextmanager
+def opened_files():
+  """Every path the process opens inside the block (one audit hook,
+  installed once: audit hooks cannot be removed)."""
+  global _OPENED
+  if not getattr(sys, "_chameleon_audit", False):
+    sys.addaudithook(_audit)
+    sys._chameleon_audit = True
+  _OPENED = []
+  try:
+    yield _OPENED
+  finally:
+    _OPENED = None
 
 
 def _postgres_bin() -> Path | None:

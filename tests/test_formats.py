@@ -18,6 +18,7 @@ from pycocotools import mask as mask_utils
 from chameleon_jax.data import dataset, records, sources
 from chameleon_jax.data.formats import coco, labelme, tables, voc
 from chameleon_jax.data.sources import Item, Rejected
+from tests.conftest import opened_files
 
 ALL = {"train": 1.0}
 
@@ -419,26 +420,11 @@ def test_mat_mask_without_a_field_takes_the_only_2d_variable(tmp_path):
 
 # --- No file outside the dataset root is read --------------------------------
 
-_OPENED: list[str] | None = None
-
-
-def _audit(event, args):
-  if event == "open" and _OPENED is not None and args and \
-      isinstance(args[0], (str, Path)):
-    _OPENED.append(str(args[0]))
-
-
 @pytest.fixture
 def opened():
   """Every path the process opens while the test runs (an audit hook)."""
-  global _OPENED
-  import sys
-  if _audit not in getattr(sys, "_chameleon_hooks", []):
-    sys.addaudithook(_audit)
-    sys._chameleon_hooks = [_audit]
-  _OPENED = []
-  yield _OPENED
-  _OPENED = None
+  with opened_files() as files:
+    yield files
 
 
 def test_no_source_reads_outside_its_root(tmp_path, opened):

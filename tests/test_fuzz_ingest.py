@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import string
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from PIL import Image
 
 from chameleon_jax.data import dataset, sources
 from chameleon_jax.data.formats import coco, labelme
+from tests.conftest import opened_files
 
 SETTINGS = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 60)),
                     deadline=None, derandomize=True,
@@ -36,29 +36,6 @@ SETTINGS = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 60)),
 N = 4  # Valid items before the damage.
 FRACTIONS = {"train": 0.5, "val": 0.25, "test": 0.25}
 CLASSES = ("background", "scratch", "pit")
-
-_OPENED: list[str] | None = None
-
-
-def _audit(event, args):
-  if event == "open" and _OPENED is not None and args and \
-      isinstance(args[0], (str, bytes, Path)):
-    _OPENED.append(str(args[0]))
-
-
-def _watch() -> list[str]:
-  global _OPENED
-  if _audit not in getattr(sys, "_chameleon_fuzz_hooks", []):
-    sys.addaudithook(_audit)
-    sys._chameleon_fuzz_hooks = [_audit]
-  _OPENED = []
-  return _OPENED
-
-
-def _stop_watching() -> None:
-  global _OPENED
-  _OPENED = None
-
 
 # --- What can go wrong with a file ------------------------------------------
 
@@ -174,13 +151,10 @@ def test_folders_survive_any_damage(arena, images, masks, orphans, values):
       (root / "masks" / f"i{k}.png").unlink()
     else:
       _damage(root / "masks" / f"i{k}.png", mask, rng)
-  opened = _watch()
-  try:
+  with opened_files() as opened:
     info, entries = sources.image_mask_folders(str(root),
                                                class_names=CLASSES)
     _ingest(info, entries, out, N + orphans, root, opened)
-  finally:
-    _stop_watching()
 
 
 # --- labelme ----------------------------------------------------------------
@@ -211,12 +185,9 @@ def test_labelme_survives_any_damage(arena, docs, truncate, image):
     text = json.dumps(doc)
     (root / f"a{k}.json").write_text(text[:int(len(text) * cut)]
                                      if cut is not None else text)
-  opened = _watch()
-  try:
+  with opened_files() as opened:
     info, entries = labelme.labelme(str(root), class_names=CLASSES)
     _ingest(info, entries, out, N, root, opened)
-  finally:
-    _stop_watching()
 
 
 # --- COCO -------------------------------------------------------------------
@@ -270,13 +241,10 @@ def test_coco_survives_any_damage(arena, files, keep_name, sizes, annotations,
   is_id = [isinstance(i, (int, str)) and not isinstance(i, bool) for i in ids]
   inputs = N + len({i for i, ok in zip(ids, is_id) if ok and i not in
                     range(N)}) + is_id.count(False)
-  opened = _watch()
-  try:
+  with opened_files() as opened:
     try:
       info, items = coco.coco(str(root / "coco.json"), channels=1)
     except ValueError as e:  # The file itself unusable: one clear error.
       assert str(root / "coco.json") in str(e)
       return
     _ingest(info, items, out, inputs, root, opened)
-  finally:
-    _stop_watching()
