@@ -263,3 +263,22 @@ def test_panels_have_titles_a_legend_and_visible_small_defects():
   for k in (1, 2):
     assert (legend == overlays.PALETTE[k].astype(np.uint8)).all(-1).any()
   assert (out[:14] < 100).any()
+
+
+def test_the_data_reports_examples_show_a_pit_of_a_few_pixels():
+  """Trap 9: BSData's example strip was unreadable, the pits being a few
+  pixels at thumbnail size. Defect examples are cropped around the class."""
+  import numpy as np
+  from chameleon_jax.data import report
+  mask = np.zeros((900, 1200), np.uint8)
+  mask[400:403, 700:704] = 2  # A 3 x 4 px pit.
+  rows, cols = report.around(mask, 2)
+  assert (rows.stop - rows.start, cols.stop - cols.start) == (64, 64)
+  assert mask[rows, cols].sum() == mask.sum()  # The pit is inside.
+  big = np.zeros((900, 1200), np.uint8)
+  big[100:500, 200:900] = 1  # Large regions: the whole image.
+  assert report.around(big, 1) == np.s_[:, :]
+  edge = np.zeros((200, 300), np.uint8)
+  edge[0:2, 298:300] = 1  # At a corner: the window stays inside.
+  rows, cols = report.around(edge, 1)
+  assert (rows.start, cols.stop) == (0, 300) and edge[rows, cols].sum() == 4

@@ -24,6 +24,9 @@ from chameleon_jax.data import images as imio  # noqa: E402
 from chameleon_jax.data import overlays
 from chameleon_jax.data.records import decode_record
 
+# Defect examples: a window of this many times the class's extent, >= the
+# minimum side (pixels), when smaller than the image.
+CROP_CONTEXT, CROP_MIN_SIDE = 4, 64
 EXAMPLES_PER_CLASS = 4
 MAX_LISTED = 200  # Rows per list in the Markdown; the JSON files hold all.
 
@@ -51,8 +54,26 @@ def _display(image: np.ndarray) -> np.ndarray:
   return overlays.to_rgb_uint8((x - lo) / max(hi - lo, 1e-6))
 
 
+def around(mask: np.ndarray, k: int) -> tuple[slice, slice]:
+  """The window an example of class `k` is shown in: a square of
+  CROP_CONTEXT x the class's bounding box side (at least CROP_MIN_SIDE)
+  centred on it, inside the image; the whole image where that is not
+  smaller. So that pits of a few pixels in a large image stay visible."""
+  ys, xs = np.nonzero(mask == k)
+  h, w = mask.shape
+  if not ys.size:
+    return np.s_[:, :]
+  side = max(CROP_MIN_SIDE, CROP_CONTEXT * int(max(np.ptp(ys), np.ptp(xs)) + 1))
+  if side >= min(h, w):
+    return np.s_[:, :]
+  top = int(np.clip((ys.min() + ys.max()) // 2 - side // 2, 0, h - side))
+  left = int(np.clip((xs.min() + xs.max()) // 2 - side // 2, 0, w - side))
+  return np.s_[top:top + side, left:left + side]
+
+
 def _examples(ds, folder: Path) -> list[tuple[str, str]]:
-  """One PNG per class: images holding it (defect-free images for class 0)."""
+  """One PNG per class: images holding it (defect-free images for class 0),
+  defect classes cropped around their pixels (`around`)."""
   wanted: dict[int, list[str]] = {k: [] for k in range(ds.num_classes)}
   for a in ds.manifest["items"]:
     classes = a["classes_present"] if a["has_mask"] else [a["label"]]
@@ -80,9 +101,11 @@ def _examples(ds, folder: Path) -> list[tuple[str, str]]:
     tiles = []
     for item_id in ids:
       record = records[item_id]
-      rgb = _display(record["image"])
+      window = around(record["mask"], k) if k else np.s_[:, :]
+      rgb = _display(record["image"])[window]
       tile = np.concatenate([rgb, np.full((rgb.shape[0], 4, 3), 255, np.uint8),
-                             overlays.colorize(rgb, record["mask"])], axis=1)
+                             overlays.colorize(rgb, record["mask"][window])],
+                            axis=1)
       height = 160
       width = max(1, int(round(tile.shape[1] * height / tile.shape[0])))
       tiles.append(imio.resize_image(tile, height, width))
@@ -163,7 +186,9 @@ def write(ds, quarantine: list[dict]) -> Path:
                     _fmt(v["all"]["p50"]), _fmt(v["all"]["p99.5"]),
                     _fmt(v["foreground"]["mean"]), _fmt(v["foreground"]["p50"])]
                    for c, v in fingerprint["intensity"].items()]) + [""]
-  lines += ["## Examples per class", ""]
+  lines += ["## Examples per class", "",
+            f"Image and mask; defect classes in a window of {CROP_CONTEXT}x "
+            f"the class's extent (at least {CROP_MIN_SIDE} px) around it.", ""]
   for name, png in _examples(ds, folder):
     lines += [f"**{name}**", "", f"![{name}](report/{png})", ""]
   lines += [f"## Quarantine ({len(quarantine)})", ""]
