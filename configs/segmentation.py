@@ -220,6 +220,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.export.input_dtype = "uint8"  # uint8 | uint16 | float32 ([0, 1]).
   config.export.top_k = 3  # Classification: classes returned per image.
   config.export.version_label = "canary"  # Label of the new version.
+  # Validation images served into the version's monitoring reference
+  # (assets.extra/monitoring/reference.json; 0 = none): the windows of the
+  # request log are tested against it (chameleon_jax/monitoring/). A few
+  # hundred give the two-sample tests their power; more cost export time.
+  config.export.reference_images = 256
 
   # --- Regression gate (--mode=gate; chameleon_jax/governance/gate.py) ---------
   # The workdir's evaluated model against the champion on eval.split, paired

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterable
 
 import jax
 import tensorflow as tf
@@ -17,7 +19,8 @@ from chameleon_jax.governance import versions as layout
 from chameleon_jax.model_io.card import params_digest
 from chameleon_jax.model_io.restore import Restored
 from chameleon_jax.model_io.state import eval_params, merge
-from export import publish, savedmodel, server_flags, verify
+from export import (publish, reference_profile, savedmodel, server_flags,
+                    verify)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +39,8 @@ class ExportSettings:
     input_dtype: "uint8", "uint16" or "float32" (in [0, 1]).
     top_k: classification: classes returned per image.
     version_label: label of the new version ("canary").
+    reference_images: validation images served into the version's
+      monitoring reference (reference_profile.py); 0 = none.
   """
   model_name: str
   model_base_path: str
@@ -46,6 +51,7 @@ class ExportSettings:
   input_dtype: str
   top_k: int
   version_label: str
+  reference_images: int
 
   def __post_init__(self):
     object.__setattr__(self, "platforms", tuple(self.platforms))
@@ -96,7 +102,9 @@ def contract_for(settings: ExportSettings, model_input: ModelInput,
 
 
 def run(workdir: str | Path, restored: Restored, settings: ExportSettings,
-        model_input: ModelInput, config_sha256: str) -> dict:
+        model_input: ModelInput, config_sha256: str,
+        reference_examples: Iterable = (),
+        false_alarm_budget: float | None = None) -> dict:
   """Exports, verifies (refusing to publish on failure) and publishes.
 
   Args:
@@ -105,6 +113,9 @@ def run(workdir: str | Path, restored: Restored, settings: ExportSettings,
     settings: what to export and where.
     model_input: what the model is fed.
     config_sha256: digest of the experiment's config (recorded).
+    reference_examples: (image, has a defect) of the validation split; the
+      first `settings.reference_images` become the monitoring reference.
+    false_alarm_budget: the calibrated rule's budget (None: argmax).
 
   Returns:
     {"model_name", "version", "path", "max_abs_logit_diff"}.
@@ -141,6 +152,11 @@ def run(workdir: str | Path, restored: Restored, settings: ExportSettings,
         "input_contract": contract.to_json(),
         "verification": report,
     }
+    if ex.reference_images > 0:
+      metadata["monitoring_reference"] = reference_profile.write(
+          directory, contract,
+          itertools.islice(reference_examples, ex.reference_images),
+          false_alarm_budget)
     metadata["evaluation"] = _store_evidence(Path(workdir) / "eval",
                                              Path(directory), card["step"])
     requests = publish.warmup_requests(name, contract,

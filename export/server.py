@@ -2,7 +2,8 @@
 
   python -m export.server --model_base_path=workdirs/x/serving \\
       [--port=8500 --rest_api_port=8501 --poll_seconds=2 --max_batch_size=16
-       --max_request_bytes=67108864 --read_timeout_s=30]
+       --max_request_bytes=67108864 --read_timeout_s=30
+       --request_log=LOG.jsonl --request_log_sample_rate=0.0]
 
 Binds to 127.0.0.1 only. Speaks TF Serving's gRPC API (PredictionService:
 Predict, GetModelMetadata; ModelService: GetModelStatus) through the official
@@ -17,7 +18,9 @@ Serving's status codes; no request can crash it. Limits: a request of more
 examples than `max_batch_size` or more bytes than `max_request_bytes` is
 refused before it is decoded, a REST client that stops sending is dropped
 after `read_timeout_s`, and batches are padded to the allowed batch sizes
-(server_flags.py) that the warmup requests compile.
+(server_flags.py) that the warmup requests compile. With --request_log,
+every served image's statistics are logged for the monitor
+(request_log.py; chameleon_jax/monitoring/).
 
 This is not TF Serving: it runs the SavedModels with TensorFlow's Python
 runtime. Production uses the official image with the command line in
@@ -44,6 +47,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2,
 from export import rest, server_flags
 from export.batching import Batcher
 from export.models import ModelManager, ServingError
+from export.request_log import RequestLog
 from export.serving_metrics import ServingMetrics
 
 MAX_MESSAGE_BYTES = 256 << 20
@@ -71,13 +75,17 @@ class Service:
     batch_timeout_s: how long the first request of a batch waits for more.
     max_response_bytes: a response larger than this (gRPC's send limit) is
       refused as RESOURCE_EXHAUSTED, not counted as sent.
+    request_log: where answered requests' images are logged for the monitor
+      (request_log.py); None = not logged.
   """
 
   def __init__(self, manager: ModelManager,
                max_batch_size: int = server_flags.MAX_BATCH_SIZE,
                batch_timeout_s: float = server_flags.BATCH_TIMEOUT_MICROS / 1e6,
-               max_response_bytes: int = MAX_MESSAGE_BYTES):
+               max_response_bytes: int = MAX_MESSAGE_BYTES,
+               request_log: "RequestLog | None" = None):
     self.manager = manager
+    self.request_log = request_log
     self.max_batch_size = max_batch_size
     self.max_response_bytes = max_response_bytes
     self.metrics = ServingMetrics()
@@ -174,6 +182,9 @@ class Service:
                              f"send failed: {e}") from e
       self.metrics.request(name, "OK", entrypoint,
                            time.perf_counter() - start)
+      if self.request_log is not None:  # Queued; measured off this thread.
+        self.request_log.submit(name, version, signature_name, inputs,
+                                outputs)
       return response
     except ServingError as e:
       self.metrics.request(name, e.code.name, entrypoint, 0.0)
@@ -275,10 +286,14 @@ class Server:
                batch_timeout_s: float = server_flags.BATCH_TIMEOUT_MICROS / 1e6,
                warmup: bool = True,
                max_request_bytes: int = rest.MAX_REQUEST_BYTES,
-               read_timeout_s: float = rest.READ_TIMEOUT_S):
+               read_timeout_s: float = rest.READ_TIMEOUT_S,
+               request_log: str = "", request_log_sample_rate: float = 0.0):
     self.manager = ModelManager(model_base_path, warmup)
     self.manager.refresh()
     self.service = Service(self.manager, max_batch_size, batch_timeout_s)
+    self.request_log = self.service.request_log = (RequestLog(
+        request_log, self.service.own_metrics.registry,
+        request_log_sample_rate) if request_log else None)
     # A larger request is refused by gRPC itself (RESOURCE_EXHAUSTED).
     options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                ("grpc.max_receive_message_length", max_request_bytes)]
@@ -317,6 +332,8 @@ class Server:
     self.http.shutdown()
     self.http.server_close()
     self.grpc.stop(grace=None)
+    if self.request_log is not None:
+      self.request_log.close()
 
 
 def main():
@@ -339,13 +356,19 @@ def main():
   parser.add_argument("--read_timeout_s", type=float,
                       default=rest.READ_TIMEOUT_S,
                       help="REST: drop a client that stops sending")
+  parser.add_argument("--request_log", default="",
+                      help="log every served image's statistics here "
+                      "(JSONL, rotated) for the monitor; '' = no log")
+  parser.add_argument("--request_log_sample_rate", type=float, default=0.0,
+                      help="share of images also kept as PNG beside the log")
   args = parser.parse_args()
   logging.basicConfig(level=logging.INFO)
   server = Server(args.model_base_path, args.port, args.rest_api_port,
                   args.poll_seconds, args.max_batch_size,
                   args.batch_timeout_micros / 1e6,
                   bool(args.enable_model_warmup), args.max_request_bytes,
-                  args.read_timeout_s).start()
+                  args.read_timeout_s, args.request_log,
+                  args.request_log_sample_rate).start()
   print(f"serving {args.model_base_path} on 127.0.0.1: gRPC {server.port}, "
         f"REST {server.rest_api_port} (development stand-in)", flush=True)
   try:

@@ -417,3 +417,57 @@ def test_killed_publisher_leaves_no_visible_version(exported, tmp_path):
   version = publish.publish(source, base, "tiny", [], {"again": True})
   assert version == before[-1] + 1
   assert not list((base / "tiny").glob(".tmp-*"))
+
+
+def test_the_version_carries_a_monitoring_reference_that_the_log_reproduces(
+    exported, tmp_path):
+  """The reference (export: the val split through the SavedModel) and the
+  stand-in server's request log measure the same image identically,
+  whichever signature served it: a window differs from the reference only
+  by its images."""
+  import io
+  import portpicker
+  from PIL import Image
+  from chameleon_jax.data import dataset, records
+  from chameleon_jax.monitoring import events, reference
+  from export.client import GrpcClient
+  from export.server import Server
+  workdir, _ = exported
+  version = workdir / "serving" / "tiny" / "1"
+  profile = reference.load(version)
+  meta = json.loads((version / "assets.extra" / "export_metadata.json")
+                    .read_text())
+  ds = dataset.latest(workdir / "data", "tiny")
+  val = [records.decode_record(r) for p in ds.shard_paths("val")
+         for r in records.read(Path(p))]
+  assert profile.images == len(val) == meta["monitoring_reference"]["images"]
+  assert profile.defect.tolist() == [bool(((v["mask"] > 0) & (v["mask"] < 255))
+                                          .any()) for v in val]
+  assert profile.false_alarm_budget is None  # argmax masks, no budget
+  log = tmp_path / "requests.jsonl"
+  server = Server(str(workdir / "serving"), portpicker.pick_unused_port(),
+                  portpicker.pick_unused_port(), warmup=False,
+                  request_log=str(log), request_log_sample_rate=1.0).start()
+  try:
+    plain = GrpcClient(f"127.0.0.1:{server.port}", "tiny")
+    encoded = GrpcClient(f"127.0.0.1:{server.port}", "tiny")
+    for v in val[:4]:
+      plain.predict(v["image"][None])
+      buffer = io.BytesIO()
+      Image.fromarray(v["image"][..., 0]).save(buffer, format="PNG")
+      encoded.predict_encoded([buffer.getvalue()])
+    server.request_log.flush()
+  finally:
+    server.stop()
+  logged = events.Reader(log).read()
+  assert [e["signature"] for e in logged] == ["serving_default",
+                                              "encoded"] * 4
+  for i, event in enumerate(logged):
+    assert (event["model"], event["version"]) == ("tiny", 1)
+    for name, value in event["inputs"].items():
+      assert value == pytest.approx(profile.inputs[name][i // 2], abs=1e-6)
+    for name, value in event["outputs"].items():  # 16-bit PNG p(defect)
+      assert value == pytest.approx(profile.outputs[name][i // 2], abs=1e-4)
+    np.testing.assert_allclose(event["embedding"], profile.embeddings[i // 2],
+                               atol=1e-5)
+    assert (log.parent / event["sample"]).is_file()

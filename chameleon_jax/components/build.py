@@ -22,6 +22,7 @@ from chameleon_jax.data import augment as augment_lib
 from chameleon_jax.data import catalog
 from chameleon_jax.data import dataset as dataset_lib
 from chameleon_jax.data import images as imio
+from chameleon_jax.data import labels, records
 from chameleon_jax.data import formats  # noqa: F401  (registers formats)
 from chameleon_jax.data import pipeline
 from chameleon_jax.data import sources  # noqa: F401  (registers sources)
@@ -105,6 +106,21 @@ def open_dataset(config: ml_collections.ConfigDict, workdir: str, *,
   if version:
     return dataset_lib.Dataset.open(root / name / version, fold)
   return dataset_lib.latest(root, name, fold)
+
+
+def served_examples(config: ml_collections.ConfigDict, workdir: str,
+                    split: str):
+  """(image, has a defect) of `split`'s records in their stored order, as
+  a client would send them (stored size and bit depth); a defect is a
+  defect pixel (segmentation) or a class other than 0 (classification)."""
+  ds = open_dataset(config, workdir)
+  segmentation = task(config) == "segmentation"
+  for path in ds.shard_paths(split):
+    for raw in records.read(Path(path)):
+      record = records.decode_record(raw)
+      yield record["image"], bool(
+          labels.defect_pixels(record["mask"]).any() if segmentation
+          else record["label"] != 0)
 
 
 def model_kwargs(config: ml_collections.ConfigDict) -> dict:

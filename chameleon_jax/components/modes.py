@@ -170,7 +170,9 @@ def export(config: ml_collections.ConfigDict, workdir: str) -> dict:
                      image_size=build.image_size(config),
                      data_name=config.data.name, decision=rule,
                      flip_tta=evaluation.flip_tta),
-      config_sha256=build.config_digest(config))
+      config_sha256=build.config_digest(config),
+      reference_examples=build.served_examples(config, workdir, "val"),
+      false_alarm_budget=(evaluation.max_false_alarm if rule else None))
   if jax.process_index() == 0:  # The card of the new version.
     base = Path(settings.model_base_path or Path(workdir) / "serving")
     exported["model_card"] = str(card_mode.write(
