@@ -18,6 +18,8 @@ writes DIR/render/<target>/:
                  the ledger beside the models, which promotion reads)
   serving.yaml   TF Serving (only when the export's server files exist under
                  export.model_base_path; the pipeline renders it after export)
+  monitoring.yaml  with serving.yaml: the drift monitor's Deployment and
+                 Service and its alerts as a PrometheusRule (monitoring.py)
 
 The config stays the single source: every pod runs the same
 `--config=<file>[:variant]` with the same `--config.x=y` overrides given to
@@ -33,7 +35,7 @@ from pathlib import Path
 import yaml
 
 from export import server_flags
-from infra import manifests
+from infra import manifests, monitoring
 from infra import targets as targets_lib
 
 from chameleon_jax import atomic, configfile
@@ -235,9 +237,12 @@ def run(deploy: targets_lib.Deploy, experiment: Experiment, workdir: str,
         f"{deploy.name or experiment.data_name}-serving", "deploy.name")
     files["serving"] = manifests.serving(name, model_name, target, deploy,
                                          server_files)
+    files["monitoring"] = monitoring.objects(
+        name, model_name, target, deploy,
+        f"{deploy.registry.rstrip('/')}/{TRAIN_IMAGE}:{deploy.image_tag}")
   else:
-    stale = out / "serving.yaml"
-    stale.unlink(missing_ok=True)
+    for stale in ("serving", "monitoring"):
+      (out / f"{stale}.yaml").unlink(missing_ok=True)
   written = {}
   for name, objects in files.items():
     path = out / f"{name}.yaml"

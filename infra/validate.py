@@ -4,10 +4,11 @@
 
 Every YAML file passes yamllint (infra/yamllint.yaml); every object is
 validated with kubernetes-validate's strict schemas (unknown fields are
-errors) for the oldest and the newest supported Kubernetes version; JobSets,
-which kubernetes-validate would pass with only a "no schema" warning, are
-validated against infra/schemas/jobset-v1alpha2.json, whose Job template
-resolves to the same Kubernetes version's strict schema. A resource with no
+errors) for the oldest and the newest supported Kubernetes version; JobSets
+and PrometheusRules, which kubernetes-validate would pass with only a "no
+schema" warning, are validated against infra/schemas/jobset-v1alpha2.json
+and prometheusrule-v1.json, whose embedded Kubernetes types resolve to the
+same Kubernetes version's strict schema. A resource with no
 schema at all is an error, never a warning. Exit status 1 on any problem.
 """
 
@@ -30,6 +31,9 @@ from yamllint import linter
 SUPPORTED_KUBERNETES = ("1.30", "1.37")
 HERE = Path(__file__).resolve().parent
 JOBSET_SCHEMA = HERE / "schemas" / "jobset-v1alpha2.json"
+# Custom resources and their vendored schemas (kubernetes-validate has none).
+CUSTOM_SCHEMAS = {"JobSet": JOBSET_SCHEMA,
+                  "PrometheusRule": HERE / "schemas" / "prometheusrule-v1.json"}
 YAMLLINT_CONFIG = HERE / "yamllint.yaml"
 
 
@@ -46,9 +50,10 @@ def _definitions(version: str) -> referencing.Registry:
   return referencing.Resource.from_contents(defs) @ referencing.Registry()
 
 
-def validate_jobset(obj: dict, version: str) -> list[str]:
-  """Problems of a JobSet against the vendored jobset v1alpha2 schema."""
-  schema = json.loads(JOBSET_SCHEMA.read_text())
+def validate_custom(obj: dict, version: str) -> list[str]:
+  """Problems of a custom resource (a JobSet, a PrometheusRule) against
+  its vendored schema."""
+  schema = json.loads(CUSTOM_SCHEMAS[obj["kind"]].read_text())
   validator = jsonschema.Draft202012Validator(schema,
                                               registry=_definitions(version))
   return [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
@@ -59,8 +64,8 @@ def validate_object(obj: dict, version: str) -> list[str]:
   """Problems of one object for one Kubernetes version ([] = valid)."""
   if not isinstance(obj, dict) or "kind" not in obj or "apiVersion" not in obj:
     return ["not a Kubernetes object (no kind/apiVersion)"]
-  if obj["kind"] == "JobSet":
-    return validate_jobset(obj, version)
+  if obj["kind"] in CUSTOM_SCHEMAS:
+    return validate_custom(obj, version)
   try:
     kubernetes_validate.validate(obj, version, strict=True)
   except kubernetes_validate.ValidationError as e:

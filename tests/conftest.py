@@ -183,3 +183,18 @@ def postgres_url():
   finally:
     run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop")
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def prometheus_bin() -> Path:
+  """The directory of Debian's `prometheus` and `promtool` binaries; skipped
+  without them, failed where CHAMELEON_REQUIRE_PROMETHEUS=1 (.ci/run
+  installs Debian's prometheus and sets it, so CI cannot skip silently)."""
+  import shutil
+  found = [shutil.which(b) for b in ("prometheus", "promtool")]
+  if None in found:
+    message = "prometheus/promtool not found (apt-get install prometheus)"
+    if os.environ.get("CHAMELEON_REQUIRE_PROMETHEUS") == "1":
+      pytest.fail(message)
+    pytest.skip(message)
+  return Path(found[0]).parent

@@ -471,3 +471,46 @@ def test_the_version_carries_a_monitoring_reference_that_the_log_reproduces(
     np.testing.assert_allclose(event["embedding"], profile.embeddings[i // 2],
                                atol=1e-5)
     assert (log.parent / event["sample"]).is_file()
+
+
+def test_monitoring_manifests_and_alert_rules(two_versions, tmp_path,
+                                              prometheus_bin):
+  """With serving, --mode=render writes the monitor's Deployment, Service
+  and PrometheusRule: valid offline (strict schemas), reading the models
+  the serving Deployment serves, with rules Prometheus's own promtool
+  loads."""
+  import subprocess
+  import yaml
+  from infra import monitoring, validate
+  base = two_versions
+  workdir = tmp_path / "render_workdir"
+  run_main(CONFIG, f"--workdir={workdir}", "--mode=render", "--target=cpu",
+           f"--config.export.model_base_path={base}")
+  manifest = workdir / "render" / "cpu" / "monitoring.yaml"
+  assert validate.validate_file(manifest) == []
+  objects = {o["kind"]: o for o in yaml.safe_load_all(manifest.read_text())}
+  assert set(objects) == {"Deployment", "Service", "PrometheusRule"}
+  (container,) = objects["Deployment"]["spec"]["template"]["spec"][
+      "containers"]
+  assert container["command"] == ["python", "-m", "chameleon_jax.monitoring"]
+  flags = dict(a.split("=", 1) for a in container["args"])
+  assert flags["--model_base_path"] == "/mnt/shared/models"  # serving's too
+  assert flags["--log"].startswith("/mnt/shared/logs/")
+  assert container["image"].endswith("/chameleon-train:0.1.0")
+  groups = objects["PrometheusRule"]["spec"]["groups"]
+  assert groups == monitoring.rule_groups("tiny")
+  rules = tmp_path / "rules.yaml"
+  rules.write_text(yaml.safe_dump({"groups": groups}))
+  check = subprocess.run([str(prometheus_bin / "promtool"), "check", "rules",
+                          str(rules)], capture_output=True, text=True)
+  assert check.returncode == 0 and "SUCCESS: 4 rules found" in check.stdout, \
+      check.stdout + check.stderr
+  # A malformed rule is refused by both checks.
+  broken = json.loads(json.dumps(objects["PrometheusRule"]))
+  broken["spec"]["groups"][0]["rules"][0]["for"] = "five minutes"
+  assert any("does not match" in p for p in validate.validate_object(
+      broken, "1.30"))
+  rules.write_text(yaml.safe_dump({"groups": [{"name": "g", "rules": [
+      {"alert": "A", "expr": "chameleon_monitor_drift_alarm{"}]}]}))
+  assert subprocess.run([str(prometheus_bin / "promtool"), "check", "rules",
+                         str(rules)], capture_output=True).returncode != 0
