@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -36,6 +36,29 @@ def as_input(image: np.ndarray, input_dtype: str) -> np.ndarray:
   return x.astype(np.float32)
 
 
+def served_rows(saved_model_dir: str | Path, contract, images: Iterable
+                ) -> Iterator[dict]:
+  """Per image, {"inputs", "embedding", "outputs"} as the request log
+  measures it, served by the SavedModel's serving_default one at a time.
+
+  Args:
+    saved_model_dir: the exported SavedModel.
+    contract: its savedmodel.Contract.
+    images: (H, W, C) uint8/uint16 images at their stored size.
+  """
+  model = tf.saved_model.load(str(saved_model_dir))
+  serve = model.signatures["serving_default"]
+  for image in images:
+    x = as_input(image, contract.input_dtype)
+    outputs = {k: v.numpy() for k, v in
+               serve(images=tf.constant(x[None])).items()}
+    answer = served_answer(contract.task, "serving_default", outputs, 0)
+    yield {"inputs": statistics.input_statistics(x),
+           "embedding": statistics.embedding(x).tolist(),
+           "outputs": statistics.output_statistics(
+               *answer, tuple(contract.class_names))}
+
+
 def measure(saved_model_dir: str | Path, contract, examples: Iterable,
             false_alarm_budget: float | None) -> reference_lib.Reference:
   """The reference of `examples`, served by the SavedModel.
@@ -46,21 +69,11 @@ def measure(saved_model_dir: str | Path, contract, examples: Iterable,
     examples: (image (H, W, C) uint8/uint16, has a defect) pairs.
     false_alarm_budget: the calibrated rule's budget (None: argmax).
   """
-  model = tf.saved_model.load(str(saved_model_dir))
-  serve = model.signatures["serving_default"]
-  rows, defect = [], []
-  for image, has_defect in examples:
-    x = as_input(image, contract.input_dtype)
-    outputs = {k: v.numpy() for k, v in
-               serve(images=tf.constant(x[None])).items()}
-    answer = served_answer(contract.task, "serving_default", outputs, 0)
-    rows.append({"inputs": statistics.input_statistics(x),
-                 "embedding": statistics.embedding(x).tolist(),
-                 "outputs": statistics.output_statistics(
-                     *answer, tuple(contract.class_names))})
-    defect.append(bool(has_defect))
-  return reference_lib.build(rows, defect, tuple(contract.class_names),
-                             false_alarm_budget)
+  examples = list(examples)
+  rows = list(served_rows(saved_model_dir, contract,
+                          (image for image, _ in examples)))
+  return reference_lib.build(rows, [bool(d) for _, d in examples],
+                             tuple(contract.class_names), false_alarm_budget)
 
 
 def write(saved_model_dir: str | Path, contract, examples: Iterable,

@@ -319,3 +319,20 @@ def test_monitor_command_line(tmp_path, capsys):
   assert monitor_main([f"--model_base_path={base}", f"--log={log}",
                        "--window=5", "--port=0", "--once"]) == 2
   assert "smaller than the tests' min_images" in capsys.readouterr().err
+
+
+def test_sliding_windows_and_the_last_partial_window(tmp_path):
+  rng = np.random.default_rng(9)
+  base = _served(tmp_path, rng)
+  log = tmp_path / "requests.jsonl"
+  _write(log, _rows(rng, 70))
+  monitor = Monitor(base, log, window=40, stride=20,
+                    settings=drift.Settings(permutations=999))
+  assert [v["images"] for v in monitor.poll()] == [40, 40]  # 0-39, 20-59
+  # 60-69 were never in a window: the last window (40-69) tests them.
+  assert [v["images"] for v in monitor.finish()] == [30]
+  _write(log, _rows(rng, 10))
+  assert monitor.finish() == []
+  assert monitor.skipped == {"window smaller than min_images": 10}
+  with pytest.raises(ValueError, match="stride=50"):
+    Monitor(base, log, window=40, stride=50)

@@ -1,7 +1,7 @@
 """`python -m chameleon_jax.monitoring`: the monitor as a sidecar process.
 
   python -m chameleon_jax.monitoring --model_base_path=BASE --log=LOG \\
-      [--window=50 --alpha=0.01 --permutations=1999 --port=9090 \\
+      [--window=50 --stride=50 --alpha=0.01 --permutations=1999 --port=9090 \\
        --poll_seconds=10 --report_dir=DIR --once]
 
 Serves its Prometheus gauges (monitor.py) on 0.0.0.0:--port at /metrics
@@ -41,6 +41,9 @@ def main(argv=None) -> int:
                       help="the server's --request_log file")
   parser.add_argument("--window", type=int, default=50,
                       help="images per window")
+  parser.add_argument("--stride", type=int, default=0,
+                      help="images between window starts (0 = --window: "
+                      "tumbling windows)")
   parser.add_argument("--alpha", type=float, default=drift.Settings.alpha,
                       help="no-drift windows alarm at most at this rate")
   parser.add_argument("--permutations", type=int,
@@ -61,8 +64,8 @@ def main(argv=None) -> int:
     settings = drift.Settings(alpha=args.alpha,
                               permutations=args.permutations,
                               min_images=args.min_images)
-    monitor = Monitor(args.model_base_path, args.log, args.window, settings,
-                      args.report_dir or None)
+    monitor = Monitor(args.model_base_path, args.log, args.window,
+                      args.stride, settings, args.report_dir or None)
   except ValueError as e:
     print(f"monitor: {e}", file=sys.stderr)
     return 2

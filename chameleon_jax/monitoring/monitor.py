@@ -2,10 +2,12 @@
 reference, as Prometheus gauges, a window ledger and an HTML report.
 
   python -m chameleon_jax.monitoring --model_base_path=BASE --log=LOG \\
-      [--window=50 --alpha=0.01 --port=9090 --poll_seconds=10 --once]
+      [--window=50 --stride=50 --alpha=0.01 --port=9090 --poll_seconds=10
+       --once]
 
-Events are grouped by (model, version); every `window` events of a version
-form a window, tested against that version's reference (read from
+Events are grouped by (model, version); `window` events of a version form
+a window, a new one every `stride` events (tumbling by default), tested
+against that version's reference (read from
 `BASE/<model>/<version>/assets.extra/monitoring/reference.json`) by
 `drift.evaluate`. Events that cannot be tested are skipped with a counted
 reason (`chameleon_monitor_skipped_events_total{reason}`), never taken as
@@ -133,12 +135,15 @@ class Monitor:
     model_base_path: the served base path (references per version).
     log: the request log (events.py).
     window: images per window.
+    stride: images between the starts of two windows (= window: tumbling
+      windows; smaller: sliding windows that overlap, tested more often).
     settings: the tests' levels (drift.Settings).
     report_dir: windows.jsonl and report.html ("" = <log dir>/monitor).
   """
   model_base_path: Path
   log: Path
   window: int = 50
+  stride: int = 0  # 0 = window
   settings: drift.Settings = drift.Settings()
   report_dir: Path | None = None
 
@@ -147,7 +152,12 @@ class Monitor:
     if self.window < self.settings.min_images:
       raise ValueError(f"window={self.window} is smaller than the tests' "
                        f"min_images={self.settings.min_images}")
+    self.stride = self.stride or self.window
+    if not 0 < self.stride <= self.window:
+      raise ValueError(f"stride={self.stride}: expected 1 to the window "
+                       f"({self.window})")
     self.report_dir = Path(self.report_dir or self.log.parent / "monitor")
+    self.fresh: Counter = Counter()  # pending events not yet in a window
     self.reader = events.Reader(self.log)
     self.gauges = Gauges()
     self.skipped: Counter = Counter()
@@ -182,13 +192,15 @@ class Monitor:
         self._skip("no reference profile for the version")
         continue
       self.pending.setdefault(key, []).append(event)
+      self.fresh[key] += 1
     for reason, n in (self.reader.skipped - before).items():
       self._skip(reason, n)
     new = []
     for key, rows in self.pending.items():
       while len(rows) >= self.window:
         new.append(self._test(key, rows[:self.window]))
-        del rows[:self.window]
+        self.fresh[key] = len(rows) - self.window
+        del rows[:self.stride]
     return new
 
   def finish(self) -> list[dict]:
@@ -196,11 +208,12 @@ class Monitor:
     they hold `min_images`, else skipped with a counted reason."""
     new = self.poll()
     for key, rows in self.pending.items():
-      if len(rows) >= self.settings.min_images:
+      if self.fresh[key] and len(rows) >= self.settings.min_images:
         new.append(self._test(key, rows))
-      elif rows:
-        self._skip("window smaller than min_images", len(rows))
+      elif self.fresh[key]:
+        self._skip("window smaller than min_images", self.fresh[key])
       rows.clear()
+      self.fresh[key] = 0
     return new
 
   def _test(self, key: tuple[str, int], rows: list[dict]) -> dict:
