@@ -19,6 +19,7 @@ from chameleon_jax.governance import versions as layout
 from chameleon_jax.model_io.card import params_digest
 from chameleon_jax.model_io.restore import Restored
 from chameleon_jax.model_io.state import eval_params, merge
+from chameleon_jax.monitoring.reference import ProfileError
 from export import (publish, reference_profile, savedmodel, server_flags,
                     verify)
 
@@ -153,10 +154,15 @@ def run(workdir: str | Path, restored: Restored, settings: ExportSettings,
         "verification": report,
     }
     if ex.reference_images > 0:
-      metadata["monitoring_reference"] = reference_profile.write(
-          directory, contract,
-          itertools.islice(reference_examples, ex.reference_images),
-          false_alarm_budget)
+      try:
+        metadata["monitoring_reference"] = reference_profile.write(
+            directory, contract,
+            itertools.islice(reference_examples, ex.reference_images),
+            false_alarm_budget)
+      except (ProfileError, KeyError) as e:  # no val split, or too small
+        logging.warning("no monitoring reference for this version (the "
+                        "monitor will skip its requests): %s", e)
+        metadata["monitoring_reference"] = {"error": str(e)}
     metadata["evaluation"] = _store_evidence(Path(workdir) / "eval",
                                              Path(directory), card["step"])
     requests = publish.warmup_requests(name, contract,

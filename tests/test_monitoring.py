@@ -158,9 +158,9 @@ def test_reference_round_trip_and_calibration():
   assert np.all(np.diff(q) >= 0) and q.min() >= 0 and q.max() <= 1
   assert ref.calibrated(0.02) == pytest.approx(0.0)  # clean images
   assert ref.calibrated(0.99) == pytest.approx(1.0)
-  with pytest.raises(reference.ReferenceError, match="somewhere: not a "):
+  with pytest.raises(reference.ProfileError, match="somewhere: not a "):
     reference.Reference.from_json({"schema": 0}, "somewhere")
-  with pytest.raises(reference.ReferenceError, match="at least 2 images"):
+  with pytest.raises(reference.ProfileError, match="at least 2 images"):
     reference.build([], [], CLASSES, None)
 
 
@@ -336,3 +336,34 @@ def test_sliding_windows_and_the_last_partial_window(tmp_path):
   assert monitor.skipped == {"window smaller than min_images": 10}
   with pytest.raises(ValueError, match="stride=50"):
     Monitor(base, log, window=40, stride=50)
+
+
+def test_served_answers_of_both_tasks_and_signatures():
+  import io
+  from PIL import Image
+  from export.request_log import served_answer
+  probs = np.asarray([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+  p, alarm, score, class_map = served_answer(
+      "classification", "serving_default", {"probabilities": probs}, 1)
+  assert (p, alarm, score, class_map) == (pytest.approx(0.9), True,
+                                          pytest.approx(0.9), None)
+  assert served_answer("classification", "encoded",
+                       {"probabilities": probs}, 0)[1] is False
+  q = np.zeros((1, 3, 4, 2))
+  q[..., 0] = 1.0
+  q[0, 1, 2] = (0.25, 0.75)
+  dense = {"probabilities": q, "class_map": (q[..., 1] > 0.5).astype(np.int32),
+           "alarm": np.asarray([True]), "alarm_score": np.asarray([0.75])}
+  def png(array, dtype):
+    buffer = io.BytesIO()
+    Image.fromarray(array.astype(dtype)).save(buffer, format="PNG")
+    return buffer.getvalue()
+  encoded = {"defect_probability_png_bytes": [png(np.rint(
+                 q[0, ..., 1] * 65535), np.uint16)],
+             "class_map_png_bytes": [png(dense["class_map"][0], np.uint8)],
+             "alarm": dense["alarm"], "alarm_score": dense["alarm_score"]}
+  for signature, outputs in (("serving_default", dense), ("encoded", encoded)):
+    p, alarm, score, class_map = served_answer("segmentation", signature,
+                                               outputs, 0)
+    assert p.shape == (3, 4) and p[1, 2] == pytest.approx(0.75, abs=1e-4)
+    assert alarm and score == 0.75 and class_map.sum() == 1

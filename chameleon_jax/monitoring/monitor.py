@@ -167,13 +167,13 @@ class Monitor:
     self.verdicts: list[dict] = []
 
   def reference(self, model: str, version: int):
-    """The version's reference, or the ReferenceError met reading it."""
+    """The version's reference, or the ProfileError met reading it."""
     key = (model, version)
     if key not in self._references:
       try:
         self._references[key] = reference_lib.load(
             self.model_base_path / model / str(version))
-      except reference_lib.ReferenceError as e:
+      except reference_lib.ProfileError as e:
         logging.warning("%s/%s: events skipped: %s", model, version, e)
         self._references[key] = e
     return self._references[key]

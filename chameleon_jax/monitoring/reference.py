@@ -34,7 +34,7 @@ SCHEMA = 1
 RELATIVE_PATH = Path("assets.extra") / "monitoring" / "reference.json"
 
 
-class ReferenceError(ValueError):
+class ProfileError(ValueError):
   """A reference profile that is missing, unreadable or unusable."""
 
 
@@ -91,9 +91,9 @@ class Reference:
 
   @classmethod
   def from_json(cls, data: dict, source: str = "reference") -> "Reference":
-    """Raises ReferenceError naming `source` and the field."""
+    """Raises ProfileError naming `source` and the field."""
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-      raise ReferenceError(f"{source}: not a reference profile of schema "
+      raise ProfileError(f"{source}: not a reference profile of schema "
                            f"{SCHEMA}")
     try:
       return cls(
@@ -109,7 +109,7 @@ class Reference:
           false_alarm_budget=data["false_alarm_budget"],
           class_names=tuple(data["class_names"]))
     except (KeyError, TypeError, ValueError) as e:
-      raise ReferenceError(f"{source}: field {e} missing or malformed") from e
+      raise ProfileError(f"{source}: field {e} missing or malformed") from e
 
 
 def build(rows: list[dict], defect: list[bool], class_names: tuple[str, ...],
@@ -123,16 +123,16 @@ def build(rows: list[dict], defect: list[bool], class_names: tuple[str, ...],
     false_alarm_budget: the calibrated rule's budget, None for argmax.
 
   Raises:
-    ReferenceError: fewer than 2 rows, or rows with different statistics.
+    ProfileError: fewer than 2 rows, or rows with different statistics.
   """
   if len(rows) < 2 or len(rows) != len(defect):
-    raise ReferenceError(f"a reference needs at least 2 images with their "
+    raise ProfileError(f"a reference needs at least 2 images with their "
                          f"labels; got {len(rows)} rows and {len(defect)} "
                          "labels")
   def columns(field):
     keys = sorted(rows[0][field])
     if any(sorted(r[field]) != keys for r in rows):
-      raise ReferenceError(f"the rows' {field} statistics differ in their "
+      raise ProfileError(f"the rows' {field} statistics differ in their "
                            "names")
     return {k: np.asarray([r[field][k] for r in rows], np.float64)
             for k in keys}
@@ -162,8 +162,8 @@ def load(version_dir: str | Path) -> Reference:
   try:
     data = json.loads(path.read_text())
   except FileNotFoundError as e:
-    raise ReferenceError(f"{path}: no reference profile (exported before "
+    raise ProfileError(f"{path}: no reference profile (exported before "
                          "monitoring, or not by --mode=export)") from e
   except (OSError, json.JSONDecodeError) as e:
-    raise ReferenceError(f"{path}: unreadable ({e})") from e
+    raise ProfileError(f"{path}: unreadable ({e})") from e
   return Reference.from_json(data, str(path))
