@@ -296,7 +296,8 @@ def test_monitor_windows_gauges_skips_and_report(tmp_path):
   ledger = (tmp_path / "logs" / "monitor" / "windows.jsonl").read_text()
   assert len(ledger.splitlines()) == 3
   html = (tmp_path / "logs" / "monitor" / "report.html").read_text()
-  assert "<b>drift</b>" in html and "data:image/png;base64," in html
+  assert "<b>drift</b>" in html and html.count("data:image/png;base64,") == 2
+  assert "The latest window that drifted: tiny/1 #1" in html
   assert "no reference profile for the version: 10" in html
 
 

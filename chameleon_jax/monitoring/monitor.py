@@ -165,6 +165,7 @@ class Monitor:
     self.counts: Counter = Counter()
     self._references: dict[tuple[str, int], object] = {}
     self.verdicts: list[dict] = []
+    self._drifted = None  # (verdict, reference, rows) of the last drift
 
   def reference(self, model: str, version: int):
     """The version's reference, or the ProfileError met reading it."""
@@ -234,7 +235,9 @@ class Monitor:
     with open(self.report_dir / "windows.jsonl", "a", encoding="utf-8") as f:
       f.write(json.dumps(verdict) + "\n")
     self.verdicts.append(verdict)
-    report_lib.write(self.report_dir / "report.html", self.verdicts,
-                     self.reference(*key), rows, self.log.parent,
-                     dict(self.skipped))
+    latest = (verdict, self.reference(*key), list(rows))
+    if verdict["drift"]:
+      self._drifted = latest
+    report_lib.write(self.report_dir / "report.html", self.verdicts, latest,
+                     self._drifted, self.log.parent, dict(self.skipped))
     return verdict

@@ -1,10 +1,11 @@
 """The monitor's self-contained HTML drift report (plots and images inline).
 
 Rewritten after every window: the windows so far (verdict, the tests that
-fired with p-value and level, the statistics that moved most), the latest
-window's top moved statistics as reference-against-window histograms, its
-example images (the request log's samples, when it keeps some) and the
-events skipped, by reason.
+fired with p-value and level, the statistics that moved most); for the
+latest window, and for the latest that drifted when it is another, the top
+moved statistics as reference-against-window histograms and the window's
+example images (the request log's samples, when it keeps some); the events
+skipped, by reason.
 """
 
 from __future__ import annotations
@@ -44,9 +45,26 @@ def _histograms(reference, rows: list[dict], moved: list) -> bytes | None:
   return figure_png(fig)
 
 
-def _img(png: bytes, title: str = "") -> str:
-  return (f"<img title='{html.escape(title)}' style='max-height:160px' "
+def _img(png: bytes, title: str = "", height: int = 160) -> str:
+  return (f"<img title='{html.escape(title)}' style='max-height:{height}px' "
           "src='data:image/png;base64," + base64.b64encode(png).decode() + "'>")
+
+
+def _window(title: str, verdict: dict, reference, rows: list[dict],
+            log_dir: Path) -> list[str]:
+  """A window's section: its histograms and example images."""
+  parts = [f"<h2>{html.escape(title)}: {html.escape(verdict['model'])}/"
+           f"{verdict['version']} {html.escape(verdict['name'])}</h2>"]
+  plot = _histograms(reference, rows, verdict["top_moved"])
+  if plot:
+    parts.append(_img(plot, "reference against window", 300))
+  samples = [log_dir / s for s in verdict.get("samples", [])][:MAX_EXAMPLES]
+  readable = [p for p in samples if p.is_file()]
+  parts.append("<h3>Example images</h3>")
+  parts.append("".join(_img(p.read_bytes(), p.name) for p in readable)
+               or "<p>none kept (the server's --request_log_sample_rate "
+               "is 0)</p>")
+  return parts
 
 
 def _row(v: dict) -> str:
@@ -64,10 +82,18 @@ def _row(v: dict) -> str:
           "</td></tr>")
 
 
-def write(path: Path, verdicts: list[dict], reference, rows: list[dict],
+def write(path: Path, verdicts: list[dict], latest: tuple, drifted: tuple,
           log_dir: Path, skipped: dict) -> None:
-  """Writes the report for `verdicts` (the latest last; `rows` its
-  events, `reference` its version's profile)."""
+  """Writes the report of `verdicts` (the latest last).
+
+  Args:
+    path: the HTML file (written atomically).
+    verdicts: every window's verdict so far.
+    latest, drifted: (verdict, its version's reference, its rows) of the
+      latest window and of the latest that drifted (None: none did).
+    log_dir: where the log's sampled images are.
+    skipped: reason -> events not tested.
+  """
   last = verdicts[-1]
   parts = [
       "<!doctype html><html><head><meta charset='utf-8'>"
@@ -75,27 +101,21 @@ def write(path: Path, verdicts: list[dict], reference, rows: list[dict],
       "td,th{border:1px solid #ccc;padding:3px;font-size:12px}"
       "table{border-collapse:collapse}</style></head><body>",
       "<h1>Drift report</h1>",
-      f"<p>{len(verdicts)} windows; the latest: "
-      f"{html.escape(last['model'])}/{last['version']} "
+      f"<p>{len(verdicts)} windows, {sum(v['drift'] for v in verdicts)} "
+      f"drifted; the latest: {html.escape(last['model'])}/{last['version']} "
       f"{html.escape(last['name'])}: "
       f"<b>{'drift' if last['drift'] else 'no drift'}</b>.</p>",
       "<h2>Windows</h2><table><tr><th>model/version</th><th>window</th>"
       "<th>verdict</th><th>tests that fired</th><th>warnings</th>"
       "<th>moved most (reference &rarr; window median)</th>"
       "<th>alarm rate</th></tr>",
-      *(_row(v) for v in reversed(verdicts)), "</table>",
-      "<h2>The latest window against the reference</h2>"]
-  plot = _histograms(reference, rows, last["top_moved"])
-  if plot:
-    parts.append(_img(plot, "reference against window"))
-  samples = [log_dir / s for s in last.get("samples", [])][:MAX_EXAMPLES]
-  readable = [p for p in samples if p.is_file()]
-  parts.append("<h2>Example images of the window</h2>")
-  parts.append("".join(_img(p.read_bytes(), p.name) for p in readable)
-               or "<p>none kept (the server's --request_log_sample_rate "
-               "is 0)</p>")
-  parts.append("<h2>Events not tested</h2><ul>" + "".join(
-      f"<li>{html.escape(k)}: {n}</li>" for k, n in sorted(skipped.items()))
-      + "</ul>" if skipped else "<h2>Events not tested</h2><p>none</p>")
+      *(_row(v) for v in reversed(verdicts)), "</table>"]
+  parts += _window("The latest window", *latest, log_dir)
+  if drifted is not None and drifted[0] is not latest[0]:
+    parts += _window("The latest window that drifted", *drifted, log_dir)
+  parts.append("<h2>Events not tested</h2>" + (
+      "<ul>" + "".join(f"<li>{html.escape(k)}: {n}</li>"
+                       for k, n in sorted(skipped.items())) + "</ul>"
+      if skipped else "<p>none</p>"))
   parts.append("</body></html>")
   atomic.write_text(path, "\n".join(parts))
