@@ -255,24 +255,30 @@ def test_card_mode_rebuilds_the_card_of_the_exported_checkpoint(exported,
   assert failed.returncode != 0 and "no version under" in failed.stderr
 
 
+def _rendered(base: Path, tmp_path: Path, target: str, name: str) -> dict:
+  """`--mode=render` over the exports at `base`: the objects of
+  <name>.yaml by kind, after checking the file passes offline validation."""
+  import yaml
+  from infra import validate
+  workdir = tmp_path / "render_workdir"
+  run_main(CONFIG, f"--workdir={workdir}", "--mode=render",
+           f"--target={target}", f"--config.export.model_base_path={base}")
+  manifest = workdir / "render" / target / f"{name}.yaml"
+  assert validate.validate_file(manifest) == []
+  return {o["kind"]: o for o in yaml.safe_load_all(manifest.read_text())}
+
+
 def test_serving_manifest_names_exactly_what_the_export_produced(two_versions,
                                                                  tmp_path):
   """The rendered Deployment's command line, resolved through its mounts
   (ConfigMap at /etc/tfserving, the bucket's models/ at /models) on a copy
   of the container's filesystem, finds the export's model, versions, warmup
   records and server files."""
-  import yaml
   from google.protobuf import text_format
   from tensorflow_serving.config import model_server_config_pb2
   from export import publish
-  from infra import validate
   base = two_versions
-  workdir = tmp_path / "render_workdir"
-  run_main(CONFIG, f"--workdir={workdir}", "--mode=render", "--target=gke-gpu",
-           f"--config.export.model_base_path={base}")
-  manifest = workdir / "render" / "gke-gpu" / "serving.yaml"
-  assert validate.validate_file(manifest) == []
-  objects = {o["kind"]: o for o in yaml.safe_load_all(manifest.read_text())}
+  objects = _rendered(base, tmp_path, "gke-gpu", "serving")
   pod = objects["Deployment"]["spec"]["template"]["spec"]
   (container,) = pod["containers"]
   assert container["image"] == "tensorflow/serving:2.21.0-gpu"
@@ -482,13 +488,7 @@ def test_monitoring_manifests_and_alert_rules(two_versions, tmp_path,
   import subprocess
   import yaml
   from infra import monitoring, validate
-  base = two_versions
-  workdir = tmp_path / "render_workdir"
-  run_main(CONFIG, f"--workdir={workdir}", "--mode=render", "--target=cpu",
-           f"--config.export.model_base_path={base}")
-  manifest = workdir / "render" / "cpu" / "monitoring.yaml"
-  assert validate.validate_file(manifest) == []
-  objects = {o["kind"]: o for o in yaml.safe_load_all(manifest.read_text())}
+  objects = _rendered(two_versions, tmp_path, "cpu", "monitoring")
   assert set(objects) == {"Deployment", "Service", "PrometheusRule"}
   (container,) = objects["Deployment"]["spec"]["template"]["spec"][
       "containers"]
