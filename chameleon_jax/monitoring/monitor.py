@@ -42,7 +42,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 
 import prometheus_client as prom
@@ -52,6 +52,7 @@ from chameleon_jax.monitoring import reference as reference_lib
 from chameleon_jax.monitoring import report as report_lib
 
 LABELS = ("model", "version")
+REPORTED = 200  # windows listed in the HTML report
 
 
 class Gauges:
@@ -164,7 +165,8 @@ class Monitor:
     self.pending: dict[tuple[str, int], list[dict]] = {}
     self.counts: Counter = Counter()
     self._references: dict[tuple[str, int], object] = {}
-    self.verdicts: list[dict] = []
+    # The report's table: the latest windows (all are in windows.jsonl).
+    self.verdicts: deque = deque(maxlen=REPORTED)
     self._drifted = None  # (verdict, reference, rows) of the last drift
 
   def reference(self, model: str, version: int):

@@ -82,13 +82,13 @@ def _row(v: dict) -> str:
           "</td></tr>")
 
 
-def write(path: Path, verdicts: list[dict], latest: tuple, drifted: tuple,
+def write(path: Path, verdicts, latest: tuple, drifted: tuple,
           log_dir: Path, skipped: dict) -> None:
   """Writes the report of `verdicts` (the latest last).
 
   Args:
     path: the HTML file (written atomically).
-    verdicts: every window's verdict so far.
+    verdicts: the latest windows' verdicts (a sequence, oldest first).
     latest, drifted: (verdict, its version's reference, its rows) of the
       latest window and of the latest that drifted (None: none did).
     log_dir: where the log's sampled images are.
@@ -101,8 +101,8 @@ def write(path: Path, verdicts: list[dict], latest: tuple, drifted: tuple,
       "td,th{border:1px solid #ccc;padding:3px;font-size:12px}"
       "table{border-collapse:collapse}</style></head><body>",
       "<h1>Drift report</h1>",
-      f"<p>{len(verdicts)} windows, {sum(v['drift'] for v in verdicts)} "
-      f"drifted; the latest: {html.escape(last['model'])}/{last['version']} "
+      f"<p>The latest {len(verdicts)} windows: "
+      f"{sum(v['drift'] for v in verdicts)} drifted; the latest: {html.escape(last['model'])}/{last['version']} "
       f"{html.escape(last['name'])}: "
       f"<b>{'drift' if last['drift'] else 'no drift'}</b>.</p>",
       "<h2>Windows</h2><table><tr><th>model/version</th><th>window</th>"
