@@ -3,6 +3,8 @@
   python benchmarks/train_throughput.py [--size=256 --batch=8 --steps=20]
   python benchmarks/train_throughput.py --size=128 --batch=16 \
       --widths=16,32,64,128 --widths=8,16,32,64,128,256 [--norms=group,batch]
+  python benchmarks/train_throughput.py --torch [--size=256 --batch=8
+      --steps=5 --rounds=3]
 
 Prints, measured side by side in one run, for fp32 and bf16 compute:
   - train-step images/s (forward + backward + AdamW update);
@@ -16,6 +18,11 @@ worker processes (--workers), next to what the fp32 step consumes.
 With --widths (repeated), only the fp32 train step of each plain-UNet width
 list instead, for each normalisation in --norms (group, batch, none), side by
 side, as img/s and as a ratio to the first.
+
+With --torch, only the fp32 train step against its PyTorch twin
+(benchmarks/torch_twin.py, test extra; NCHW and channels_last), in
+--rounds interleaved rounds of --steps steps: img/s and the JAX/PyTorch
+ratio.
 """
 
 from __future__ import annotations
@@ -52,9 +59,11 @@ def matmul_peak(dtype, n: int = 2048, repeats: int = 10) -> float:
   return 2 * n ** 3 / best
 
 
-def step_throughput(dtype: str, size: int, batch: int, n_steps: int,
-                    widths: tuple[int, ...] = (16, 32, 64, 128),
-                    norm: str = "group"):
+def jax_runner(dtype: str, size: int, batch: int,
+               widths: tuple[int, ...] = (16, 32, 64, 128),
+               norm: str = "group"):
+  """The compiled train step on random data: (run(n) -> seconds for n
+  steps, forward FLOPs per image, train-step FLOPs per image)."""
   mesh = sharding.make_mesh()
   model = build_model("unet", num_classes=4, in_channels=1, dtype=dtype,
                       widths=widths, norm=norm)
@@ -74,14 +83,80 @@ def step_throughput(dtype: str, size: int, batch: int, n_steps: int,
   fwd_flops = program_flops(
       lambda p, s, x: state_lib.merge(graphdef, p, s)(x), state.params,
       state.model_state, batch_arrays["image"]) / batch
-  state, m = compiled(state, batch_arrays)
+  holder = {"state": state}
+  state, m = compiled(holder.pop("state"), batch_arrays)
   jax.block_until_ready(m)
-  t = time.perf_counter()
-  for _ in range(n_steps):
-    state, m = compiled(state, batch_arrays)
-  jax.block_until_ready(m)
-  elapsed = time.perf_counter() - t
-  return n_steps * batch / elapsed, fwd_flops, step_flops
+  holder["state"] = state
+
+  def run(n: int) -> float:
+    t = time.perf_counter()
+    for _ in range(n):
+      holder["state"], m = compiled(holder["state"], batch_arrays)
+    jax.block_until_ready(m)
+    return time.perf_counter() - t
+  return run, fwd_flops, step_flops
+
+
+def step_throughput(dtype: str, size: int, batch: int, n_steps: int,
+                    widths: tuple[int, ...] = (16, 32, 64, 128),
+                    norm: str = "group"):
+  run, fwd_flops, step_flops = jax_runner(dtype, size, batch, widths, norm)
+  return n_steps * batch / run(n_steps), fwd_flops, step_flops
+
+
+def torch_runner(size: int, batch: int, channels_last: bool,
+                 widths: tuple[int, ...] = (16, 32, 64, 128)):
+  """The PyTorch twin's train step (benchmarks/torch_twin.py: the same
+  model, Dice+CE, AdamW with weight decay 1e-4 and gradient clipping at
+  1.0), float32 on random data: run(n) -> seconds for n steps."""
+  import torch  # pylint: disable=import-outside-toplevel
+  from benchmarks import torch_twin  # pylint: disable=import-outside-toplevel
+  torch.manual_seed(0)
+  model = torch_twin.UNet(4, 1, widths)
+  x = torch.rand(batch, 1, size, size)
+  y = torch.randint(0, 4, (batch, size, size))
+  if channels_last:
+    model = model.to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    loss = torch_twin.dice_ce(model(x), y)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+  step()
+
+  def run(n: int) -> float:
+    t = time.perf_counter()
+    for _ in range(n):
+      step()
+    return time.perf_counter() - t
+  return run
+
+
+def compare_torch(size: int, batch: int, n_steps: int, rounds: int) -> None:
+  """JAX against the PyTorch twin (NCHW, channels_last), float32, in
+  interleaved rounds so that all three see the same machine."""
+  import torch  # pylint: disable=import-outside-toplevel
+  runners = {"jax (XLA:CPU)": jax_runner("float32", size, batch)[0],
+             "pytorch NCHW": torch_runner(size, batch, False),
+             "pytorch channels_last": torch_runner(size, batch, True)}
+  rates = {k: [] for k in runners}
+  for _ in range(rounds):
+    for name, run in runners.items():
+      rates[name].append(n_steps * batch / run(n_steps))
+  print(f"UNet 16-32-64-128 GroupNorm, {size}x{size}x1, batch {batch}, "
+        f"Dice+CE, AdamW, float32; {rounds} interleaved rounds of "
+        f"{n_steps} steps; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads:")
+  ours = float(np.median(rates["jax (XLA:CPU)"]))
+  for name, values in rates.items():
+    median = float(np.median(values))
+    print(f"  {name:22} {median:7.2f} img/s (rounds: "
+          f"{', '.join(f'{v:.2f}' for v in values)})  jax / this: "
+          f"{ours / median:.2f}x")
 
 
 def pipeline_throughput(size: int, batch: int, workers: int, n_batches: int,
@@ -124,6 +199,10 @@ def main():
                       "empty: skip the input pipeline")
   parser.add_argument("--widths", action="append", default=[],
                       help="comma-separated UNet widths; repeat to compare")
+  parser.add_argument("--torch", action="store_true",
+                      help="only JAX against the PyTorch twin, interleaved")
+  parser.add_argument("--rounds", type=int, default=3,
+                      help="with --torch: interleaved rounds")
   parser.add_argument("--norms", default="group",
                       help="with --widths: comma-separated normalisations "
                       "(group, batch, none) to compare for each width list")
@@ -131,6 +210,9 @@ def main():
   flags.FLAGS.mark_as_parsed()  # Grain workers read absl flags.
 
   print(f"devices: {jax.devices()}")
+  if args.torch:
+    compare_torch(args.size, args.batch, args.steps, args.rounds)
+    return
   if args.widths:
     compare_widths(args.widths, args.norms.split(","), args.size, args.batch,
                    args.steps)
