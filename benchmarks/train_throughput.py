@@ -203,12 +203,22 @@ def main():
                       help="only JAX against the PyTorch twin, interleaved")
   parser.add_argument("--rounds", type=int, default=3,
                       help="with --torch: interleaved rounds")
+  parser.add_argument("--only", default="",
+                      choices=["", "jax", "torch_nchw", "torch_cl"],
+                      help="one fp32 train step's img/s, printed as "
+                      "'IMG_PER_S <value>' (benchmarks/cpu_levers.py)")
   parser.add_argument("--norms", default="group",
                       help="with --widths: comma-separated normalisations "
                       "(group, batch, none) to compare for each width list")
   args = parser.parse_args()
   flags.FLAGS.mark_as_parsed()  # Grain workers read absl flags.
 
+  if args.only:
+    run = (jax_runner("float32", args.size, args.batch)[0]
+           if args.only == "jax" else
+           torch_runner(args.size, args.batch, args.only == "torch_cl"))
+    print(f"IMG_PER_S {args.steps * args.batch / run(args.steps):.4f}")
+    return
   print(f"devices: {jax.devices()}")
   if args.torch:
     compare_torch(args.size, args.batch, args.steps, args.rounds)
