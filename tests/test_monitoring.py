@@ -368,3 +368,14 @@ def test_served_answers_of_both_tasks_and_signatures():
                                                outputs, 0)
     assert p.shape == (3, 4) and p[1, 2] == pytest.approx(0.75, abs=1e-4)
     assert alarm and score == 0.75 and class_map.sum() == 1
+
+
+def test_reader_reads_a_new_file_on_a_reused_inode(tmp_path):
+  rng = np.random.default_rng(10)
+  log = tmp_path / "requests.jsonl"
+  _write(log, _rows(rng, 5))
+  reader = events.Reader(log)
+  assert len(reader.read()) == 5
+  log.unlink()  # an operator deletes the log; a new one may reuse the inode
+  _write(log, _rows(rng, 2))
+  assert len(reader.read()) == 2

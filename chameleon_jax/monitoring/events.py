@@ -16,8 +16,10 @@ A deployment whose logger posts CloudEvents (KServe's logger, a proxy)
 writes these lines with any CloudEvents sink that appends structured JSON.
 The writer rotates by size (the standard library's RotatingFileHandler:
 `requests.jsonl`, `.1` the newest rotated, ...); the reader follows the
-files by inode, so a rotation between two reads loses nothing, and leaves a
-last line without its newline (still being written) for the next read.
+files by inode, so a rotation between two reads loses nothing (an inode
+reused by a new file, seen as an offset beyond its size, is read from the
+start), and leaves a last line without its newline (still being written)
+for the next read.
 """
 
 from __future__ import annotations
@@ -102,21 +104,26 @@ class Reader:
   def read(self) -> list[dict]:
     """The complete events written since the last call."""
     events = []
+    seen = {}
     for path in self._files():
       try:
-        inode = os.stat(path).st_ino
+        status = os.stat(path)
+        offset = self._offsets.get(status.st_ino, 0)
+        if offset > status.st_size:  # a new file on a reused inode
+          offset = 0
         with open(path, "rb") as f:
-          f.seek(self._offsets.get(inode, 0))
+          f.seek(offset)
           chunk = f.read()
       except FileNotFoundError:  # rotated away between listing and open
         continue
       end = chunk.rfind(b"\n") + 1
-      self._offsets[inode] = self._offsets.get(inode, 0) + end
+      seen[status.st_ino] = offset + end
       for line in chunk[:end].splitlines():
         if line.strip():
           parsed = self._parse(line)
           if parsed is not None:
             events.append(parsed)
+    self._offsets = seen  # files gone are forgotten (their inodes reused)
     return events
 
   def _parse(self, line: bytes) -> dict | None:
