@@ -44,7 +44,8 @@ def test_input_statistics_match_float64_numpy():
       np.log10(_laplace_reference(grey).var()), abs=1e-5)
   clipped = np.mean((grey <= 0.5 / 255) | (grey >= 1 - 0.5 / 255))
   assert stats["clipped"] == pytest.approx(clipped) and clipped > 0
-  assert (stats["height"], stats["width"], stats["bit_depth"]) == (23, 31, 8)
+  assert (stats["height"], stats["width"], stats["channels"],
+          stats["bit_depth"]) == (23, 31, 3, 8)
   wide = statistics.input_statistics(image.astype(np.uint16) * 257)
   assert wide["bit_depth"] == 16
   assert wide["brightness"] == pytest.approx(stats["brightness"], abs=1e-6)

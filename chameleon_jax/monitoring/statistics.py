@@ -7,7 +7,8 @@ reference are measured by the same code:
   input_statistics(image)    per-channel mean and std, brightness and
                              contrast (mean and std of the grey image), focus
                              (log10 variance of its Laplacian), the share of
-                             clipped pixels, height, width, bit depth
+                             clipped pixels, height, width, channels, bit
+                             depth
   embedding(image)           a 16 x 16 grey thumbnail (box filter) projected
                              to EMBEDDING_DIMS by a fixed Gaussian matrix
                              (Johnson-Lindenstrauss: distances, and so a
@@ -68,7 +69,8 @@ def input_statistics(image: np.ndarray) -> dict[str, float]:
 
   Returns:
     {"mean/c0", "std/c0", ... per channel, "brightness", "contrast",
-    "focus", "clipped", "height", "width", "bit_depth"}.
+    "focus", "clipped", "height", "width", "channels", "bit_depth"}; a
+    grey image sent to a colour model shows as a change of "channels".
 
   Raises:
     ValueError: not an image of 1 to 4 channels.
@@ -91,7 +93,7 @@ def input_statistics(image: np.ndarray) -> dict[str, float]:
       "clipped": float(np.mean((grey <= tolerance)
                                | (grey >= 1.0 - tolerance))),
       "height": float(image.shape[0]), "width": float(image.shape[1]),
-      "bit_depth": float(bit_depth(image)),
+      "channels": float(image.shape[2]), "bit_depth": float(bit_depth(image)),
   })
   return stats
 
