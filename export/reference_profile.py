@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from chameleon_jax import atomic
 from chameleon_jax.monitoring import reference as reference_lib
+from chameleon_jax.data.images import to_unit_float
 from chameleon_jax.monitoring import statistics
 from export.request_log import served_answer
 from export.savedmodel import INPUT_DTYPES
@@ -30,7 +31,7 @@ def as_input(image: np.ndarray, input_dtype: str) -> np.ndarray:
   dtype, top = INPUT_DTYPES[input_dtype]
   if image.dtype == np.dtype(dtype.as_numpy_dtype):
     return image
-  x = statistics.unit(image)
+  x = to_unit_float(image)
   if dtype.is_integer:
     return np.rint(x * top).astype(dtype.as_numpy_dtype)
   return x.astype(np.float32)

@@ -19,7 +19,6 @@ classification: 1 - p(class 0), the alarm is "not class 0".
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import logging
@@ -36,9 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import prometheus_client as prom
-from PIL import Image
 
-from chameleon_jax import atomic
+from chameleon_jax.data import images as imio
 from chameleon_jax.governance import versions as layout
 from chameleon_jax.monitoring import events, statistics
 
@@ -47,12 +45,8 @@ QUEUE_REQUESTS = 256
 
 
 def _decode(data: bytes) -> np.ndarray:
-  with Image.open(io.BytesIO(data)) as image:
-    if image.mode == "I;16":
-      return np.asarray(image, np.uint16)
-    if image.mode not in ("L", "RGB", "RGBA"):
-      image = image.convert("RGB")
-    return np.asarray(image)
+  """Encoded bytes -> (H, W, C) at their bit depth, as ingest decodes."""
+  return imio.load_image("request.png", data)
 
 
 def _contract(version_path: Path) -> dict:
@@ -69,10 +63,8 @@ def served_answer(task: str, signature: str, outputs: dict, i: int
     probs = np.asarray(outputs["probabilities"][i])
     return (1.0 - probs[0], int(np.argmax(probs)) != 0, 1.0 - probs[0], None)
   if signature == "encoded":
-    p_defect = _decode(outputs["defect_probability_png_bytes"][i])
-    p_defect = p_defect[..., 0] if p_defect.ndim == 3 else p_defect
-    class_map = _decode(outputs["class_map_png_bytes"][i])
-    class_map = class_map[..., 0] if class_map.ndim == 3 else class_map
+    p_defect = _decode(outputs["defect_probability_png_bytes"][i])[..., 0]
+    class_map = _decode(outputs["class_map_png_bytes"][i])[..., 0]
     p_defect = p_defect.astype(np.float64) / 65535.0
   else:
     p_defect = 1.0 - np.asarray(outputs["probabilities"][i][..., 0],
@@ -113,12 +105,9 @@ class _Measurer:
 
   def _keep(self, image: np.ndarray) -> str:
     relative = Path("samples") / f"{self._random.getrandbits(64):016x}.png"
-    buffer = io.BytesIO()
     if not np.issubdtype(image.dtype, np.integer):  # float32 in [0, 1]
       image = np.rint(np.clip(image, 0, 1) * 255).astype(np.uint8)
-    squeezed = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
-    Image.fromarray(squeezed).save(buffer, format="PNG")
-    atomic.write_bytes(self.path.parent / relative, buffer.getvalue())
+    imio.save_png(self.path.parent / relative, image)
     return str(relative)
 
 

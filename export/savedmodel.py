@@ -235,7 +235,7 @@ class ServingModule(tf.Module):
 
   def _decode(self, data):
     """One encoded image -> (H, W, C) float32 in [0, 1], scaled by its own
-    bit depth as `transforms.to_unit_float` scales a loaded image; JPEG
+    bit depth as `images.to_unit_float` scales a loaded image; JPEG
     with libjpeg's accurate integer DCT, as PIL decodes it (TF's default,
     the fast DCT, does not: RESULTS, "Serving the evaluated decision")."""
     c = self.contract

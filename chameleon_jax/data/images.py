@@ -133,8 +133,16 @@ def _load_tiff(path, data: bytes | None) -> np.ndarray:
 
 
 def bit_depth(image: np.ndarray) -> int:
-  """Bits per sample of a decoded image (8 or 16)."""
+  """Bits per sample of a decoded image (8 or 16; 32 for float32)."""
   return np.dtype(image.dtype).itemsize * 8
+
+
+def to_unit_float(image: np.ndarray) -> np.ndarray:
+  """uint8/uint16 -> float32 in [0, 1] by the dtype's range; floats pass
+  through (the one scaling of training, prediction and monitoring)."""
+  if np.issubdtype(image.dtype, np.integer):
+    return image.astype(np.float32) / np.float32(np.iinfo(image.dtype).max)
+  return image.astype(np.float32)
 
 
 def _note_alpha(path, image: Image.Image) -> None:

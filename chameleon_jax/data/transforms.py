@@ -18,6 +18,7 @@ import grain
 import numpy as np
 
 from chameleon_jax.data import images as imio
+from chameleon_jax.data.images import to_unit_float
 from chameleon_jax.data.labels import defect_pixels
 from chameleon_jax.data.labels import IGNORE_INDEX
 from chameleon_jax.data.augment import (AugmentConfig, geometric_ops,
@@ -25,13 +26,6 @@ from chameleon_jax.data.augment import (AugmentConfig, geometric_ops,
 
 
 SIZE_POLICIES = ("resize", "pad", "crop")
-
-
-def to_unit_float(image: np.ndarray) -> np.ndarray:
-  """uint8/uint16 -> float32 in [0, 1]; floats pass through."""
-  if np.issubdtype(image.dtype, np.integer):
-    return image.astype(np.float32) / np.float32(np.iinfo(image.dtype).max)
-  return image.astype(np.float32)
 
 
 def pad_to(image: np.ndarray, mask: np.ndarray, height: int, width: int,

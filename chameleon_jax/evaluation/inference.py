@@ -10,7 +10,7 @@ import numpy as np
 
 from chameleon_jax import atomic
 from chameleon_jax.data import images as imio
-from chameleon_jax.data.transforms import to_unit_float
+from chameleon_jax.data.images import to_unit_float
 from chameleon_jax.data import overlays, sources
 from chameleon_jax.evaluation import decision
 from chameleon_jax.evaluation.settings import PredictSettings

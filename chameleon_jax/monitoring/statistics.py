@@ -30,25 +30,13 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from chameleon_jax.data.images import bit_depth, to_unit_float
+
 THUMBNAIL = 16  # the embedding's thumbnail side
 EMBEDDING_DIMS = 32
 PROJECTION_SEED = 20261204  # fixed: reference and log must share the matrix
 MAX_CHANNELS = 4
 CLIP_TOLERANCE = 0.5  # a pixel within half a grey level of 0 or of the top
-
-
-def bit_depth(image: np.ndarray) -> int:
-  """8 / 16 for integer images, 32 for float images in [0, 1]."""
-  if np.issubdtype(image.dtype, np.integer):
-    return int(np.iinfo(image.dtype).bits)
-  return 32
-
-
-def unit(image: np.ndarray) -> np.ndarray:
-  """(H, W, C) -> float32 in [0, 1] by the dtype's range."""
-  if np.issubdtype(image.dtype, np.integer):
-    return image.astype(np.float32) / np.float32(np.iinfo(image.dtype).max)
-  return image.astype(np.float32)
 
 
 def _checked(image: np.ndarray) -> np.ndarray:
@@ -76,7 +64,7 @@ def input_statistics(image: np.ndarray) -> dict[str, float]:
     ValueError: not an image of 1 to 4 channels.
   """
   image = _checked(image)
-  x = unit(image)
+  x = to_unit_float(image)
   grey = x.mean(axis=2, dtype=np.float64)
   top = (np.float64(np.iinfo(image.dtype).max)
          if np.issubdtype(image.dtype, np.integer) else 255.0)
@@ -112,7 +100,7 @@ _PROJECTION = projection()
 
 def thumbnail(image: np.ndarray) -> np.ndarray:
   """(THUMBNAIL², ) float32: the grey image box-filtered to 16 x 16."""
-  grey = unit(_checked(image)).mean(axis=2)
+  grey = to_unit_float(_checked(image)).mean(axis=2)
   small = Image.fromarray(grey, mode="F").resize((THUMBNAIL, THUMBNAIL),
                                                   Image.Resampling.BOX)
   return np.asarray(small, np.float32).reshape(-1)
