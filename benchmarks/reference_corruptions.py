@@ -13,7 +13,7 @@ Two shims adapt the 2020 code to today's NumPy/scikit-image without changing
 what it computes: `np.float_` (removed in NumPy 2) and skimage's
 `multichannel=True` (now `channel_axis=-1`).
 
-  /tmp/refvenv/bin/python benchmarks/reference_corruptions.py IMAGES.npy OUT.json
+  /tmp/refvenv/bin/python benchmarks/reference_corruptions.py IMAGES.npy OUT.json [NAME...]
 
 IMAGES.npy: (N, H, W, 3) uint8. OUT.json: {name: {"ms_per_image": float,
 "psnr": [5 floats]}}; `benchmarks/robustness.py` calls this itself.
@@ -51,11 +51,11 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
   return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-12)))
 
 
-def main(images_path: str, out_path: str) -> None:
+def main(images_path: str, out_path: str, *names: str) -> None:
   images = np.load(images_path)
   np.random.seed(0)
   results = {}
-  for name in get_corruption_names("all"):
+  for name in names or get_corruption_names("all"):
     values, seconds = [], 0.0
     for severity in range(1, 6):
       scores = []

@@ -54,11 +54,12 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
   return float(np.mean(10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-12))))
 
 
-def reference(python: str, images: np.ndarray) -> dict:
+def reference(python: str, images: np.ndarray, names: list[str]) -> dict:
   with tempfile.TemporaryDirectory() as tmp:
     np.save(Path(tmp) / "images.npy", images)
     subprocess.run([python, str(REPO / "benchmarks" / "reference_corruptions.py"),
-                    str(Path(tmp) / "images.npy"), str(Path(tmp) / "out.json")],
+                    str(Path(tmp) / "images.npy"), str(Path(tmp) / "out.json"),
+                    *names],
                    check=True)
     return json.loads((Path(tmp) / "out.json").read_text())
 
@@ -67,14 +68,15 @@ def corruption_table(args) -> None:
   images = natural_images(args.batch, 224, 224, 3, seed=0)
   x = jnp.asarray(images)
   keys = jax.random.split(jax.random.key(0), args.batch)
-  ref = (reference(args.reference_python, images[:args.reference_images])
+  ref = (reference(args.reference_python, images[:args.reference_images],
+                   args.only)
          if args.reference_python else {})
   print(f"\n## Corruptions: batch {args.batch} x 224x224x3 uint8, "
         f"{jax.devices()[0].platform}, best of {args.repeats}")
   print("| corruption | group | ours img/s | ours ms/img | reference ms/img | "
         "speed-up | PSNR ours sev1..5 | PSNR reference sev1..5 |")
   print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-  for name in C.names():
+  for name in args.only or C.names():
     seconds, scores = 0.0, []
     for severity in C.SEVERITIES:
       fn = jax.jit(lambda k, v, n=name, s=severity: C.apply(n, s, k, v))
@@ -124,6 +126,8 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--reference-python", default="")
   parser.add_argument("--reference-images", type=int, default=8)
+  parser.add_argument("--only", nargs="*", default=[],
+                      help="corruption names (default: all)")
   parser.add_argument("--skip-attacks", action="store_true")
   parser.add_argument("--skip-corruptions", action="store_true")
   args = parser.parse_args()
