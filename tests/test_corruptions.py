@@ -143,22 +143,64 @@ def test_motion_blur_matches_the_reference_algorithm(angle):
                              atol=2e-6)
 
 
-@pytest.mark.parametrize("channels", [1, 3])
-def test_jpeg_round_trip_is_close_to_pil(channels):
-  x = natural_images(2, 64, 48, 3, seed=4)
-  if channels == 1:
-    x = np.round(x.mean(-1, keepdims=True)).astype(np.uint8)
-  quality = C.spec("jpeg_compression").param(1)
-  ours = np.asarray(_jitted("jpeg_compression", 1)(_keys(2), jnp.asarray(x)))
-  for img, out in zip(x, ours):
+def _pil_jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+  """PIL's round trip of one (H, W, C) uint8 image, a grey JPEG per channel
+  unless it is RGB."""
+  planes = [image] if image.shape[-1] in (1, 3) else [
+      image[..., i:i + 1] for i in range(image.shape[-1])]
+  out = []
+  for plane in planes:
     buf = io.BytesIO()
-    Image.fromarray(img[..., 0] if channels == 1 else img).save(
+    Image.fromarray(plane[..., 0] if plane.shape[-1] == 1 else plane).save(
         buf, format="JPEG", quality=quality)
-    pil = np.asarray(Image.open(buf)).reshape(img.shape).astype(np.float64)
+    out.append(np.asarray(Image.open(buf)).reshape(plane.shape))
+  return np.concatenate(out, -1)
+
+
+def _with_channels(x: np.ndarray, channels: int) -> np.ndarray:
+  if channels == 1:
+    return np.round(x.mean(-1, keepdims=True)).astype(np.uint8)
+  if channels == 4:
+    return np.concatenate([x, x[..., :1] // 2], -1)
+  return x
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_jpeg_on_cpu_is_libjpeg_itself(channels):
+  x = _with_channels(natural_images(3, 64, 48, 3, seed=4), channels)
+  quality = C.spec("jpeg_compression").param(1)
+  ours = np.asarray(_jitted("jpeg_compression", 1)(_keys(3), jnp.asarray(x)))
+  for img, out in zip(x, ours):
+    np.testing.assert_array_equal(out, _pil_jpeg(img, quality))
+  # Float images take the same codec (8-bit samples, 8-bit result).
+  floats = np.asarray(_jitted("jpeg_compression", 1)(
+      _keys(3), jnp.asarray(x, jnp.float32) / 255))
+  np.testing.assert_allclose(floats * 255, ours, atol=1e-3)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_jpeg_dct_path_is_close_to_pil(channels):
+  from chameleon_jax.robustness import jpeg
+  x = _with_channels(natural_images(2, 64, 48, 3, seed=4), channels)
+  quality = C.spec("jpeg_compression").param(1)
+  ours = np.asarray(jax.jit(jax.vmap(lambda v: jpeg.dct_round_trip(
+      v / 255.0, quality)))(jnp.asarray(x, jnp.float32))) * 255
+  for img, out in zip(x, ours):
+    pil = _pil_jpeg(img, quality).astype(np.float64)
     # libjpeg's integer DCT and fancy chroma upsampling differ by a grey
     # level or two; the compression error itself is ~10x larger.
     assert np.abs(out - pil).mean() < (1.0 if channels == 1 else 2.0)
     assert np.abs(pil - img).mean() > 5 * np.abs(out - pil).mean()
+
+
+def test_jpeg_on_an_accelerator_is_the_dct_not_a_host_callback():
+  """Lowered for CUDA (no GPU needed), the graph holds the DCT and no
+  callback; lowered for CPU it calls libjpeg."""
+  fn = jax.jit(lambda k, v: C.apply("jpeg_compression", 1, k, v))
+  args = (_keys(2), jnp.zeros((2, 16, 16, 3), jnp.uint8))
+  cuda = jax.export.export(fn, platforms=("cuda",))(*args).mlir_module()
+  assert "custom_call" not in cuda and "stablehlo.dot_general" in cuda
+  assert "python_cpu_callback" in fn.lower(*args).as_text()
 
 
 def test_pixelate_matches_pil_box_then_nearest():

@@ -12,15 +12,23 @@ accelerator, where PIL's encoder is a per-image CPU call.
 
 Grey images use the luminance table; images with other than 3 channels
 compress every channel as luminance (as a grey JPEG per channel would).
+
+On a CPU backend `jpeg_round_trip` is libjpeg itself (PIL, through a host
+callback): there the batched DCT is 3x slower
+than the codec it imitates (benchmarks/RESULTS.md, "Corruptions on CPU"), and
+the codec is the exact reference. `platform_dependent` picks the branch when
+the computation is lowered, so one traced function serves both.
 """
 
 from __future__ import annotations
 
 import functools
+import io
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 
 from chameleon_jax.robustness import filters
 
@@ -96,8 +104,59 @@ def jpeg_round_trip(image: jax.Array, quality: int) -> jax.Array:
   """(H, W, C) float in [0, 1] -> the image after JPEG at `quality`.
 
   Pixels are rounded to 8 bits first (JPEG stores 8-bit samples) and the
-  result is 8-bit as a decoder returns it, divided by 255.
+  result is 8-bit as a decoder returns it, divided by 255: libjpeg's own
+  round trip on CPU backends, `dct_round_trip` on the others.
+
+  Raises:
+    ValueError: `quality` outside 1..100.
   """
+  quant_table(_LUMA, quality)  # validates quality while tracing
+  pixels = jnp.round(jnp.clip(image, 0, 1) * 255).astype(jnp.uint8)
+  out = jax.lax.platform_dependent(
+      pixels, cpu=functools.partial(_libjpeg_callback, quality=quality),
+      default=lambda p: jnp.round(dct_round_trip(p / 255.0, quality) * 255
+                                  ).astype(jnp.uint8))
+  return out.astype(image.dtype) / 255.0
+
+
+def _libjpeg_callback(pixels: jax.Array, quality: int) -> jax.Array:
+  return jax.pure_callback(
+      functools.partial(libjpeg_round_trip, quality=quality),
+      jax.ShapeDtypeStruct(pixels.shape, jnp.uint8), pixels,
+      vmap_method="expand_dims")
+
+
+def libjpeg_round_trip(pixels: np.ndarray, quality: int) -> np.ndarray:
+  """(..., H, W, C) uint8 -> the same after PIL's JPEG encode and decode.
+
+  PIL's defaults, as imagecorruptions calls it: 4:2:0 chroma subsampling for
+  3 channels, a grey JPEG for 1, and a grey JPEG per channel otherwise.
+  """
+  pixels = np.asarray(pixels, np.uint8)
+  shape = pixels.shape
+  h, w, c = shape[-3:]
+  flat = pixels.reshape(-1, h, w, c)
+  if c not in (1, 3):
+    flat = flat.transpose(0, 3, 1, 2).reshape(-1, h, w, 1)
+
+  def one(image: np.ndarray) -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(
+        buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+      return np.asarray(decoded).reshape(image.shape)
+
+  # One image after another: PIL holds the GIL while it encodes into a
+  # BytesIO, and a thread pool measured no faster on 2 cores.
+  out = np.stack([one(image) for image in flat])
+  if c not in (1, 3):
+    out = out.reshape(-1, c, h, w).transpose(0, 2, 3, 1)
+  return out.reshape(shape)
+
+
+def dct_round_trip(image: jax.Array, quality: int) -> jax.Array:
+  """`jpeg_round_trip` as array math (any backend): see the module docstring."""
   h, w, c = image.shape
   x = jnp.round(jnp.clip(image, 0, 1) * 255)
   luma_q, chroma_q = quant_table(_LUMA, quality), quant_table(_CHROMA, quality)
