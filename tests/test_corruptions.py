@@ -290,6 +290,21 @@ def test_warped_masks_follow_the_image():
     assert C.warp_grids("fog", 5, keys, (h, w)) is None
 
 
+def test_impulse_noise_hits_its_share_with_even_salt_and_pepper():
+  c = C.spec("impulse_noise").param(4)
+  x = jnp.full((1, 256, 256, 3), 0.4, jnp.float32)
+  out = np.asarray(_jitted("impulse_noise", 4)(_keys(1), x))
+  hit = out != np.float32(0.4)
+  n = hit.size
+  assert abs(hit.mean() - c) < 5 * np.sqrt(c * (1 - c) / n)
+  assert set(np.unique(out[hit])) == {0.0, 1.0}
+  salt = (out[hit] == 1.0).mean()
+  assert abs(salt - 0.5) < 5 * np.sqrt(0.25 / hit.sum())
+  # Independent of position: each channel gets its share.
+  for channel in range(3):
+    assert abs(hit[..., channel].mean() - c) < 5 * np.sqrt(c * (1 - c) / n * 3)
+
+
 def test_poisson_sampler_matches_the_distribution():
   from scipy import stats
   key = jax.random.key(0)

@@ -333,17 +333,18 @@ def poisson(key: jax.Array, lam: jax.Array, exact_below: float = 12.0,
   `exact_below` (a fixed `terms`-step scan: P(X > 40 | lam = 12) < 1e-9), and
   the Gaussian approximation round(lam + sqrt(lam) z) above it (skewness
   1/sqrt(lam) < 0.29 ignored), where pixel noise is indistinguishable.
+  Each value takes one branch, so one uniform draw u serves both (z is
+  Phi^-1(u)): random numbers are the cost on a CPU.
   """
-  k_u, k_z = jax.random.split(key)
-  u = jax.random.uniform(k_u, lam.shape)
+  u = jax.random.uniform(key, lam.shape, minval=jnp.finfo(jnp.float32).tiny)
   small = jnp.minimum(lam, exact_below)
   p = jnp.exp(-small)
   cdf = p
   count = jnp.zeros_like(lam)
   for k in range(terms):
     count = count + (u > cdf)
-    p = p * small / (k + 1)
+    p = p * (small * (1.0 / (k + 1)))
     cdf = cdf + p
-  z = jax.random.normal(k_z, lam.shape)
+  z = jax.scipy.special.ndtri(u)
   approx = jnp.maximum(jnp.round(lam + jnp.sqrt(lam) * z), 0.0)
   return jnp.where(lam < exact_below, count, approx)
