@@ -275,13 +275,21 @@ def motion_blur(image: jax.Array, radius: int, sigma: float,
   py, px = width * jnp.sin(theta), width * jnp.cos(theta)
   hypot = jnp.hypot(py, px)
   h, w = image.shape[:2]
-  out = jnp.zeros_like(image)
-  alive = jnp.asarray(True)
-  for i in range(width):
+  weights = jnp.asarray(weights, image.dtype)
+
+  # A loop, not an unrolled sum: unrolled, XLA:CPU fused the 2r+1 gathers
+  # into every consumer of the result and re-ran them per consumer element
+  # (snow: 9 ms per image instead of 1). The loop's carry is materialised.
+  def add_copy(i, carry):
+    out, alive = carry
     dy = -jnp.ceil(i * py / hypot - 0.5).astype(jnp.int32)
     dx = -jnp.ceil(i * px / hypot - 0.5).astype(jnp.int32)
     alive = alive & (jnp.abs(dy) < h) & (jnp.abs(dx) < w)
     out = out + jnp.where(alive, weights[i], 0.0) * shift_edge(image, dy, dx)
+    return out, alive
+
+  out, _ = jax.lax.fori_loop(0, width, add_copy,
+                             (jnp.zeros_like(image), jnp.asarray(True)))
   return out
 
 
