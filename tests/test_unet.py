@@ -107,3 +107,46 @@ def test_batchnorm_updates_statistics_only_in_training():
   np.testing.assert_array_equal(model.down[0].norm1.layer.mean.get_value(), before)
   model(x, train=True)
   assert not np.allclose(model.down[0].norm1.layer.mean.get_value(), before)
+
+
+@pytest.mark.parametrize("dtype,tol", [(None, 1e-5), (jnp.bfloat16, 2e-2)])
+def test_upconv2x2_is_flax_transposed_convolution(dtype, tol):
+  """The same parameters and outputs and gradients as
+  nnx.ConvTranspose((2, 2), strides=(2, 2)), odd sizes included."""
+  from chameleon_jax.models.layers import UpConv2x2
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 5, 7, 6)),
+                  jnp.float32)
+  ref = nnx.ConvTranspose(6, 3, (2, 2), strides=(2, 2), dtype=dtype,
+                          rngs=nnx.Rngs(0))
+  ours = UpConv2x2(6, 3, dtype=dtype, rngs=nnx.Rngs(0))
+  ref.bias.set_value(jnp.arange(3.0))  # a bias that shows
+  ours.bias.set_value(jnp.arange(3.0))
+  assert jax.tree.map(jnp.shape, nnx.state(ref)) == \
+      jax.tree.map(jnp.shape, nnx.state(ours))
+  np.testing.assert_array_equal(ref.kernel.get_value(), ours.kernel.get_value())
+  assert ours(x).dtype == ref(x).dtype
+  np.testing.assert_allclose(np.asarray(ours(x), np.float32),
+                             np.asarray(ref(x), np.float32), atol=tol, rtol=tol)
+  weights = jnp.asarray(np.random.default_rng(1).standard_normal((2, 10, 14, 3)))
+
+  def grads(layer):
+    graphdef, params = nnx.split(layer)
+    return jax.grad(lambda p, v: (nnx.merge(graphdef, p)(v).astype(jnp.float32)
+                                  * weights).sum(), argnums=(0, 1))(params, x)
+  for a, b in zip(jax.tree.leaves(grads(ours)), jax.tree.leaves(grads(ref))):
+    np.testing.assert_allclose(np.asarray(a, np.float32),
+                               np.asarray(b, np.float32), atol=tol * 10,
+                               rtol=tol)
+
+
+def test_max_pool2x2_is_flax_max_pool():
+  from chameleon_jax.models.layers import max_pool2x2
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 8, 6, 3)),
+                  jnp.float32)
+  ref = lambda v: nnx.max_pool(v, (2, 2), strides=(2, 2))  # noqa: E731
+  np.testing.assert_array_equal(max_pool2x2(x), ref(x))
+  # Without ties the gradients are the same: 1 at each window's maximum.
+  np.testing.assert_array_equal(jax.grad(lambda v: max_pool2x2(v).sum())(x),
+                                jax.grad(lambda v: ref(v).sum())(x))
+  with pytest.raises(ValueError, match="even H and W.*7x6"):
+    max_pool2x2(x[:, :7])

@@ -129,3 +129,57 @@ def upsample(x: jnp.ndarray, size: tuple[int, int],
   if method == "nearest" and size[0] % h == 0 and size[1] % w == 0:
     return jnp.repeat(jnp.repeat(x, size[0] // h, axis=1), size[1] // w, axis=2)
   return jax.image.resize(x, (x.shape[0], *size, x.shape[3]), method)
+
+
+def max_pool2x2(x: jnp.ndarray) -> jnp.ndarray:
+  """`nnx.max_pool(x, (2, 2), strides=(2, 2))` for even H and W, as the
+  elementwise maximum of the window's four strided views.
+
+  The same forward values. XLA:CPU runs the window reduction's backward
+  (select-and-scatter) about 3x slower than PyTorch's pooling
+  (benchmarks/step_components.py); this one's is compares and selects.
+  Where a window holds equal maxima the gradient is shared among them
+  instead of going to the first (after a ReLU such ties are zeros, whose
+  gradient the ReLU stops anyway). Not a reshape and `max`: that one's
+  gradient (shared by the count of ties) came out NaN under XLA:CPU's
+  optimisation level 0, the test suite's (tests/test_steps.py).
+
+  Raises:
+    ValueError: H or W is odd.
+  """
+  n, h, w, c = x.shape
+  if h % 2 or w % 2:
+    raise ValueError(f"max_pool2x2 needs even H and W, got {h}x{w}.")
+  top = jnp.maximum(x[:, 0::2, 0::2], x[:, 0::2, 1::2])
+  bottom = jnp.maximum(x[:, 1::2, 0::2], x[:, 1::2, 1::2])
+  return jnp.maximum(top, bottom)
+
+
+class UpConv2x2(nnx.ConvTranspose):
+  """`nnx.ConvTranspose(cin, cout, (2, 2), strides=(2, 2))` as one matmul.
+
+  With stride equal to the kernel the output windows do not overlap: output
+  pixel (2i + a, 2j + b) is x[i, j] @ kernel[1 - a, 1 - b] + bias (Flax's
+  "SAME" transposed convolution takes the kernel turned by 180 degrees;
+  tested against it). The same
+  parameters (names, shapes, initialisation) as the transposed convolution,
+  so checkpoints and weight imports are unchanged; XLA:CPU ran the
+  convolution form's forward + backward 5-15x slower than PyTorch's
+  (benchmarks/step_components.py).
+  """
+
+  def __init__(self, in_features: int, out_features: int, *, dtype=None,
+               rngs: nnx.Rngs):
+    super().__init__(in_features, out_features, (2, 2), strides=(2, 2),
+                     dtype=dtype, rngs=rngs)
+
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    kernel = self.kernel.get_value()
+    bias = self.bias.get_value() if self.bias is not None else None
+    dtype = self.dtype or jnp.result_type(x, kernel)
+    x, kernel = x.astype(dtype), kernel.astype(dtype)
+    n, h, w, _ = x.shape
+    y = jnp.einsum("nhwc,abcd->nhawbd", x, kernel[::-1, ::-1],
+                   precision=self.precision)
+    y = y.reshape(n, 2 * h, 2 * w, kernel.shape[-1])
+    return y if bias is None else y + bias.astype(dtype)

@@ -7,7 +7,8 @@ from typing import Sequence
 import jax.numpy as jnp
 from flax import nnx
 
-from chameleon_jax.models.layers import ConvBlock, normalise_input, per_channel
+from chameleon_jax.models.layers import (ConvBlock, UpConv2x2, max_pool2x2,
+                                         normalise_input, per_channel)
 from chameleon_jax.registry import MODELS
 
 
@@ -40,8 +41,7 @@ class UNet(nnx.Module):
     self.up = nnx.List()
     self.merge = nnx.List()
     for w_low, w in zip(widths[:0:-1], widths[-2::-1]):
-      self.up.append(nnx.ConvTranspose(w_low, w, (2, 2), strides=(2, 2),
-                                       dtype=compute, rngs=rngs))
+      self.up.append(UpConv2x2(w_low, w, dtype=compute, rngs=rngs))
       self.merge.append(ConvBlock(2 * w, w, norm, norm_groups, compute,
                                   rngs=rngs))
     self.head = nnx.Conv(widths[0], num_classes, (1, 1), dtype=compute,
@@ -58,7 +58,7 @@ class UNet(nnx.Module):
     skips = []
     for i, block in enumerate(self.down):
       if i:
-        x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool2x2(x)
       x = block(x, train)
       skips.append(x)
     for up, merge, skip in zip(self.up, self.merge, skips[-2::-1]):
