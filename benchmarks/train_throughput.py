@@ -19,6 +19,13 @@ With --widths (repeated), only the fp32 train step of each plain-UNet width
 list instead, for each normalisation in --norms (group, batch, none), side by
 side, as img/s and as a ratio to the first.
 
+With --pipeline_only, only the Grain input pipeline (read, decode, crop,
+augment, batch) of a synthetic grey dataset at --size and --batch, for each
+augmentation preset in --presets and each worker count in --workers: img/s,
+host milliseconds per image per core (0 workers: one process does it all),
+and the projection to --cores host cores against --consume img/s (the H200
+step's 3,275 img/s at batch 64 in RESULTS, times 3: issue 38's goal).
+
 With --torch, only the fp32 train step against its PyTorch twin
 (benchmarks/torch_twin.py, test extra; NCHW and channels_last), in
 --rounds interleaved rounds of --steps steps: img/s and the JAX/PyTorch
@@ -36,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from chameleon_jax.data import dataset, pipeline, sources, transforms
+from chameleon_jax.data import augment, dataset, pipeline, sources
 from chameleon_jax.losses import build_loss
 from chameleon_jax.models import build_model
 from chameleon_jax.models.listing import program_flops
@@ -160,17 +167,46 @@ def compare_torch(size: int, batch: int, n_steps: int, rounds: int) -> None:
 
 
 def pipeline_throughput(size: int, batch: int, workers: int, n_batches: int,
-                        ds) -> float:
+                        ds, preset: str = "default") -> float:
   it = pipeline.train_iterator(
       ds, split="train", local_batch_size=batch, seed=0, size=(size, size),
       size_policy="resize",
-      augment=transforms.AugmentConfig(crop_size=(size, size)),
+      augment=augment.from_preset(preset, crop_size=(size, size)),
       num_workers=workers)
   next(it)  # Start-up (worker processes) excluded.
   t = time.perf_counter()
   for _ in range(n_batches):
     next(it)
   return n_batches * batch / (time.perf_counter() - t)
+
+
+def synthetic_dataset(tmp: str, size: int, num_images: int = 120):
+  info, items = sources.synthetic_source(
+      num_images=num_images, seed=0, channels=1, min_size=(size, size),
+      max_size=(size, size))
+  return dataset.build(info, items, tmp, "bench",
+                       dataset.IngestOptions({"train": 1.0}),
+                       log=lambda *_: None)
+
+
+def compare_pipelines(size: int, batch: int, n_batches: int,
+                      workers_list: list[int], presets: list[str],
+                      cores: int, consume: float) -> None:
+  print(f"Grain input pipeline, synthetic grey {size}x{size} PNG records, "
+        f"batch {batch}, {n_batches} batches per figure:")
+  print(f"| preset | workers | img/s | host ms/img/core | projected on "
+        f"{cores} cores | / {consume:.0f} img/s |")
+  print("| --- | --- | --- | --- | --- | --- |")
+  with tempfile.TemporaryDirectory() as tmp:
+    ds = synthetic_dataset(tmp, size)
+    for preset in presets:
+      for workers in workers_list:
+        ips = pipeline_throughput(size, batch, workers, n_batches, ds, preset)
+        used = max(workers, 1)  # 0 workers: the main process alone.
+        per_core = ips / used
+        print(f"| {preset} | {workers} | {ips:.0f} | {1e3 / per_core:.2f} | "
+              f"{cores * per_core:.0f} | {cores * per_core / consume:.2f}x |",
+              flush=True)
 
 
 def compare_widths(specs: list[str], norms: list[str], size: int, batch: int,
@@ -207,12 +243,25 @@ def main():
                       choices=["", "jax", "torch_nchw", "torch_cl"],
                       help="one fp32 train step's img/s, printed as "
                       "'IMG_PER_S <value>' (benchmarks/cpu_levers.py)")
+  parser.add_argument("--pipeline_only", action="store_true",
+                      help="only the input pipeline, per preset and workers")
+  parser.add_argument("--presets", default="none,default",
+                      help="with --pipeline_only: augmentation presets")
+  parser.add_argument("--cores", type=int, default=16,
+                      help="with --pipeline_only: host cores to project to")
+  parser.add_argument("--consume", type=float, default=3 * 3275.0,
+                      help="with --pipeline_only: img/s the step consumes")
   parser.add_argument("--norms", default="group",
                       help="with --widths: comma-separated normalisations "
                       "(group, batch, none) to compare for each width list")
   args = parser.parse_args()
   flags.FLAGS.mark_as_parsed()  # Grain workers read absl flags.
 
+  if args.pipeline_only:
+    compare_pipelines(args.size, args.batch, args.pipeline_batches,
+                      [int(w) for w in args.workers.split(",") if w],
+                      args.presets.split(","), args.cores, args.consume)
+    return
   if args.only:
     run = (jax_runner("float32", args.size, args.batch)[0]
            if args.only == "jax" else
@@ -244,12 +293,7 @@ def main():
   if not workers_list:
     return
   with tempfile.TemporaryDirectory() as tmp:
-    info, items = sources.synthetic_source(
-        num_images=120, seed=0, channels=1, min_size=(args.size, args.size),
-        max_size=(args.size, args.size))
-    ds = dataset.build(info, items, tmp, "bench",
-                       dataset.IngestOptions({"train": 1.0}),
-                       log=lambda *_: None)
+    ds = synthetic_dataset(tmp, args.size)
     print(f"\ninput pipeline (decode + augment + batch), {args.size}px:")
     for workers in workers_list:
       ips = pipeline_throughput(args.size, args.batch, workers,
