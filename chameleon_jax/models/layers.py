@@ -136,7 +136,7 @@ def max_pool2x2(x: jnp.ndarray) -> jnp.ndarray:
   elementwise maximum of the window's four strided views.
 
   The same forward values. XLA:CPU runs the window reduction's backward
-  (select-and-scatter) about 3x slower than PyTorch's pooling
+  (select-and-scatter) several times slower than PyTorch's pooling
   (benchmarks/step_components.py); this one's is compares and selects.
   Where a window holds equal maxima the gradient is shared among them
   instead of going to the first (after a ReLU such ties are zeros, whose
@@ -161,11 +161,10 @@ class UpConv2x2(nnx.ConvTranspose):
   With stride equal to the kernel the output windows do not overlap: output
   pixel (2i + a, 2j + b) is x[i, j] @ kernel[1 - a, 1 - b] + bias (Flax's
   "SAME" transposed convolution takes the kernel turned by 180 degrees;
-  tested against it). The same
-  parameters (names, shapes, initialisation) as the transposed convolution,
-  so checkpoints and weight imports are unchanged; XLA:CPU ran the
-  convolution form's forward + backward 5-15x slower than PyTorch's
-  (benchmarks/step_components.py).
+  tested against it). The same parameters (names, shapes, initialisation) as
+  the transposed convolution, so checkpoints and weight imports are
+  unchanged; XLA:CPU ran the convolution form's forward + backward many
+  times slower than PyTorch's (benchmarks/step_components.py).
   """
 
   def __init__(self, in_features: int, out_features: int, *, dtype=None,

@@ -97,9 +97,9 @@ def register(name: str, group: str, params224: tuple, params32: tuple | None
   `CORRUPTIONS.build(name, severity=3, scale="224")` returns a jit-able
   `(key, image) -> image` for one image. Its random numbers come from the
   non-partitionable threefry (`jax.threefry_partitionable(False)`, in force
-  while it is traced): on XLA:CPU that draws uniforms 2.6x faster, and random
-  numbers are most of the noise corruptions' cost (benchmarks/RESULTS.md,
-  "Corruptions on CPU"). Every image has its own key, so a batch sharded
+  while it is traced): on XLA:CPU that draws uniforms several times faster,
+  and random numbers are most of the noise corruptions' cost
+  (benchmarks/RESULTS.md, "Corruptions on CPU"). Every image has its own key, so a batch sharded
   over devices still splits along its images.
   """
   params = {"224": tuple(params224), "32": tuple(params32 or params224)}

@@ -279,7 +279,8 @@ def motion_blur(image: jax.Array, radius: int, sigma: float,
 
   # A loop, not an unrolled sum: unrolled, XLA:CPU fused the 2r+1 gathers
   # into every consumer of the result and re-ran them per consumer element
-  # (snow: 9 ms per image instead of 1). The loop's carry is materialised.
+  # (benchmarks/RESULTS.md, "Corruptions on CPU"). The loop's carry is
+  # materialised.
   def add_copy(i, carry):
     out, alive = carry
     dy = -jnp.ceil(i * py / hypot - 0.5).astype(jnp.int32)

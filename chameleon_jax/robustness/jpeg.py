@@ -14,9 +14,9 @@ Grey images use the luminance table; images with other than 3 channels
 compress every channel as luminance (as a grey JPEG per channel would).
 
 On a CPU backend `jpeg_round_trip` is libjpeg itself (PIL, through a host
-callback): there the batched DCT is 3x slower
-than the codec it imitates (benchmarks/RESULTS.md, "Corruptions on CPU"), and
-the codec is the exact reference. `platform_dependent` picks the branch when
+callback): there the batched DCT is slower than the codec it imitates
+(benchmarks/RESULTS.md, "Corruptions on CPU"), and the codec is the exact
+reference. `platform_dependent` picks the branch when
 the computation is lowered, so one traced function serves both.
 """
 
