@@ -61,8 +61,8 @@ class Spec:
 
   `fn(key, image, param)`; `grid(key, (h, w), param) -> (ys, xs)` for the
   ones that move pixels (the image is then sampled at ys, xs, and so is the
-  mask). `monotone`: quality falls with severity (the reference says which
-  do not).
+  mask). `monotone`: quality falls with severity (the reference and its
+  measured PSNRs say which do not).
   """
   name: str
   group: str
@@ -344,9 +344,15 @@ def frost(key, x, c):
 
 
 @register("fog", "weather", ((1.5, 2), (2, 2), (2.5, 1.7), (2.5, 1.5), (3, 1.4)),
-          ((.2, 3), (.5, 3), (.75, 2.5), (1, 2), (1.5, 1.75)))
+          ((.2, 3), (.5, 3), (.75, 2.5), (1, 2), (1.5, 1.75)), monotone=False)
 def fog(key, x, c):
-  """x + c[0] * plasma fractal (decay c[1]), rescaled to the image maximum."""
+  """x + c[0] * plasma fractal (decay c[1]), rescaled to the image maximum.
+
+  Not monotone: severities 3 and 4 add the same amount of fog (2.5) and
+  differ only in the fractal's decay, and the reference's own PSNR rises
+  from 3 to 4 on natural images (benchmarks/RESULTS.md, the corruption
+  fidelity tables); falls from 1 to 5.
+  """
   strength, decay = c
   h, w = x.shape[:2]
   top = x.max()
