@@ -19,7 +19,10 @@ export.model_base_path, with its model card; the only mode that imports
 TensorFlow), gate (the evaluated model against the champion; exit status 1
 unless blessed), promote (stable -> the version exported from the blessed
 checkpoint, if its card is signed), card (rebuild the cards of the versions
-exported from this workdir, e.g. after editing card.human's YAML), render
+exported from this workdir, e.g. after editing card.human's YAML), label
+(a local page on 127.0.0.1:label.port to draw and correct masks of
+data.source_kwargs.root, pre-labelled by the workdir's model; serves until
+Ctrl+C; chameleon_jax/labelling/), render
 (Kubernetes manifests for --target=gke-gpu|gke-tpu|cpu under
 <workdir>/render/; infra/README.md).
 
@@ -41,6 +44,7 @@ from ml_collections import config_flags
 from chameleon_jax import components, sharding
 from chameleon_jax.components import card as card_mode
 from chameleon_jax.components import gate as gate_mode
+from chameleon_jax.components import label as label_mode
 from chameleon_jax.components import modes
 from chameleon_jax.components import plan as plan_mode
 from chameleon_jax.components import sweep as sweep_mode
@@ -58,7 +62,7 @@ USER_ERRORS = (NonFiniteLossError, CheckpointError, ModelMismatchError,
                BadInputError)
 
 MODES = ("ingest", "plan", "sweep", "train", "eval", "predict", "robustness",
-         "export", "gate", "promote", "card", "render", "zoo")
+         "export", "gate", "promote", "card", "label", "render", "zoo")
 
 # Why a figure is NaN, by the end of its name.
 UNDEFINED = {"false_alarm_rate": "no defect-free image",
@@ -205,6 +209,11 @@ def _stages(argv):
         _report("card", card_mode.card(config, workdir))
       except (GateError, LedgerError, ValueError) as e:
         sys.exit(f"--mode=card: {e}")
+    elif mode == "label":  # Serves until interrupted (Ctrl+C).
+      try:
+        label_mode.label(config, workdir, log=logging.info)
+      except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"--mode=label: {e}")
     elif mode in ("zoo", "render"):
       raise app.UsageError(f"--mode={mode} runs alone.")
     elif mode == "robustness":

@@ -200,6 +200,19 @@ def get_config() -> ml_collections.ConfigDict:
   config.predict.window = ()
   config.predict.overlap = 0.5
 
+  # --- Labelling tool (--mode=label; chameleon_jax/labelling/) -----------------
+  # A local page to draw and correct masks over data.source_kwargs.root
+  # (image_mask_folders layout; masks written where ingest reads them).
+  config.label = ml_collections.ConfigDict()
+  # 127.0.0.1: this machine only. "0.0.0.0" serves every network (anyone who
+  # can reach the port and read the page's token can write masks).
+  config.label.host = "127.0.0.1"
+  config.label.port = 8765
+  # Pre-labels from the workdir's model (eval.checkpoint, and eval.decision's
+  # rule): auto = when the workdir holds a trained model | on | off.
+  config.label.prelabel = "auto"
+  config.label.max_request_mb = 16.0  # Larger request bodies are refused.
+
   # --- Export to TF Serving (--mode=export; export/) ---------------------------
   config.export = ml_collections.ConfigDict()
   config.export.model_name = ""  # "" = data.name.

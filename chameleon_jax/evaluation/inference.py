@@ -41,6 +41,42 @@ def model_input(image: np.ndarray, scale: float) -> np.ndarray:
   return to_unit_float(image)
 
 
+def model_stride(restored: Restored) -> int:
+  """The model's output stride (1 where it declares none)."""
+  graphdef, state, _, _ = restored
+  return getattr(merge(graphdef, eval_params(state), state.model_state),
+                 "stride", 1)
+
+
+def decide(predict, state, image: np.ndarray, settings: PredictSettings,
+           stride: int, rule: decision.DecisionRule | None
+           ) -> tuple[np.ndarray, np.ndarray]:
+  """One image through the model as `predict_folder` sends it ->
+  (probabilities (h, w, K), decided (h, w) class map), both at the model's
+  scale (`settings.scale`; `imio.resize_mask` brings the map back).
+
+  Args:
+    predict: jitted (state, images) -> probabilities (steps.make_predict_fn).
+    state: the model's state; image: (H, W, C) at the model's channels.
+    settings: scale, window, overlap, batch size and the served canvases.
+    stride: the model's output stride; rule: the calibrated decision rule,
+      or None for argmax masks.
+  """
+  x = model_input(image, settings.scale)
+  h, w = x.shape[:2]
+  if settings.window:
+    probs = np.asarray(sliding_window(
+        predict, x, settings.window, overlap=settings.overlap,
+        batch_size=settings.batch_size, args=(state,)))
+  else:
+    ch, cw = canvas(h, w, settings.canvases, stride)
+    x = np.pad(x, ((0, ch - h), (0, cw - w), (0, 0)), mode="edge")
+    probs = np.asarray(predict(state, x[None]))[0, :h, :w]
+  classes = (rule.apply(probs, np.ones(probs.shape[:2], bool))
+             if rule is not None else probs.argmax(-1))
+  return probs, classes
+
+
 def predict_folder(workdir: str | Path, restored: Restored,
                    settings: PredictSettings, *, flip_tta: bool,
                    calibrated: bool) -> Path:
@@ -79,8 +115,7 @@ def predict_folder(workdir: str | Path, restored: Restored,
   graphdef, state, _, card = restored
   predict = jax.jit(steps.make_predict_fn(graphdef, flip_tta))
   rule = decision.load_rule(workdir) if calibrated else None
-  stride = getattr(merge(graphdef, eval_params(state), state.model_state),
-                   "stride", 1)
+  stride = model_stride(restored)
   channels = card["signature"]["in_channels"]
   window = settings.window
   if window and any(v % stride for v in window):
@@ -90,18 +125,7 @@ def predict_folder(workdir: str | Path, restored: Restored,
   for path in files:
     # As ingest brought the training images to the model's channels.
     image = sources.to_channels(imio.load_image(path), channels, path)
-    x = model_input(image, settings.scale)
-    h, w = x.shape[:2]
-    if window:
-      probs = np.asarray(sliding_window(
-          predict, x, window, overlap=settings.overlap,
-          batch_size=settings.batch_size, args=(state,)))
-    else:
-      ch, cw = canvas(h, w, settings.canvases, stride)
-      x = np.pad(x, ((0, ch - h), (0, cw - w), (0, 0)), mode="edge")
-      probs = np.asarray(predict(state, x[None]))[0, :h, :w]
-    classes = (rule.apply(probs, np.ones(probs.shape[:2], bool))
-               if rule is not None else probs.argmax(-1))
+    probs, classes = decide(predict, state, image, settings, stride, rule)
     alarm, alarm_score = decision.alarm(classes, probs)
     pred = imio.resize_mask(classes.astype(np.uint8), *image.shape[:2])
     imio.save_mask_png(out / f"{path.stem}_mask.png", pred)
