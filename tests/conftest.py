@@ -198,3 +198,39 @@ def prometheus_bin() -> Path:
       pytest.fail(message)
     pytest.skip(message)
   return Path(found[0]).parent
+
+
+@pytest.fixture(scope="session")
+def chromium():
+  """A headless Chromium driven by Selenium through Debian's `chromium` and
+  `chromedriver` (never a downloaded browser); skipped without them, failed
+  where CHAMELEON_REQUIRE_CHROMIUM=1 (.ci/run installs both and sets it).
+  Yields a factory: chromium() -> a new WebDriver (closed at session end)."""
+  import shutil
+  browser = shutil.which("chromium") or shutil.which("chromium-browser")
+  driver_bin = shutil.which("chromedriver")
+  if browser is None or driver_bin is None:
+    message = "chromium/chromedriver not found (apt-get install chromium " \
+              "chromium-driver)"
+    if os.environ.get("CHAMELEON_REQUIRE_CHROMIUM") == "1":
+      pytest.fail(message)
+    pytest.skip(message)
+  from selenium import webdriver
+  from selenium.webdriver.chrome.service import Service
+  drivers = []
+
+  def start():
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1280,800",
+                     "--force-device-scale-factor=1"):
+      options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=Service(driver_bin))
+    drivers.append(driver)
+    return driver
+
+  yield start
+  for driver in drivers:
+    with contextlib.suppress(Exception):
+      driver.quit()

@@ -328,7 +328,7 @@ async function loadQueue() {
   document.getElementById("queue-count").textContent = `${done}/${state.queue.length} labelled`;
 }
 
-async function openImage(id, force = false) {
+async function openImage(id, force = false, note = "") {
   if (dirty() && !force && !state.pendingLeave) {
     state.pendingLeave = true;
     status("unsaved changes: S saves, the same key again discards them", "error");
@@ -358,7 +358,7 @@ async function openImage(id, force = false) {
     for (const li of document.querySelectorAll("#queue li")) {
       li.classList.toggle("current", li.dataset.id === id);
     }
-    status(`opened ${id}`);
+    status(note ? `${note} · opened ${id}` : `opened ${id}`, note ? "ok" : "");
   } catch (e) {
     status(String(e.message || e), "error");
   } finally {
@@ -397,17 +397,20 @@ async function save() {
   try {
     const result = await (await api("/api/save", {
       method: "POST", body, headers: {"Content-Type": "application/json"}})).json();
-    status(`saved ${state.id} (${result.defect_pixels} defect pixels, pre-label ${result.prelabel})`, "ok");
     state.busy = false;
     const id = state.id;
     state.undo = [];
     await loadQueue();
+    const message = `saved ${id} (${result.defect_pixels} defect pixels, pre-label ${result.prelabel})`;
     await openImage(id, true);   // Shows the mask as written.
-    return true;
+    status(message, "ok");
+    return message;
   } catch (e) {
     status(`not saved: ${e.message || e}`, "error");
     state.busy = false;
-    return false;
+    return null;
+  } finally {
+    window.labeller.saves += 1;   // Tests wait on this.
   }
 }
 
@@ -418,20 +421,22 @@ function step(delta) {
   if (next) openImage(next.id);
 }
 
-function nextUnlabelled() {
+function nextUnlabelled(note) {
   const row = state.queue.find(r => !r.labelled && r.id !== state.id);
-  if (row) openImage(row.id, true);
+  if (row) openImage(row.id, true, note);
 }
 
 async function acceptPrelabel() {
   if (!state.prelabel) { status("no pre-label for this image", "error"); return; }
   commit(() => { state.base = "prelabel"; state.ops = []; });
-  if (await save()) nextUnlabelled();
+  const message = await save();
+  if (message) nextUnlabelled(message);
 }
 
 async function defectFree() {
   commit(() => { state.base = "empty"; state.ops = []; });
-  if (await save()) nextUnlabelled();
+  const message = await save();
+  if (message) nextUnlabelled(message);
 }
 
 // --- Controls -------------------------------------------------------------------
@@ -499,7 +504,7 @@ CONFIG.classes.forEach((c, k) => {
 
 window.addEventListener("resize", () => { resizeView(); fit(); });
 window.labeller = {state, toClient, save, openImage, undo, redo, get classes() { return classes; },
-                   ready: false};
+                   ready: false, saves: 0};
 (async () => {
   resizeView();
   try {
