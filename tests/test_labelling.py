@@ -191,8 +191,8 @@ def test_sources_the_tool_cannot_write_are_named():
 
 def test_the_queue_puts_the_most_instructive_unlabelled_images_first():
   def p(score, disagreement=0.0):
-    return queue.Prelabel(np.zeros((2, 2), np.uint8), score, score,
-                          disagreement, score > 0.5)
+    return queue.Prelabel(np.zeros((2, 2), np.uint8), score, disagreement,
+                          score > 0.5)
   prelabels = {"sure_defect": p(0.99), "borderline": p(0.31),
                "unstable": p(0.05, disagreement=0.9), "sure_ok": p(0.0),
                "done": p(0.3)}

@@ -123,12 +123,11 @@ def _prelabels():
     m[rows, cols] = value
     return m
   return {  # threshold 0.5 -> priorities 0.96, 0.1, 0.7 (+ disagreement).
-      "img0": queue.Prelabel(mask(slice(5, 12), slice(5, 20)), 0.52, 0.48,
-                             0.0, True),
+      "img0": queue.Prelabel(mask(slice(5, 12), slice(5, 20)), 0.52, 0.0,
+                             True),
       "img1": queue.Prelabel(mask(slice(20, 30), slice(30, 40), 2), 0.95,
-                             0.93, 0.0, True),
-      "img2": queue.Prelabel(np.zeros((H, W), np.uint8), 0.1, 0.3, 0.5,
-                             False),
+                             0.0, True),
+      "img2": queue.Prelabel(np.zeros((H, W), np.uint8), 0.1, 0.5, False),
   }
 
 

@@ -36,11 +36,12 @@ def prelabels(config: ml_collections.ConfigDict, workdir: str,
   """The workdir's model on every image of the store -> (pre-labels by id,
   the model's version, the threshold the queue orders around).
 
-  The mask is `--mode=predict`'s for the same file (`inference.decide`:
-  the same scale, padding and windows; the calibrated rule when
-  `eval.decision` is "calibrated" and --mode=eval chose one, else argmax,
-  said in the version string). The score is flip-averaged; the plain
-  prediction gives the flip disagreement.
+  The mask and score are `--mode=predict`'s for the same file
+  (`inference.decide`: the same scale, padding, windows and
+  `eval.flip_tta`; the calibrated rule when `eval.decision` is
+  "calibrated" and --mode=eval chose one, else argmax, said in the version
+  string). The prediction with the other flip setting gives the flip
+  disagreement the queue weighs.
 
   Raises:
     ValueError: the model's classes differ from the dataset's palette.
@@ -68,8 +69,10 @@ def prelabels(config: ml_collections.ConfigDict, workdir: str,
   predict_settings = build.predict_settings(predict_config)
   stride = inference.model_stride(restored)
   channels = card["signature"]["in_channels"]
-  flipped = jax.jit(steps.make_predict_fn(graphdef, True))
-  plain = jax.jit(steps.make_predict_fn(graphdef, False))
+  # The mask and score as --mode=predict gives them (eval.flip_tta); the
+  # other flip setting only for the disagreement.
+  predicts = [jax.jit(steps.make_predict_fn(graphdef, flip))
+              for flip in (settings.flip_tta, not settings.flip_tta)]
   out, started = {}, time.time()
   ids = label_store.ids()
   for n, image_id in enumerate(ids):
@@ -77,16 +80,15 @@ def prelabels(config: ml_collections.ConfigDict, workdir: str,
     image = sources.to_channels(label_store.load_image(image_id), channels,
                                 path)
     maps = []
-    for predict in (flipped, plain):
+    for predict in predicts:
       probs, classes = inference.decide(predict, state, image,
                                         predict_settings, stride, rule)
       maps.append((float((1.0 - probs[..., 0]).max()),
                    imio.resize_mask(classes.astype(np.uint8),
                                     *image.shape[:2])))
-    (score, mask), (plain_score, plain_mask) = maps
+    (score, mask), (_, other) = maps
     out[image_id] = queue.Prelabel(
-        mask=mask, score=score, plain_score=plain_score,
-        disagreement=queue.disagreement(mask, plain_mask),
+        mask=mask, score=score, disagreement=queue.disagreement(mask, other),
         alarm=bool((mask > 0).any()))
     if (n + 1) % 50 == 0 or n + 1 == len(ids):
       log(f"label: pre-labelled {n + 1}/{len(ids)} images "

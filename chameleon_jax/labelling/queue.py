@@ -24,16 +24,14 @@ class Prelabel:
   Attributes:
     mask: (H, W) uint8 class map at the image's size, the decision rule's.
     score: the image's defect score: its largest pixel p(defect) =
-      1 - p(background), flip-averaged (what the rule's seed threshold is
-      compared with).
-    plain_score: the same without flip averaging.
+      1 - p(background) (what the rule's seed threshold is compared with),
+      from the same probabilities as the mask.
     disagreement: 1 - IoU of the defect pixels the rule keeps from the
       flip-averaged and from the plain probabilities (0 when both are empty).
     alarm: the decided image raises an alarm (any defect pixel kept).
   """
   mask: np.ndarray
   score: float
-  plain_score: float
   disagreement: float
   alarm: bool
 
