@@ -199,13 +199,18 @@ def test_the_queue_puts_the_most_instructive_unlabelled_images_first():
   order = queue.order(["sure_ok", "done", "unstable", "borderline",
                        "sure_defect", "no_model"],
                       {"done": True}, prelabels, threshold=0.3)
-  # Threshold 0.3, span 0.7: unstable 1 - 0.25/0.7 + 0.9 = 1.543,
-  # borderline 1 - 0.01/0.7 = 0.986, sure_ok 1 - 0.3/0.7 = 0.571,
-  # sure_defect 1 - 0.69/0.7 = 0.014; then no pre-label; labelled last.
-  assert order == ["unstable", "borderline", "sure_ok", "sure_defect",
+  # logit(0.3) = -0.8473: unstable |-2.9444 + 0.8473| = 2.0971 ->
+  # exp(-1.0486) + 0.9 = 1.2505; borderline |-0.8001 + 0.8473| -> 0.9767;
+  # sure_defect |4.5951 + 0.8473| -> 0.0658; sure_ok (1e-6: -13.8155)
+  # -> 0.0015; then no pre-label; labelled last.
+  assert order == ["unstable", "borderline", "sure_defect", "sure_ok",
                    "no_model", "done"]
   assert queue.priority(prelabels["unstable"], 0.3) == pytest.approx(
-      1 - 0.25 / 0.7 + 0.9)
+      1.2505, abs=1e-4)
+  assert queue.priority(prelabels["sure_ok"], 0.3) == pytest.approx(
+      0.0015, abs=1e-4)
+  # A saturated score is far from a threshold near 1 (log-odds), not close.
+  assert queue.priority(p(0.999999), 0.99) < queue.priority(p(0.9), 0.99)
   assert queue.disagreement(np.array([[1, 1], [0, 0]]),
                             np.array([[1, 0], [0, 0]])) == 0.5
   assert queue.disagreement(np.zeros((2, 2)), np.zeros((2, 2))) == 0.0
@@ -288,7 +293,7 @@ def test_bad_saves_are_refused_with_a_message_and_write_nothing(
   assert not (api.root / store.AUDIT_FILE).exists()
 
 
-def test_an_oversized_upload_is_refused_before_it_is_read(api):
+def test_an_oversized_upload_is_refused_from_its_length(api):
   big = _save(operations=[{"tool": "brush", "class": 1, "radius": 2,
                            "points": [[5, 5]] * 1000}])
   status, answer = api("POST", "/api/save", big)

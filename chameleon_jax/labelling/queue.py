@@ -12,6 +12,7 @@ plain one disagree (the model is unstable there).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -43,13 +44,20 @@ def disagreement(flipped: np.ndarray, plain: np.ndarray) -> float:
   return 0.0 if union == 0 else 1.0 - int((a & b).sum()) / union
 
 
+def logit(p: float) -> float:
+  """log(p / (1 - p)), p clipped to [1e-6, 1 - 1e-6]."""
+  p = min(max(float(p), 1e-6), 1.0 - 1e-6)
+  return math.log(p / (1.0 - p))
+
+
 def priority(prelabel: Prelabel, threshold: float) -> float:
-  """How much a label of this image would teach, in [0, 2]: closeness of
-  the score to `threshold` (1 at the threshold, 0 at the far end of [0, 1])
-  plus the flip disagreement."""
-  span = max(threshold, 1.0 - threshold, 1e-9)
-  closeness = 1.0 - min(abs(prelabel.score - threshold) / span, 1.0)
-  return closeness + prelabel.disagreement
+  """How much a label of this image would teach, in [0, 2]: the closeness
+  of the score to `threshold`, exp(-|logit(score) - logit(threshold)| / 2)
+  (1 at the threshold; log-odds, because calibrated thresholds sit near 0
+  or 1, where a linear distance calls every saturated score close), plus
+  the flip disagreement."""
+  distance = abs(logit(prelabel.score) - logit(threshold))
+  return math.exp(-distance / 2.0) + prelabel.disagreement
 
 
 def order(ids: Iterable[str], labelled: Mapping[str, bool],

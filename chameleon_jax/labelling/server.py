@@ -10,7 +10,7 @@ standard library's server has nothing to pin. What keeps it safe:
   header, and without CORS they cannot read the answer);
 - the Host header must name this server (a DNS-rebinding page gets 403);
 - bodies over `max_request_bytes` are refused from their Content-Length
-  (413) before a byte is read;
+  (413): never parsed nor held in memory;
 - image ids are resolved under the dataset root (`LabelStore`); a path
   leading out of it is refused (403) and logged;
 - a save names the mask revision it was drawn on; a later save of the same
@@ -51,6 +51,7 @@ TOKEN_HEADER = "X-Label-Token"
 STATIC = {"label.js": "text/javascript; charset=utf-8",
           "label.css": "text/css; charset=utf-8"}
 BASES = ("saved", "prelabel", "empty")
+DRAIN_BYTES = 256 << 20  # A refused body up to this size is read and dropped.
 
 
 class LabelApp:
@@ -236,6 +237,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
       logging.exception("label tool: %s %s failed", self.command, self.path)
       self._error(500, f"{type(e).__name__}: {e}")
 
+  def _discard(self, length: int) -> None:
+    """Reads and drops a refused body in small chunks (the client then
+    reads the answer instead of a reset connection); a body over
+    DRAIN_BYTES is not read at all and the connection is closed."""
+    if length > DRAIN_BYTES:
+      self.close_connection = True
+      return
+    while length > 0:
+      chunk = self.rfile.read(min(length, 1 << 16))
+      if not chunk:
+        break
+      length -= len(chunk)
+
   def do_GET(self):
     if not self._allowed():
       return
@@ -275,7 +289,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
       return
     limit = self.server.app.max_request_bytes
     if int(length) > limit:
-      self.close_connection = True  # The unread body is never read.
+      self._discard(int(length))
       self._error(413, f"request of {int(length)} bytes is over the limit of "
                   f"{limit} bytes (label.max_request_mb); nothing written.")
       return
