@@ -300,3 +300,12 @@ def test_an_oversized_upload_is_refused_from_its_length(api):
   assert status == 413 and "over the limit of 4096 bytes" in answer["error"]
   assert not any((api.root / "masks").iterdir())
   assert api("POST", "/api/save", _save())[0] == 200  # The server lives on.
+
+
+def test_an_image_that_does_not_decode_is_named_not_a_crash(api):
+  (api.root / "images" / "p1.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+  for path in ("/api/image?id=p1", "/api/mask?id=p1"):
+    status, answer = api("GET", path)
+    assert status == 422 and "p1.png" in answer["error"], answer
+  assert api("POST", "/api/save", _save("p1"))[0] == 422
+  assert api("GET", "/api/image?id=p2")[0] == 200

@@ -78,6 +78,8 @@ def test_label_reingest_train_loop(tmp_path, chromium):
   assert "quarantined: 6" in first.stdout
   run_main(CONFIG, f"--workdir={workdir}", "--mode=predict",
            f"--config.predict.input_dir={raw}/images", *common)
+  # A file that does not decode, added since: no pre-label, no crash.
+  (raw / "images" / "s999.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
   port = portpicker.pick_unused_port()
   server = subprocess.Popen(
       [sys.executable, "main.py", CONFIG, f"--workdir={workdir}",
@@ -92,8 +94,10 @@ def test_label_reingest_train_loop(tmp_path, chromium):
         "const done = arguments[0]; fetch('/api/images', {headers: "
         "{'X-Label-Token': JSON.parse(document.getElementById('label-config')"
         ".textContent).token}}).then(r => r.json()).then(done);")
-    # The six images without masks come first, most instructive first.
+    # The six images without masks come first, most instructive first
+    # (then s999, unlabelled and without a pre-label).
     assert {r["id"] for r in rows["images"][:6]} == set(UNLABELLED)
+    assert rows["images"][6]["id"] == "s999"
     priorities = [r["priority"] for r in rows["images"][:6]]
     assert priorities == sorted(priorities, reverse=True)
     assert "calibrated" in rows["model_version"]
@@ -118,6 +122,7 @@ def test_label_reingest_train_loop(tmp_path, chromium):
     server.send_signal(signal.SIGINT)
     log, _ = server.communicate(timeout=60)
   assert server.returncode == 0, log
+  assert "no pre-label for" in log and "s999.png" in log
   with Image.open(raw / "masks" / f"{accepted}.png") as m:
     np.testing.assert_array_equal(np.asarray(m), predicted)
   with Image.open(raw / "masks" / f"{drawn}.png") as m:
@@ -132,7 +137,7 @@ def test_label_reingest_train_loop(tmp_path, chromium):
   # training runs on it.
   second = run_main(CONFIG, f"--workdir={tmp_path / 'run2'}",
                     "--mode=ingest,train", "--config.train.steps=3", *common)
-  assert "quarantined: 4" in second.stdout
+  assert "quarantined: 5" in second.stdout  # 4 unlabelled, s999.
   new = dataset.latest(data, "tiny")
   assert len([p for p in (data / "tiny").iterdir() if p.is_dir()]) == 2
   hashes = {i["id"]: i["hash"] for i in new.manifest["items"]}

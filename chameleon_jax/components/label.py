@@ -77,8 +77,12 @@ def prelabels(config: ml_collections.ConfigDict, workdir: str,
   ids = label_store.ids()
   for n, image_id in enumerate(ids):
     path = label_store.image_file(image_id)
-    image = sources.to_channels(label_store.load_image(image_id), channels,
-                                path)
+    try:
+      image = sources.to_channels(label_store.load_image(image_id), channels,
+                                  path)
+    except (store_lib.Refused, ValueError) as e:  # Ingest quarantines it.
+      logging.warning("label: no pre-label for %s: %s", path, e)
+      continue
     maps = []
     for predict in predicts:
       probs, classes = inference.decide(predict, state, image,

@@ -158,9 +158,18 @@ class LabelStore:
     return path
 
   def load_image(self, image_id: str) -> np.ndarray:
-    """The decoded (H, W, C) image (8 or 16 bits, as ingest reads it)."""
-    with imio.pixel_limit(self.max_pixels):  # Per thread: set here.
-      image = imio.load_image(self.image_file(image_id))
+    """The decoded (H, W, C) image (8 or 16 bits, as ingest reads it).
+
+    Raises:
+      Refused: as `image_file`; a file that does not decode or is over the
+        pixel limit (422, the decoder's message naming the file).
+    """
+    path = self.image_file(image_id)
+    try:
+      with imio.pixel_limit(self.max_pixels):  # Per thread: set here.
+        image = imio.load_image(path)
+    except (imio.DecodeError, OSError) as e:
+      raise Refused(str(e), status=422) from None
     self._sizes[image_id] = image.shape[:2]
     return image
 
