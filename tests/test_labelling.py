@@ -241,7 +241,7 @@ def api(tmp_path):
     except ValueError:
       return response.status, payload
 
-  call.root, call.app = root, app
+  call.root, call.app, call.port = root, app, port
   yield call
   httpd.stop()
 
@@ -309,3 +309,26 @@ def test_an_image_that_does_not_decode_is_named_not_a_crash(api):
     assert status == 422 and "p1.png" in answer["error"], answer
   assert api("POST", "/api/save", _save("p1"))[0] == 422
   assert api("GET", "/api/image?id=p2")[0] == 200
+
+
+def test_a_refused_post_leaves_a_kept_alive_connection_usable(api):
+  """HTTP/1.1 keeps the connection: the refused request's body must be
+  consumed, not read as the next request."""
+  connection = http.client.HTTPConnection("127.0.0.1", api.port, timeout=10)
+  for token, expected in (("wrong", 403), (api.app.token, 200)):
+    connection.request("POST", "/api/save", body=json.dumps(_save()).encode(),
+                       headers={"X-Label-Token": token})
+    response = connection.getresponse()
+    response.read()
+    assert response.status == expected
+  big = json.dumps(_save(operations=[{"tool": "eraser", "radius": 1,
+                                      "points": [[1, 1]] * 900}])).encode()
+  connection.request("POST", "/api/save", body=big,
+                     headers={"X-Label-Token": api.app.token})
+  response = connection.getresponse()
+  response.read()
+  assert response.status == 413
+  connection.request("GET", "/api/images",
+                     headers={"X-Label-Token": api.app.token})
+  assert connection.getresponse().status == 200
+  connection.close()

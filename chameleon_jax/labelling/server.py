@@ -274,17 +274,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
       self._error(404, f"no such page {url.path!r}.")
 
   def do_POST(self):
-    if not self._allowed():
-      return
-    if self.path != "/api/save":
-      self._error(404, f"no such endpoint {self.path!r}.")
-      return
-    origin = self.headers.get("Origin")
-    if origin is not None and origin not in self.server.origins:
-      self._error(403, f"Origin {origin!r} is not this label server.")
-      return
+    # The body is read (or, refused by its size, drained) before anything
+    # answers: on a kept-alive connection an unread body would be taken
+    # for the next request.
     length = self.headers.get("Content-Length")
     if length is None or not length.isdigit():
+      self.close_connection = True
       self._error(411, "Content-Length is required.")
       return
     limit = self.server.app.max_request_bytes
@@ -294,6 +289,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                   f"{limit} bytes (label.max_request_mb); nothing written.")
       return
     raw = self.rfile.read(int(length))
+    if not self._allowed():
+      return
+    if self.path != "/api/save":
+      self._error(404, f"no such endpoint {self.path!r}.")
+      return
+    origin = self.headers.get("Origin")
+    if origin is not None and origin not in self.server.origins:
+      self._error(403, f"Origin {origin!r} is not this label server.")
+      return
     try:
       body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
