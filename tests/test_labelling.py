@@ -29,8 +29,9 @@ def _dataset(root, n=3, size=(24, 32)):
 
 
 def _store(root, **layout):
-  return store.LabelStore(store.Layout(root=root, class_names=CLASSES,
-                                       **layout), max_pixels=10**8)
+  return store.LabelStore(store.layout_from_source(
+      "image_mask_folders", {"root": str(root), "class_names": CLASSES,
+                             **layout}), max_pixels=10**8)
 
 
 # --- Rasterisation ----------------------------------------------------------
@@ -132,8 +133,7 @@ def test_a_saved_label_is_an_item_of_the_next_ingest(tmp_path):
 def test_masks_are_written_in_the_datasets_own_values(tmp_path):
   """A 0/255 binary dataset (value_map {255: 1}) gets 255 on disk."""
   root = _dataset(tmp_path / "raw")
-  st = store.LabelStore(store.Layout(root=root, class_names=("bg", "defect"),
-                                     value_map={"255": 1}), max_pixels=10**8)
+  st = _store(root, class_names=("bg", "defect"), value_map={"255": 1})
   mask = np.zeros((24, 32), np.uint8)
   mask[2:5, 2:5] = 1
   st.save("p0", mask, store.NO_MASK, {})
@@ -182,9 +182,15 @@ def test_sources_the_tool_cannot_write_are_named():
   with pytest.raises(ValueError, match="writes PNG masks"):
     store.layout_from_source("image_mask_folders",
                              {"root": "/x", "mask_ext": ".mat"})
+  with pytest.raises(ValueError, match="not options of source"):
+    store.layout_from_source("image_mask_folders", {"root": "/x",
+                                                    "classes": {"a": 1}})
+  with pytest.raises(ValueError, match="needs data.source_kwargs"):
+    store.layout_from_source("image_mask_folders", {"root": None})
   with pytest.raises(ValueError, match="cannot store class 1"):
-    store.Layout(root="/x", value_map={1: 2, 2: 2},
-                 class_names=("a", "b", "c"))
+    store.layout_from_source("image_mask_folders", {
+        "root": "/x", "value_map": {1: 2, 2: 2}, "class_names": ("a", "b",
+                                                                 "c")})
 
 
 # --- The queue ------------------------------------------------------------------

@@ -49,7 +49,8 @@ def _dataset(root, n=3):
   for i in range(n):
     Image.fromarray(rng.integers(60, 200, (H, W), dtype=np.uint8)).save(
         root / "images" / f"img{i}.png")
-  return store.LabelStore(store.Layout(root=root, class_names=CLASSES),
+  return store.LabelStore(store.layout_from_source(
+      "image_mask_folders", {"root": str(root), "class_names": CLASSES}),
                           max_pixels=10**8)
 
 

@@ -14,17 +14,20 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import inspect
 import json
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from chameleon_jax.data import catalog
 from chameleon_jax.data import images as imio
 from chameleon_jax.data import sources
+from chameleon_jax.registry import DATASETS
 
 AUDIT_FILE = "labels.jsonl"
 NO_MASK = "none"  # The revision of an image without a mask file.
@@ -48,14 +51,15 @@ class Conflict(Refused):
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-  """Where `image_mask_folders` finds images and masks (its options)."""
+  """Where `image_mask_folders` finds images and masks: its options, with
+  its own defaults (`layout_from_source`)."""
   root: Path
-  class_names: tuple[str, ...] = ("background", "defect")
-  images_dir: str = "images"
-  masks_dir: str = "masks"
-  mask_suffix: str = ""
-  value_map: Mapping[int, int] | None = None
-  recursive: bool = False
+  class_names: tuple[str, ...]
+  images_dir: str
+  masks_dir: str
+  mask_suffix: str
+  value_map: Mapping[int, int] | None
+  recursive: bool
 
   def __post_init__(self):
     raw = {int(k): int(v) for k, v in (self.value_map or {}).items()}
@@ -265,13 +269,14 @@ def class_counts(mask: np.ndarray, num_classes: int) -> list[int]:
                                                           ].tolist()
 
 
-def layout_from_source(source: str, kwargs: Mapping[str, object],
-                       class_names: Sequence[str] | None = None) -> Layout:
-  """The Layout of an `image_mask_folders` source's options.
+def layout_from_source(source: str, kwargs: Mapping[str, object]) -> Layout:
+  """The Layout of an `image_mask_folders` source's options (unset ones
+  take the source's defaults, from its signature).
 
   Raises:
-    ValueError: another source, no root, or masks that are not PNG files
-      (the tool writes PNG; a .mat or TIFF dataset would need converting).
+    ValueError: another source, options the source does not take, no root,
+      or masks that are not PNG files (the tool writes PNG; a .mat or TIFF
+      dataset would need converting).
   """
   if source != "image_mask_folders":
     raise ValueError(
@@ -279,19 +284,18 @@ def layout_from_source(source: str, kwargs: Mapping[str, object],
         f"data.source is {source!r}. Point data.source at "
         "'image_mask_folders' with data.source_kwargs.root (images/ and "
         "masks/ under it).")
-  options = {k: v for k, v in kwargs.items() if v is not None}
-  if not options.get("root"):
-    raise ValueError("--mode=label needs data.source_kwargs.root (the folder "
-                     "holding images/ and masks/).")
-  ext = str(options.get("mask_ext", ".png")).lower().lstrip(".")
+  options = {name: param.default for name, param in
+             DATASETS.parameters(source).items()
+             if param.default is not inspect.Parameter.empty}
+  options.update(catalog.checked(source, dict(kwargs)))
+  ext = str(options["mask_ext"]).lower().lstrip(".")
   if ext != "png":
     raise ValueError(f"data.source_kwargs.mask_ext is {ext!r}: the label "
                      "tool writes PNG masks (mask_ext '.png').")
   return Layout(root=Path(str(options["root"])),
-                class_names=tuple(class_names or options.get(
-                    "class_names", ("background", "defect"))),
-                images_dir=str(options.get("images_dir", "images")),
-                masks_dir=str(options.get("masks_dir", "masks")),
-                mask_suffix=str(options.get("mask_suffix", "")),
-                value_map=options.get("value_map"),
-                recursive=bool(options.get("recursive", False)))
+                class_names=tuple(options["class_names"]),
+                images_dir=str(options["images_dir"]),
+                masks_dir=str(options["masks_dir"]),
+                mask_suffix=str(options["mask_suffix"]),
+                value_map=options["value_map"],
+                recursive=bool(options["recursive"]))
