@@ -14,6 +14,13 @@ from chameleon_jax.data.formats import geometry
 from chameleon_jax.labelling import queue, server, store
 
 pytest.importorskip("selenium")
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.actions.action_builder import (  # noqa: E402
+    ActionBuilder)
+from selenium.webdriver.common.actions.mouse_button import (  # noqa: E402
+    MouseButton)
+from selenium.webdriver.common.actions.wheel_input import (  # noqa: E402
+    ScrollOrigin)
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 
 from tests import labelling_page as page  # noqa: E402
@@ -217,5 +224,45 @@ def test_the_page_without_its_token_reads_nothing(tmp_path, chromium):
     assert answer[0] == 403 and "X-Label-Token" in json.loads(answer[1])[
         "error"]
     assert not label_store.mask_file("img0").exists()
+  finally:
+    httpd.stop()
+
+
+def test_zoom_and_pan_keep_dabs_on_their_pixels(tmp_path, chromium):
+  """After a wheel zoom (a non-integer scale) and a right-button pan, a dab
+  still lands on the image pixels under the pointer."""
+  label_store = _dataset(tmp_path / "raw", n=1)
+  httpd = _serve(label_store)
+  driver = chromium()
+  try:
+    page.open_page(driver, httpd.url)
+    before = driver.execute_script(
+        "const s = labeller.state; return [s.zoom, s.panX, s.panY]")
+    pointer = page.Pointer(driver)
+    cx, cy = pointer.client(20, 20)
+    ActionChains(driver).scroll_from_origin(
+        ScrollOrigin.from_viewport(cx, cy), 0, -120).perform()
+    pan = ActionBuilder(driver)
+    pan.pointer_action.move_to_location(cx, cy)
+    pan.pointer_action.pointer_down(MouseButton.RIGHT)
+    pan.pointer_action.move_to_location(cx - 37, cy - 23)
+    pan.pointer_action.pointer_up(MouseButton.RIGHT)
+    pan.perform()
+    zoom, pan_x, pan_y = driver.execute_script(
+        "const s = labeller.state; return [s.zoom, s.panX, s.panY]")
+    assert zoom == pytest.approx(before[0] * 1.25)
+    assert not float(zoom).is_integer()
+    # The point under the wheel stayed put, then the view moved by the drag.
+    assert pan_x == pytest.approx(cx - 37 - 20 * zoom - driver.execute_script(
+        "return document.getElementById('view').getBoundingClientRect()"
+        ".left"), abs=1e-6)
+    page.keys(driver, "b", "2", "]")
+    dabs = [pointer.drag([(x, y)]) for x, y in ((10.3, 12.6), (30.5, 8.5))]
+    page.save(driver)
+    expected = np.zeros((H, W), np.uint8)
+    for dab in dabs:
+      expected[reference_stroke(dab, 5, H, W)] = 2
+    np.testing.assert_array_equal(_saved(label_store, "img0"), expected)
+    assert pan_y != before[2]
   finally:
     httpd.stop()
