@@ -130,6 +130,42 @@ def test_a_saved_label_is_an_item_of_the_next_ingest(tmp_path):
   assert line["mask"] == "masks/p1.png" and line["seconds"] == 3.0
 
 
+def test_unlabelled_images_are_listed_not_counted_as_bad_inputs(tmp_path):
+  """missing_masks='unlabelled': an ingest in the middle of labelling
+  keeps the labelled images and lists the others; 'reject' (the default)
+  still fails on them."""
+  from chameleon_jax.data import dataset
+  root = _dataset(tmp_path / "raw", n=10)
+  st = _store(root)
+  for i in range(7):
+    st.save(f"p{i}", np.full((24, 32), i % 2, np.uint8), store.NO_MASK, {})
+  options = dataset.IngestOptions({"train": 0.6, "val": 0.2, "test": 0.2})
+  with pytest.raises(dataset.BadInputError, match="3 of 10 inputs"):
+    dataset.build(*sources.image_mask_folders(str(root),
+                                              class_names=list(CLASSES)),
+                  tmp_path / "data", "parts", options, log=lambda *_: None)
+  ds = dataset.build(*sources.image_mask_folders(
+      str(root), class_names=list(CLASSES), missing_masks="unlabelled"),
+                     tmp_path / "data", "parts", options, log=lambda *_: None)
+  assert sorted(i["id"] for i in ds.manifest["items"]) == [
+      f"p{i}" for i in range(7)]
+  quarantine = ds.read_json("quarantine.json")
+  assert sorted(q["path"].rsplit("/", 1)[1] for q in quarantine) == [
+      "p7.png", "p8.png", "p9.png"]
+  assert all(q["reason"].startswith("unlabelled: no mask yet") and
+             q["counted"] is False for q in quarantine)
+  # A real bad input among them still counts, and an image that does not
+  # decode is bad, mask or not: 2 of 6 + 2 judged.
+  (root / "masks" / "p0.png").write_bytes(b"not a png")
+  (root / "images" / "p9.png").write_bytes(b"not a png either")
+  with pytest.raises(dataset.BadInputError, match="2 of 8 inputs"):
+    dataset.build(*sources.image_mask_folders(
+        str(root), class_names=list(CLASSES), missing_masks="unlabelled"),
+                  tmp_path / "data", "parts", options, log=lambda *_: None)
+  with pytest.raises(ValueError, match="missing_masks='skip'"):
+    sources.image_mask_folders(str(root), missing_masks="skip")
+
+
 def test_masks_are_written_in_the_datasets_own_values(tmp_path):
   """A 0/255 binary dataset (value_map {255: 1}) gets 255 on disk."""
   root = _dataset(tmp_path / "raw")

@@ -69,9 +69,8 @@ def test_label_reingest_train_loop(tmp_path, chromium):
             f"--config.data.source_kwargs.root={raw}",
             "--config.data.source_kwargs.channels=1",
             "--config.eval.decision=calibrated", "--config.eval.split=val",
-            # Unlabelled images are quarantined ("missing mask"); 6 of 64
-            # is over the default share of bad inputs an ingest accepts.
-            "--config.data.max_bad_fraction=0.2"]
+            # Images without masks are listed as unlabelled, not bad.
+            "--config.data.source_kwargs.missing_masks=unlabelled"]
   workdir = tmp_path / "run"
   first = run_main(CONFIG, f"--workdir={workdir}", "--mode=ingest,train,eval",
                    "--config.train.steps=30", *common)
@@ -138,6 +137,9 @@ def test_label_reingest_train_loop(tmp_path, chromium):
   second = run_main(CONFIG, f"--workdir={tmp_path / 'run2'}",
                     "--mode=ingest,train", "--config.train.steps=3", *common)
   assert "quarantined: 5" in second.stdout  # 4 unlabelled, s999.
+  quarantine = json.loads(
+      (dataset.latest(data, "tiny").path / "quarantine.json").read_text())
+  assert sum(q["reason"].startswith("unlabelled") for q in quarantine) == 4
   new = dataset.latest(data, "tiny")
   assert len([p for p in (data / "tiny").iterdir() if p.is_dir()]) == 2
   hashes = {i["id"]: i["hash"] for i in new.manifest["items"]}

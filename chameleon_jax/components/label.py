@@ -144,6 +144,12 @@ def label(config: ml_collections.ConfigDict, workdir: str,
   log(f"label: {len(application.store.ids())} images in "
       f"{application.store.images}; masks to {application.store.masks}; "
       f"pre-labels: {application.model_version or 'none'}")
+  unlabelled = sum(not application.store.mask_file(i).is_file()
+                   for i in application.store.ids())
+  if unlabelled and config.data.source_kwargs.missing_masks != "unlabelled":
+    log(f"label: {unlabelled} images have no mask yet; to ingest the "
+        "labelled ones meanwhile, add --config.data.source_kwargs."
+        "missing_masks=unlabelled (else they count as bad inputs)")
   log(f"label: open {httpd.url} (Ctrl+C stops)")
   try:
     httpd.serve_forever()

@@ -42,6 +42,9 @@ DESCRIPTIONS = {
     "mask_suffix": "mask file name = image stem + this + mask_ext",
     "masks": "False: classification by folder, no mask files",
     "masks_dir": "folder of the masks, under root",
+    "missing_masks": "an image without a mask file: 'reject' (a bad input) "
+                     "or 'unlabelled' (listed in the quarantine, not counted "
+                     "against max_bad_fraction: labelling in progress)",
     "mat_field": "MATLAB masks: dotted path to the mask "
                  "('groundTruth.Segmentation'; '' = the only 2-D variable)",
     "max_defect_fraction": "largest defect, as a share of the image",

@@ -221,7 +221,8 @@ def build(
               f"({len(accepted)} accepted, {len(quarantine)} quarantined) "
               f"in {last - started:.0f} s")
         if isinstance(entry, Rejected):
-          quarantine.append({"path": entry.path, "reason": entry.reason})
+          quarantine.append({"path": entry.path, "reason": entry.reason,
+                             **({} if entry.counted else {"counted": False})})
           log(f"quarantined {entry.path}: {entry.reason}")
           continue
         if entry.item_id in seen_ids:
@@ -264,10 +265,13 @@ def build(
     if not accepted:
       raise BadInputError(f"No valid item among {total} inputs; quarantine: "
                           f"{quarantine[:5]}")
-    if len(quarantine) > options.max_bad_fraction * total:
+    # Images waiting for a label are neither bad nor part of the share.
+    bad = sum(q.get("counted", True) for q in quarantine)
+    judged = len(accepted) + bad
+    if bad > options.max_bad_fraction * judged:
       _write_json(base / "quarantine-rejected-build.json", quarantine)
       raise BadInputError(
-          f"{len(quarantine)} of {total} inputs were rejected (more than "
+          f"{bad} of {judged} inputs were rejected (more than "
           f"max_bad_fraction={options.max_bad_fraction}); see "
           f"{base / 'quarantine-rejected-build.json'}.")
 

@@ -57,9 +57,13 @@ class Item:
 
 @dataclasses.dataclass
 class Rejected:
-  """An input that failed validation; it goes to the quarantine report."""
+  """An input that failed validation; it goes to the quarantine report.
+  `counted` False: not a bad input but one waiting for its label (an image
+  without a mask while labelling is in progress); listed, not counted
+  against `max_bad_fraction`."""
   path: str
   reason: str
+  counted: bool = True
 
 
 @dataclasses.dataclass
@@ -183,9 +187,11 @@ def _validated(image_path: Path, mask_path: Path | None,
                channels: int | None,
                labels: Sequence[int], to_classes, item_id: str, root: Path,
                label: int | None = None,
-               load_mask=imio.load_mask) -> Item | Rejected:
+               load_mask=imio.load_mask,
+               unlabelled_ok: bool = False) -> Item | Rejected:
   """Decodes and checks one image/mask pair. `to_classes` maps raw mask
-  values; `load_mask(path, bytes)` decodes the mask file."""
+  values; `load_mask(path, bytes)` decodes the mask file; `unlabelled_ok`:
+  a missing mask is an unlabelled image (Rejected, not counted)."""
   for path, field in ((image_path, "the image file"),
                       (mask_path, "the mask file")):
     if path is not None:  # A link (or linked folder) out of the root: refused.
@@ -193,6 +199,11 @@ def _validated(image_path: Path, mask_path: Path | None,
       if isinstance(inside, Rejected):
         return inside
   if mask_path is None or not mask_path.is_file():
+    if unlabelled_ok:  # Waiting for a label only if the image is sound.
+      loaded = read_image(image_path, channels)
+      return loaded if isinstance(loaded, Rejected) else Rejected(
+          str(image_path), f"unlabelled: no mask yet (expected {mask_path}).",
+          counted=False)
     return Rejected(str(image_path), f"missing mask (expected {mask_path}).")
   loaded = read_image(image_path, channels)
   if isinstance(loaded, Rejected):
@@ -232,6 +243,7 @@ def image_mask_folders(
     mask_ext: str = ".png",
     mat_field: str = "",
     recursive: bool = False,
+    missing_masks: str = "reject",
 ) -> tuple[SourceInfo, Iterator[Item | Rejected]]:
   """Images in `root/images_dir`, masks `root/masks_dir/<stem><mask_suffix>
   <mask_ext>`.
@@ -249,10 +261,19 @@ def image_mask_folders(
   "groundTruth.Segmentation"; "" = the file's only 2-D numeric variable;
   data/matfiles.py).
 
+  `missing_masks`: an image without its mask file is a bad input
+  ("reject", the default: a wrong mask_suffix fails the ingest loudly) or,
+  while labelling is in progress (`--mode=label`), "unlabelled": listed in
+  the quarantine as such and not counted against `data.max_bad_fraction`.
+
   Raises:
     FileNotFoundError: a folder that does not exist.
-    ValueError: no images, or `mat_field` given without `mask_ext=".mat"`.
+    ValueError: no images, `mat_field` given without `mask_ext=".mat"`, or
+      `missing_masks` not "reject" or "unlabelled".
   """
+  if missing_masks not in ("reject", "unlabelled"):
+    raise ValueError(f"missing_masks={missing_masks!r}; expected 'reject' "
+                     "or 'unlabelled'.")
   mask_ext = mask_ext if mask_ext.startswith(".") else f".{mask_ext}"
   if mask_ext.lower() == ".mat":
     load_mask = functools.partial(matfiles.load_mask, field=mat_field)
@@ -299,7 +320,8 @@ def image_mask_folders(
           f"{path.stem}{mask_suffix}{mask_ext}")
       yield guarded(str(path), functools.partial(
           _validated, path, mask_path, channels, labels, to_classes,
-          item_id=rel.as_posix(), root=root_path, load_mask=load_mask))
+          item_id=rel.as_posix(), root=root_path, load_mask=load_mask,
+          unlabelled_ok=missing_masks == "unlabelled"))
     for mask_path in orphans:  # Reported, so that nothing is silently left.
       stem = mask_path.name[:-len(mask_suffix + mask_ext)]
       yield Rejected(str(mask_path), f"orphan mask: no image {stem}.* "
