@@ -304,6 +304,9 @@ def test_the_page_carries_its_token_and_the_api_requires_it(api):
                                                                  "p2"]
   status, png = api("GET", "/api/image?id=p1")
   assert status == 200 and png.startswith(b"\x89PNG")
+  assert api("GET", "/static/raster.js", token="")[0] == 200
+  for path in ("/static/../server.py", "/static/index.html", "/etc/passwd"):
+    assert api("GET", path, token="")[0] == 404, path
 
 
 def test_another_host_name_is_refused(api):

@@ -18,7 +18,7 @@ standard library's server has nothing to pin. What keeps it safe:
 
 API (JSON unless said):
   GET  /                     the page
-  GET  /static/label.js|css  its script and style sheet
+  GET  /static/label.js|raster.js|label.css  its scripts and style sheet
   GET  /api/images           the queue: id, labelled, revision, score,
                              alarm, priority per image, in queue order
   GET  /api/image?id=ID      the image as an 8-bit PNG (display only)
@@ -49,6 +49,7 @@ from chameleon_jax.labelling import queue, raster, store as store_lib
 
 TOKEN_HEADER = "X-Label-Token"
 STATIC = {"label.js": "text/javascript; charset=utf-8",
+          "raster.js": "text/javascript; charset=utf-8",
           "label.css": "text/css; charset=utf-8"}
 BASES = ("saved", "prelabel", "empty")
 DRAIN_BYTES = 256 << 20  # A refused body up to this size is read and dropped.

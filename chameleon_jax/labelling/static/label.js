@@ -1,4 +1,5 @@
-// The labelling page: draw operations on an image, the server paints them.
+// The labelling page: draw operations on an image, the server paints them
+// (raster.js paints the same operations here, for display).
 // A label is a base layer (the saved mask, the model's pre-label or empty)
 // and the operations drawn on it; "save" sends both and the server
 // rasterises them (chameleon_jax/labelling/raster.py), so the PNG on disk
@@ -54,61 +55,8 @@ function status(text, kind = "") {
   el.className = kind;
 }
 
-// --- Painting (the server's rules) ----------------------------------------
-function paintStroke(target, points, radius, value) {
-  const r2 = radius * radius;
-  const n = points.length;
-  const segments = n === 1 ? [[points[0], points[0]]] :
-      points.slice(1).map((p, i) => [points[i], p]);
-  for (const [a, b] of segments) {
-    const x0 = Math.max(Math.floor(Math.min(a[0], b[0]) - radius), 0);
-    const y0 = Math.max(Math.floor(Math.min(a[1], b[1]) - radius), 0);
-    const x1 = Math.min(Math.ceil(Math.max(a[0], b[0]) + radius) + 1, state.width);
-    const y1 = Math.min(Math.ceil(Math.max(a[1], b[1]) + radius) + 1, state.height);
-    const dx = b[0] - a[0], dy = b[1] - a[1], len2 = dx * dx + dy * dy;
-    for (let y = y0; y < y1; y++) {
-      const cy = y + 0.5;
-      for (let x = x0; x < x1; x++) {
-        const cx = x + 0.5;
-        let t = len2 === 0 ? 0 : ((cx - a[0]) * dx + (cy - a[1]) * dy) / len2;
-        t = Math.min(Math.max(t, 0), 1);
-        const ex = cx - a[0] - t * dx, ey = cy - a[1] - t * dy;
-        if (ex * ex + ey * ey <= r2) target[y * state.width + x] = value;
-      }
-    }
-  }
-}
-
-function paintPolygon(target, points, value) {  // Preview: centres inside.
-  const xs = points.map(p => p[0]), ys = points.map(p => p[1]);
-  const y0 = Math.max(Math.floor(Math.min(...ys)), 0);
-  const y1 = Math.min(Math.ceil(Math.max(...ys)) + 1, state.height);
-  const x0 = Math.max(Math.floor(Math.min(...xs)), 0);
-  const x1 = Math.min(Math.ceil(Math.max(...xs)) + 1, state.width);
-  for (let y = y0; y < y1; y++) {
-    for (let x = x0; x < x1; x++) {
-      const cx = x + 0.5, cy = y + 0.5;
-      let inside = false;
-      for (let i = 0, j = points.length - 1; i < points.length; j = i++) {
-        const [xi, yi] = points[i], [xj, yj] = points[j];
-        if ((yi > cy) !== (yj > cy) &&
-            cx < (xj - xi) * (cy - yi) / (yj - yi) + xi) inside = !inside;
-      }
-      if (inside) target[y * state.width + x] = value;
-    }
-  }
-}
-
-function paintOp(target, op) {
-  if (op.tool === "brush" || op.tool === "eraser") {
-    paintStroke(target, op.points, op.radius, op.tool === "eraser" ? 0 : op.class);
-  } else if (op.tool === "polygon") {
-    paintPolygon(target, op.points, op.class);
-  } else if (op.tool === "box") {
-    const [[ax, ay], [bx, by]] = op.points;
-    paintPolygon(target, [[ax, ay], [bx, ay], [bx, by], [ax, by]], op.class);
-  }
-}
+// --- Painting (raster.js: the server's rules) --------------------------------
+function grid() { return {data: classes, width: state.width, height: state.height}; }
 
 function baseLayer() {
   const size = state.width * state.height;
@@ -119,7 +67,7 @@ function baseLayer() {
 
 function recompute() {
   classes = baseLayer();
-  for (const op of state.ops) paintOp(classes, op);
+  for (const op of state.ops) Raster.paint(grid(), op);
   refreshMask();
 }
 
@@ -246,7 +194,7 @@ view.addEventListener("pointerdown", event => {
   } else {
     state.drawing = {tool: state.tool, radius: state.radius, points: [p]};
     if (state.tool === "brush") state.drawing.class = state.cls;
-    paintOp(classes, state.drawing);
+    Raster.paint(grid(), state.drawing);
     refreshMask();
   }
 });
@@ -268,7 +216,7 @@ view.addEventListener("pointermove", event => {
   const last = d.points[d.points.length - 1];
   if (last[0] === p[0] && last[1] === p[1]) return;
   d.points.push(p);
-  paintStroke(classes, [last, p], d.radius, d.tool === "eraser" ? 0 : d.class);
+  Raster.stroke(grid(), [last, p], d.radius, d.tool === "eraser" ? 0 : d.class);
   refreshMask();
 });
 function endPointer() {
