@@ -377,3 +377,32 @@ def test_a_refused_post_leaves_a_kept_alive_connection_usable(api):
                      headers={"X-Label-Token": api.app.token})
   assert connection.getresponse().status == 200
   connection.close()
+
+
+def test_the_audit_says_how_the_pre_label_was_used(tmp_path):
+  root = _dataset(tmp_path / "raw")
+  prelabel = np.zeros((24, 32), np.uint8)
+  prelabel[2:6, 2:6] = 1
+  app = server.LabelApp(
+      _store(root), [[0, 0, 0]] * 3,
+      prelabels={"p0": queue.Prelabel(prelabel, 0.9, 0.0, True)},
+      model_version="m@1", threshold=0.5, max_request_bytes=1 << 20)
+  dab = [{"tool": "brush", "class": 2, "radius": 1, "points": [[20.5, 10.5]]}]
+  first = app.save({"id": "p0", "base_revision": "none", "base": "empty",
+                    "operations": [], "seconds": float("nan")})
+  second = app.save({"id": "p0", "base_revision": first["revision"],
+                     "base": "saved", "operations": dab, "seconds": 1e9})
+  third = app.save({"id": "p0", "base_revision": second["revision"],
+                    "base": "prelabel", "operations": dab, "seconds": 2})
+  app.save({"id": "p1", "base_revision": "none", "base": "empty",
+            "operations": dab})
+  assert [first["prelabel"], second["prelabel"], third["prelabel"]] == [
+      "rejected", "not used", "edited"]
+  lines = (root / store.AUDIT_FILE).read_text().splitlines()
+  audit = [json.loads(line, parse_constant=lambda c: pytest.fail(c))
+           for line in lines]  # Strict JSON: no NaN or Infinity.
+  assert [a["seconds"] for a in audit] == [None, 86400.0, 2.0, None]
+  assert [a["model_version"] for a in audit] == ["m@1"] * 3 + [None]
+  assert audit[3]["prelabel"] == "none"
+  saved = app.store.read_mask("p0")[0]
+  assert saved[10, 20] == 2 and (saved[2:6, 2:6] == 1).all()

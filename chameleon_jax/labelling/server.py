@@ -36,6 +36,7 @@ import http.server
 import io
 import json
 import logging
+import math
 import secrets
 import threading
 import urllib.parse
@@ -171,12 +172,15 @@ class LabelApp:
       use = "none"
     elif base_name == "prelabel":
       use = "edited" if operations else "accepted"
-    else:
+    elif base_name == "empty":
       use = "rejected"
+    else:  # Drawn on the saved mask: the pre-label was not the start.
+      use = "not used"
     seconds = body.get("seconds")
     seconds = (round(min(max(float(seconds), 0.0), 86400.0), 1)
                if isinstance(seconds, (int, float)) and
-               not isinstance(seconds, bool) else None)
+               not isinstance(seconds, bool) and math.isfinite(seconds)
+               else None)
     counts = store_lib.class_counts(mask, len(self.class_names))
     new = self.store.save(image_id, mask, base_revision, {
         "seconds": seconds, "prelabel": use,
