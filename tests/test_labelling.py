@@ -406,3 +406,30 @@ def test_the_audit_says_how_the_pre_label_was_used(tmp_path):
   assert audit[3]["prelabel"] == "none"
   saved = app.store.read_mask("p0")[0]
   assert saved[10, 20] == 2 and (saved[2:6, 2:6] == 1).all()
+
+
+def test_label_mode_names_a_busy_port_and_ignores_an_empty_checkpoint_dir(
+    tmp_path):
+  import socket
+  from chameleon_jax.components import label as label_mode
+  from tests import tiny_config
+  root = _dataset(tmp_path / "raw")
+  config = tiny_config.get_config("folders")
+  config.data.source_kwargs.root = str(root)
+  config.data.source_kwargs.class_names = CLASSES
+  workdir = tmp_path / "run"
+  (workdir / "checkpoints").mkdir(parents=True)  # Nothing trained yet.
+  assert label_mode.app(config, str(workdir)).model_version is None
+  with socket.socket() as busy:
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    config.label.port = busy.getsockname()[1]
+    with pytest.raises(ValueError, match=f"cannot serve on 127.0.0.1:"
+                       f"{config.label.port}.*choose another"):
+      label_mode.label(config, str(workdir), log=lambda *_: None)
+  config.label.prelabel = "on"
+  with pytest.raises(ValueError, match="has no trained model"):
+    label_mode.app(config, str(workdir))
+  config.label.prelabel = "sometimes"
+  with pytest.raises(ValueError, match="expected one of"):
+    label_mode.app(config, str(workdir))

@@ -119,7 +119,8 @@ def app(config: ml_collections.ConfigDict, workdir: str,
   layout = store_lib.layout_from_source(config.data.source,
                                         config.data.source_kwargs.to_dict())
   label_store = store_lib.LabelStore(layout, config.data.max_pixels)
-  trained = (Path(workdir) / "checkpoints").is_dir()
+  checkpoints = Path(workdir) / "checkpoints"
+  trained = checkpoints.is_dir() and any(checkpoints.iterdir())
   if section.prelabel == "on" and not trained:
     raise ValueError(f"label.prelabel='on' and {workdir} has no trained "
                      "model (checkpoints/); train first or set 'auto'.")
@@ -137,10 +138,18 @@ def app(config: ml_collections.ConfigDict, workdir: str,
 
 def label(config: ml_collections.ConfigDict, workdir: str,
           log: Callable = print) -> None:
-  """Serves the page on label.host:label.port until interrupted."""
+  """Serves the page on label.host:label.port until interrupted.
+
+  Raises:
+    ValueError: as `app`; the port cannot be bound (in use, not allowed).
+  """
   application = app(config, workdir, log)
-  httpd = server.LabelServer(application, config.label.host,
-                             int(config.label.port))
+  host, port = config.label.host, int(config.label.port)
+  try:
+    httpd = server.LabelServer(application, host, port)
+  except OSError as e:
+    raise ValueError(f"cannot serve on {host}:{port} ({e.strerror}); "
+                     "choose another --config.label.port.") from None
   log(f"label: {len(application.store.ids())} images in "
       f"{application.store.images}; masks to {application.store.masks}; "
       f"pre-labels: {application.model_version or 'none'}")
