@@ -3,6 +3,7 @@ what is drawn with the mouse is what lands on disk, pixel for pixel."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 
@@ -68,6 +69,19 @@ def _serve(label_store, prelabels=None, threshold=0.5):
   return server.LabelServer(app, "127.0.0.1", 0).start()
 
 
+@contextlib.contextmanager
+def _opened(tmp_path, chromium, n=3):
+  """(store, driver) on a fresh dataset of `n` images, the page open."""
+  label_store = _dataset(tmp_path / "raw", n)
+  httpd = _serve(label_store)
+  driver = chromium()
+  try:
+    page.open_page(driver, httpd.url)
+    yield label_store, driver
+  finally:
+    httpd.stop()
+
+
 def _saved(label_store, image_id):
   with Image.open(label_store.mask_file(image_id)) as mask:
     return np.asarray(mask)
@@ -75,11 +89,7 @@ def _saved(label_store, image_id):
 
 def test_strokes_polygon_and_eraser_drawn_in_the_browser_are_the_saved_png(
     tmp_path, chromium):
-  label_store = _dataset(tmp_path / "raw")
-  httpd = _serve(label_store)
-  driver = chromium()
-  try:
-    page.open_page(driver, httpd.url)
+  with _opened(tmp_path, chromium) as (label_store, driver):
     page.open_image(driver, "img1")
     pointer = page.Pointer(driver)
     # A horizontal brush stroke, class 1, radius 3 ("[" from 4).
@@ -121,8 +131,6 @@ def test_strokes_polygon_and_eraser_drawn_in_the_browser_are_the_saved_png(
     assert line["prelabel"] == "none" and line["seconds"] > 0
     assert line["class_pixels"] == np.bincount(
         expected.ravel(), minlength=3).tolist()
-  finally:
-    httpd.stop()
 
 
 def _prelabels():
@@ -211,11 +219,7 @@ def test_queue_accept_undo_defect_free_and_a_stale_tab(tmp_path, chromium):
 def test_the_page_without_its_token_reads_nothing(tmp_path, chromium):
   """A script on the page's origin but without the session token (as a
   cross-site page would be) is refused by the API."""
-  label_store = _dataset(tmp_path / "raw", n=1)
-  httpd = _serve(label_store)
-  driver = chromium()
-  try:
-    page.open_page(driver, httpd.url)
+  with _opened(tmp_path, chromium, n=1) as (label_store, driver):
     answer = driver.execute_async_script(
         "const done = arguments[0];"
         "fetch('/api/save', {method: 'POST', body: JSON.stringify({id: 'img0',"
@@ -224,18 +228,12 @@ def test_the_page_without_its_token_reads_nothing(tmp_path, chromium):
     assert answer[0] == 403 and "X-Label-Token" in json.loads(answer[1])[
         "error"]
     assert not label_store.mask_file("img0").exists()
-  finally:
-    httpd.stop()
 
 
 def test_zoom_and_pan_keep_dabs_on_their_pixels(tmp_path, chromium):
   """After a wheel zoom (a non-integer scale) and a right-button pan, a dab
   still lands on the image pixels under the pointer."""
-  label_store = _dataset(tmp_path / "raw", n=1)
-  httpd = _serve(label_store)
-  driver = chromium()
-  try:
-    page.open_page(driver, httpd.url)
+  with _opened(tmp_path, chromium, n=1) as (label_store, driver):
     before = driver.execute_script(
         "const s = labeller.state; return [s.zoom, s.panX, s.panY]")
     pointer = page.Pointer(driver)
@@ -264,5 +262,3 @@ def test_zoom_and_pan_keep_dabs_on_their_pixels(tmp_path, chromium):
       expected[reference_stroke(dab, 5, H, W)] = 2
     np.testing.assert_array_equal(_saved(label_store, "img0"), expected)
     assert pan_y != before[2]
-  finally:
-    httpd.stop()
