@@ -433,3 +433,21 @@ def test_label_mode_names_a_busy_port_and_ignores_an_empty_checkpoint_dir(
   config.label.prelabel = "sometimes"
   with pytest.raises(ValueError, match="expected one of"):
     label_mode.app(config, str(workdir))
+
+
+def test_images_are_shown_stretched_and_class_colours_cycle():
+  from chameleon_jax.data import overlays
+  # A 12-bit ramp in a 16-bit file: 0.5th/99.5th percentiles of 0..4095
+  # are 20.475 and 4074.525, so 20 -> 0, 4075 -> 255, 2047.5 -> 127.5.
+  ramp = np.arange(4096, dtype=np.uint16).reshape(64, 64, 1)
+  shown = overlays.stretched_uint8(ramp)
+  assert shown.dtype == np.uint8 and shown.shape == (64, 64, 1)
+  flat = shown.ravel()
+  assert flat[20] == 0 and flat[4075] == 255 and flat[2047] in (127, 128)
+  two = np.stack([np.full((4, 4), 7, np.uint8), np.zeros((4, 4), np.uint8)],
+                 -1)
+  assert (overlays.stretched_uint8(two) == 7).all()  # First channel.
+  colours = overlays.class_colours(np.arange(20))
+  np.testing.assert_array_equal(colours[:9], overlays.PALETTE)
+  np.testing.assert_array_equal(colours[9], overlays.PALETTE[1])
+  np.testing.assert_array_equal(colours[17], overlays.PALETTE[1])

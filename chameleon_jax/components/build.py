@@ -241,10 +241,15 @@ def eval_settings(config: ml_collections.ConfigDict) -> EvalSettings:
   return EvalSettings(**section)
 
 
-def predict_settings(config: ml_collections.ConfigDict) -> PredictSettings:
+def predict_settings(config: ml_collections.ConfigDict,
+                     input_dir: str | None = None) -> PredictSettings:
   """The `predict.*` section (with `data.scale`, `eval.batch_size` and the
-  served model's `canvases`)."""
-  return PredictSettings(**to_dict(config.predict),
+  served model's `canvases`); `input_dir` in place of predict.input_dir
+  (the labelling tool predicts the dataset's own image folder)."""
+  section = to_dict(config.predict)
+  if input_dir is not None:
+    section["input_dir"] = input_dir
+  return PredictSettings(**section,
                          scale=float(config.data.scale),
                          batch_size=int(config.eval.batch_size),
                          canvases=canvases(config))

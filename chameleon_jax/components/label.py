@@ -64,9 +64,8 @@ def prelabels(config: ml_collections.ConfigDict, workdir: str,
       logging.warning("label: %s Pre-labels are argmax masks.", e)
   threshold = 0.5 if rule is None else max(rule.threshold,
                                            rule.seed_threshold or 0.0)
-  predict_config = ml_collections.ConfigDict(config.to_dict())
-  predict_config.predict.input_dir = str(label_store.images)
-  predict_settings = build.predict_settings(predict_config)
+  predict_settings = build.predict_settings(config,
+                                            input_dir=str(label_store.images))
   stride = inference.model_stride(restored)
   channels = card["signature"]["in_channels"]
   # The mask and score as --mode=predict gives them (eval.flip_tta); the
@@ -127,11 +126,9 @@ def app(config: ml_collections.ConfigDict, workdir: str,
   found, version, threshold = {}, None, 0.5
   if section.prelabel != "off" and trained:
     found, version, threshold = prelabels(config, workdir, label_store, log)
-  palette = overlays.PALETTE
-  colours = [palette[0]] + [palette[1:][(k - 1) % (len(palette) - 1)]
-                            for k in range(1, len(layout.class_names))]
   return server.LabelApp(
-      label_store, colours, prelabels=found, model_version=version,
+      label_store, overlays.class_colours(np.arange(len(layout.class_names))),
+      prelabels=found, model_version=version,
       threshold=threshold,
       max_request_bytes=int(section.max_request_mb * (1 << 20)))
 

@@ -238,12 +238,7 @@ def save_mask_png(path: str | os.PathLike[str], mask: np.ndarray) -> None:
     raise ValueError(f"{path}: a mask of class indices 0..255 expected, got "
                      f"shape {mask.shape}.")
   image = Image.fromarray(mask.astype(np.uint8), mode="P")
-  colours = overlays.PALETTE.astype(np.uint8)
-  table = np.zeros((256, 3), np.uint8)
-  table[:len(colours)] = colours
-  # Class k > 0 cycles through the defect colours as overlays do.
-  table[len(colours):] = colours[1:][(np.arange(len(colours), 256) - 1)
-                                     % (len(colours) - 1)]
+  table = overlays.class_colours(np.arange(256)).astype(np.uint8)
   image.putpalette(table.ravel().tolist())
   with atomic.replacing(path) as tmp:
     image.save(tmp, format="PNG")

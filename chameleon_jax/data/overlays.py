@@ -17,6 +17,15 @@ PALETTE = np.array([
 ], np.float32)
 
 
+def class_colours(labels) -> np.ndarray:
+  """RGB (float32, (..., 3)) of class indices: 0 is PALETTE[0]; a defect
+  class k > 0 cycles through PALETTE[1:], so any number of classes has one.
+  The one colour rule of overlays, legends, mask PNGs and the label page."""
+  labels = np.asarray(labels)
+  cycled = PALETTE[1:][(labels - 1) % (len(PALETTE) - 1)]
+  return np.where((labels > 0)[..., None], cycled, PALETTE[0])
+
+
 def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
   """(H, W, C) float in [0, 1] or uint -> (H, W, 3) uint8 for display."""
   if np.issubdtype(image.dtype, np.integer):
@@ -29,12 +38,27 @@ def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
   return np.rint(image * 255).astype(np.uint8)
 
 
+def stretched_uint8(image: np.ndarray) -> np.ndarray:
+  """An (H, W, C) image as 8-bit grey (H, W, 1) or RGB (H, W, 3) for a
+  person to look at: uint8 as it is; other depths stretched between their
+  0.5th and 99.5th percentiles (a 12-bit sensor in a 16-bit file uses a
+  sixteenth of the range, and `to_rgb_uint8` would show it near black);
+  2 or more than 3 channels shown by their first. Display only."""
+  shown = image if image.shape[2] == 3 else image[:, :, :1]
+  if shown.dtype == np.uint8:
+    return shown
+  values = shown.astype(np.float64)
+  lo, hi = np.percentile(values, [0.5, 99.5])
+  scaled = (values - lo) / max(hi - lo, 1e-12)
+  return np.clip(np.rint(scaled * 255), 0, 255).astype(np.uint8)
+
+
 def colorize(image_rgb: np.ndarray, mask: np.ndarray,
              alpha: float = 0.55) -> np.ndarray:
   """Blends class colours over an RGB image; ignored pixels are hatched grey."""
   out = image_rgb.astype(np.float32)
   labels = np.where(mask == IGNORE_INDEX, 0, mask)
-  colours = PALETTE[1:][(labels - 1) % (len(PALETTE) - 1)]
+  colours = class_colours(labels)
   fg = (labels > 0)[..., None]
   out = np.where(fg, (1 - alpha) * out + alpha * colours, out)
   ignored = (mask == IGNORE_INDEX)
@@ -98,7 +122,7 @@ def _annotate(strip: np.ndarray, widths: list[int], titles: Sequence[str],
     x += width
   x, y = 2, strip.shape[0] + top + 2
   for k, name in enumerate(class_names[1:], start=1):
-    colour = tuple(int(c) for c in PALETTE[1:][(k - 1) % (len(PALETTE) - 1)])
+    colour = tuple(int(c) for c in class_colours(k))
     draw.rectangle((x, y, x + 9, y + 9), fill=colour)
     draw.text((x + 12, y - 1), name, fill=(0, 0, 0))
     x += 12 + int(draw.textlength(name)) + 10

@@ -226,6 +226,19 @@ def _validated(image_path: Path, mask_path: Path | None,
               str(image_path), content_hash)
 
 
+def map_values(array: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
+  """`array` with each value `mapping` names replaced (int64); values it
+  does not name pass through; no mapping: `array` itself. A mask's
+  `value_map` rule (raw file values -> class indices, and back in
+  the labelling tool)."""
+  if not mapping:
+    return array
+  out = array.astype(np.int64).copy()
+  for src, dst in mapping.items():
+    out[array == src] = dst
+  return out
+
+
 def _require_folder(path: Path, what: str) -> None:
   if not path.is_dir():
     raise FileNotFoundError(f"{what} folder {path} does not exist.")
@@ -296,12 +309,7 @@ def image_mask_folders(
   mapping = {int(k): int(v) for k, v in (value_map or {}).items()}
 
   def to_classes(raw: np.ndarray) -> np.ndarray:
-    if not mapping:
-      return raw
-    out = raw.astype(np.int64).copy()
-    for src, dst in mapping.items():
-      out[raw == src] = dst
-    return out
+    return map_values(raw, mapping)
 
   def relative(path: Path) -> Path:  # images/test/a.png -> test/a
     return path.relative_to(image_folder).with_suffix("")

@@ -46,6 +46,7 @@ from importlib import resources
 import numpy as np
 from PIL import Image
 
+from chameleon_jax.data import overlays
 from chameleon_jax.labelling import queue, raster, store as store_lib
 
 TOKEN_HEADER = "X-Label-Token"
@@ -99,9 +100,7 @@ class LabelApp:
   def images(self) -> dict:
     self.store.refresh()
     ids = self.store.ids()
-    revisions = {i: store_lib.revision(
-        f.read_bytes() if (f := self.store.mask_file(i)).is_file() else None)
-                 for i in ids}
+    revisions = {i: self.store.current_revision(i) for i in ids}
     labelled = {i: r != store_lib.NO_MASK for i, r in revisions.items()}
     rows = []
     for i in queue.order(ids, labelled, self.prelabels, self.threshold):
@@ -115,7 +114,7 @@ class LabelApp:
             "model_version": self.model_version}
 
   def image_png(self, image_id: str) -> bytes:
-    shown = store_lib.display_image(self.store.load_image(image_id))
+    shown = overlays.stretched_uint8(self.store.load_image(image_id))
     buffer = io.BytesIO()
     Image.fromarray(shown[:, :, 0] if shown.shape[2] == 1 else shown).save(
         buffer, format="PNG", compress_level=1)

@@ -78,16 +78,12 @@ class Layout:
     object.__setattr__(self, "_from_raw", raw)
 
   def to_raw(self, mask: np.ndarray) -> np.ndarray:
-    out = mask.astype(np.uint8, copy=True)
-    for k, raw in self._to_raw.items():
-      out[mask == k] = raw
-    return out
+    """Class indices -> the values the dataset's mask files hold."""
+    return sources.map_values(mask, self._to_raw).astype(np.uint8)
 
   def from_raw(self, raw: np.ndarray) -> np.ndarray:
-    out = raw.astype(np.int64, copy=True)
-    for source, target in self._from_raw.items():
-      out[raw == source] = target
-    return out
+    """A mask file's values -> class indices, as the source reads them."""
+    return sources.map_values(raw, self._from_raw)
 
 
 def revision(data: bytes | None) -> str:
@@ -184,6 +180,11 @@ class LabelStore:
       self.load_image(image_id)
     return self._sizes[image_id]
 
+  def current_revision(self, image_id: str) -> str:
+    """The revision of `image_id`'s mask file on disk (NO_MASK: none)."""
+    path = self.mask_file(image_id)
+    return revision(path.read_bytes() if path.is_file() else None)
+
   def read_mask(self, image_id: str) -> tuple[np.ndarray | None, str]:
     """(class map or None when there is no mask file, its revision)."""
     path = self.mask_file(image_id)
@@ -213,7 +214,7 @@ class LabelStore:
                     f"0..{len(self.layout.class_names) - 1}.")
     path = self.mask_file(image_id)
     with self._lock:
-      current = revision(path.read_bytes() if path.is_file() else None)
+      current = self.current_revision(image_id)
       if current != base_revision:
         raise Conflict(
             f"the mask of {image_id!r} changed since this page loaded it "
@@ -244,23 +245,6 @@ class LabelStore:
       return []
     return [json.loads(line) for line in path.read_text().splitlines()
             if line.strip()]
-
-
-def display_image(image: np.ndarray) -> np.ndarray:
-  """An (H, W, C) image of any depth as 8-bit grey or RGB for the page:
-  integer images stretched between their 0.5th and 99.5th percentiles (a
-  16-bit sensor image uses a fraction of its range), 2 or more than 3
-  channels shown by their first. Display only; never written."""
-  if image.shape[2] == 3:
-    shown = image
-  else:
-    shown = image[:, :, :1]
-  if shown.dtype == np.uint8:
-    return shown
-  values = shown.astype(np.float64)
-  lo, hi = np.percentile(values, [0.5, 99.5])
-  scaled = (values - lo) / max(hi - lo, 1e-12)
-  return np.clip(np.rint(scaled * 255), 0, 255).astype(np.uint8)
 
 
 def class_counts(mask: np.ndarray, num_classes: int) -> list[int]:
